@@ -1,0 +1,124 @@
+//! What the data plane knows about a workload (a pod, today).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::address::Network;
+use crate::identity::{DEFAULT_SERVICE_ACCOUNT, Identity, IdentityError, TrustDomain};
+
+/// The globally unique id of a workload, e.g. `Kubernetes//Pod/default/sleep-1`.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct WorkloadUid(String);
+
+impl WorkloadUid {
+    pub fn new(uid: impl Into<String>) -> Self {
+        Self(uid.into())
+    }
+
+    /// The uid istiod gives a Kubernetes pod: `<cluster>//Pod/<namespace>/<name>`.
+    pub fn for_pod(cluster_id: &str, namespace: &str, name: &str) -> Self {
+        Self(format!("{cluster_id}//Pod/{namespace}/{name}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WorkloadUid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How traffic to a workload is carried.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TunnelProtocol {
+    /// Plain TCP: the destination is not in the mesh.
+    #[default]
+    None,
+    /// HTTP/2 CONNECT over mutual TLS to the workload's port 15008.
+    Hbone,
+}
+
+/// A workload as the data plane sees it.
+///
+/// Empty trust domain and service account take Istio's defaults at
+/// construction, so [`Workload::identity`] never has to guess.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Workload {
+    pub uid: WorkloadUid,
+    pub name: String,
+    pub namespace: String,
+    #[serde(default)]
+    pub addresses: Vec<IpAddr>,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub tunnel_protocol: TunnelProtocol,
+    #[serde(default)]
+    pub trust_domain: TrustDomain,
+    #[serde(default = "default_service_account")]
+    pub service_account: String,
+    /// The Kubernetes node the workload runs on.
+    #[serde(default)]
+    pub node: String,
+}
+
+fn default_service_account() -> String {
+    DEFAULT_SERVICE_ACCOUNT.to_string()
+}
+
+impl Workload {
+    /// The SPIFFE identity the workload's certificate carries.
+    pub fn identity(&self) -> Result<Identity, IdentityError> {
+        Identity::new(
+            self.trust_domain.clone(),
+            self.namespace.clone(),
+            self.service_account.clone(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_uid_has_empty_group() {
+        assert_eq!(
+            WorkloadUid::for_pod("Kubernetes", "default", "sleep").as_str(),
+            "Kubernetes//Pod/default/sleep"
+        );
+    }
+
+    #[test]
+    fn defaults_identity() {
+        let w: Workload = serde_json_like();
+        assert_eq!(
+            w.identity().unwrap().to_string(),
+            "spiffe://cluster.local/ns/default/sa/default"
+        );
+    }
+
+    fn serde_json_like() -> Workload {
+        Workload {
+            uid: WorkloadUid::new("u"),
+            name: "sleep".into(),
+            namespace: "default".into(),
+            addresses: vec![],
+            network: Network::default(),
+            tunnel_protocol: TunnelProtocol::Hbone,
+            trust_domain: TrustDomain::default(),
+            service_account: default_service_account(),
+            node: String::new(),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Dialling one HBONE connection and opening CONNECT streams on it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use http::{HeaderMap, Method, Request, StatusCode};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tracing::{debug, warn};
+
+use crate::config::H2Config;
+use crate::error::Error;
+
+/// What to ask the peer for: the `:authority` and the extra headers.
+#[derive(Clone, Debug)]
+pub struct ConnectRequest {
+    pub authority: String,
+    pub headers: HeaderMap,
+}
+
+/// An established HTTP/2 client connection; its I/O is driven by a task that
+/// also sends keepalive PINGs, and `closed` turns true when that task ends.
+pub struct Connection {
+    pub(crate) sender: SendRequest<Bytes>,
+    pub(crate) closed: Arc<AtomicBool>,
+}
+
+/// TLS (no SNI, ALPN h2, the peer's SPIFFE identity verified by `tls`), then
+/// the HTTP/2 handshake with Istio's window and frame sizes.
+pub async fn handshake(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    tls: Arc<ClientConfig>,
+    config: &H2Config,
+) -> Result<Connection, Error> {
+    tcp.set_nodelay(true)?;
+    // SNI is disabled in the config; the name here is never sent.
+    let name = ServerName::IpAddress(Ipv4Addr::UNSPECIFIED.into());
+    let tls_stream = tokio::time::timeout(
+        config.handshake_timeout,
+        TlsConnector::from(tls).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| Error::TlsTimeout { addr })?
+    .map_err(|source| Error::Tls { addr, source })?;
+    if tls_stream.get_ref().1.alpn_protocol() != Some(mesh_tls::ALPN_H2) {
+        return Err(Error::NoAlpn { addr });
+    }
+    h2_handshake(tls_stream, addr, config).await
+}
+
+/// The HTTP/2 client handshake over an established byte stream.
+pub async fn h2_handshake<T>(
+    io: T,
+    addr: SocketAddr,
+    config: &H2Config,
+) -> Result<Connection, Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, mut conn) = h2::client::Builder::new()
+        .initial_window_size(config.stream_window)
+        .initial_connection_window_size(config.connection_window)
+        .max_frame_size(config.max_frame_size)
+        .max_header_list_size(config.client_max_header_list_size)
+        .max_send_buffer_size(config.stream_window as usize)
+        .enable_push(false)
+        .handshake::<_, Bytes>(io)
+        .await?;
+    let closed = Arc::new(AtomicBool::new(false));
+    let ping = conn.ping_pong();
+    let keepalive = (config.keepalive_interval, config.keepalive_timeout);
+    let done = closed.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            r = &mut conn => {
+                if let Err(e) = r {
+                    debug!(%addr, error = %e, "HBONE connection ended");
+                }
+            }
+            reason = keepalive_loop(ping, keepalive.0, keepalive.1) => {
+                warn!(%addr, %reason, "HBONE connection dropped");
+            }
+        }
+        done.store(true, Ordering::Release);
+    });
+    Ok(Connection { sender, closed })
+}
+
+/// Sends PINGs every `interval`; returns why the peer stopped answering.
+pub(crate) async fn keepalive_loop(
+    ping: Option<h2::PingPong>,
+    interval: std::time::Duration,
+    timeout: std::time::Duration,
+) -> String {
+    let Some(mut ping) = ping else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        match tokio::time::timeout(timeout, ping.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("keepalive PING failed: {e}"),
+            Err(_) => return format!("keepalive PING unanswered for {timeout:?}"),
+        }
+    }
+}
+
+impl Connection {
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Opens a CONNECT stream and waits for the response; anything but 200
+    /// is an error naming the status.
+    pub async fn connect(
+        &self,
+        request: &ConnectRequest,
+    ) -> Result<(h2::SendStream<Bytes>, h2::RecvStream), Error> {
+        let uri: http::Uri = request
+            .authority
+            .parse()
+            .map_err(|_| Error::BadAuthority(request.authority.clone()))?;
+        if uri.authority().is_none() || uri.scheme().is_some() {
+            return Err(Error::BadAuthority(request.authority.clone()));
+        }
+        let mut req = Request::builder()
+            .method(Method::CONNECT)
+            .uri(uri)
+            .body(())
+            .map_err(|_| Error::BadAuthority(request.authority.clone()))?;
+        *req.headers_mut() = request.headers.clone();
+        let mut sender = self.sender.clone().ready().await?;
+        let (response, send) = sender.send_request(req, false)?;
+        let response = response.await?;
+        if response.status() != StatusCode::OK {
+            return Err(Error::Status {
+                authority: request.authority.clone(),
+                status: response.status(),
+            });
+        }
+        Ok((send, response.into_body()))
+    }
+}

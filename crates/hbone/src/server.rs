@@ -1,0 +1,142 @@
+//! The HBONE server side: TLS accept, HTTP/2, and one [`InboundConnect`] per
+//! CONNECT stream for the caller to accept or refuse.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream};
+use http::{HeaderMap, Method, Response, StatusCode};
+use mesh_core::Identity;
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::client::keepalive_loop;
+use crate::config::H2Config;
+use crate::error::Error;
+use crate::stream::H2Stream;
+
+/// Completes the TLS handshake of an inbound HBONE connection and returns the
+/// stream with the client's identity (first SPIFFE SAN of its certificate).
+/// Clients that did not negotiate `h2` are refused here.
+pub async fn accept_tls(
+    tcp: TcpStream,
+    tls: Arc<ServerConfig>,
+    config: &H2Config,
+) -> Result<(TlsStream<TcpStream>, Identity), Error> {
+    let addr = tcp.peer_addr()?;
+    tcp.set_nodelay(true)?;
+    let stream = tokio::time::timeout(config.handshake_timeout, TlsAcceptor::from(tls).accept(tcp))
+        .await
+        .map_err(|_| Error::TlsTimeout { addr })?
+        .map_err(|source| Error::Tls { addr, source })?;
+    let session = stream.get_ref().1;
+    if session.alpn_protocol() != Some(mesh_tls::ALPN_H2) {
+        return Err(Error::NoAlpn { addr });
+    }
+    let identity =
+        mesh_tls::verifier::peer_identity(session.peer_certificates()).ok_or_else(|| {
+            Error::Tls {
+                addr,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "client certificate carries no SPIFFE identity",
+                ),
+            }
+        })?;
+    Ok((stream, identity))
+}
+
+/// One CONNECT request, waiting for an answer.
+pub struct InboundConnect {
+    pub request: http::request::Parts,
+    recv: RecvStream,
+    respond: SendResponse<Bytes>,
+}
+
+impl InboundConnect {
+    pub fn method(&self) -> &Method {
+        &self.request.method
+    }
+
+    /// The `:authority`, i.e. the target `ip:port` (or `host:port`).
+    pub fn authority(&self) -> Option<&str> {
+        self.request.uri.authority().map(|a| a.as_str())
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        &self.request.headers
+    }
+
+    /// Answers with an error status and ends the stream.
+    pub fn reject(mut self, status: StatusCode) {
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        let _ = self.respond.send_response(response, true);
+    }
+
+    /// Answers 200 with `headers`; the tunnel is live afterwards.
+    pub fn accept(mut self, headers: HeaderMap) -> Result<H2Stream, Error> {
+        let mut response = Response::new(());
+        *response.headers_mut() = headers;
+        let send = self.respond.send_response(response, false)?;
+        Ok(H2Stream::new(send, self.recv, None))
+    }
+}
+
+/// Serves HTTP/2 on an accepted connection, calling `handler` for each stream
+/// (the handler should spawn; the connection is only driven while this runs).
+/// When `shutdown` resolves, a graceful GOAWAY is sent and this returns once
+/// the open streams end; a peer that stops answering PINGs is dropped.
+pub async fn serve<T, F>(
+    io: T,
+    config: &H2Config,
+    shutdown: impl Future<Output = ()>,
+    mut handler: F,
+) -> Result<(), Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut(InboundConnect),
+{
+    let mut conn = h2::server::Builder::new()
+        .initial_window_size(config.stream_window)
+        .initial_connection_window_size(config.connection_window)
+        .max_frame_size(config.max_frame_size)
+        .max_concurrent_streams(config.server_max_concurrent_streams)
+        .max_header_list_size(config.server_max_header_list_size)
+        .max_send_buffer_size(config.server_max_send_buffer)
+        .handshake::<_, Bytes>(io)
+        .await?;
+    let keepalive = keepalive_loop(
+        conn.ping_pong(),
+        config.keepalive_interval,
+        config.keepalive_timeout,
+    );
+    tokio::pin!(shutdown, keepalive);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            next = conn.accept() => match next {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok((request, respond))) => {
+                    let (request, recv) = request.into_parts();
+                    handler(InboundConnect { request, recv, respond });
+                }
+            },
+            _ = &mut shutdown, if !draining => {
+                conn.graceful_shutdown();
+                draining = true;
+            }
+            reason = &mut keepalive => {
+                conn.abrupt_shutdown(Reason::NO_ERROR);
+                tracing::warn!(%reason, "dropping HBONE connection");
+                return Ok(());
+            }
+        }
+    }
+}

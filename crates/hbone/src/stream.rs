@@ -1,0 +1,94 @@
+//! One tunnelled user connection: an HTTP/2 stream in both directions.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use h2::{RecvStream, SendStream};
+
+/// Held by a stream for as long as it occupies a slot on a pooled connection.
+pub(crate) type StreamSlot = Arc<dyn Send + Sync>;
+
+/// The two halves of a CONNECT stream after the 200.
+///
+/// Dropping it without finishing resets the stream (RST_STREAM CANCEL).
+pub struct H2Stream {
+    pub(crate) send: SendStream<Bytes>,
+    pub(crate) recv: RecvStream,
+    /// Releases the stream's slot in the pool when dropped.
+    pub(crate) _slot: Option<StreamSlot>,
+}
+
+impl H2Stream {
+    pub(crate) fn new(send: SendStream<Bytes>, recv: RecvStream, slot: Option<StreamSlot>) -> Self {
+        Self {
+            send,
+            recv,
+            _slot: slot,
+        }
+    }
+
+    /// Sends all of `data`, waiting for flow-control capacity as needed.
+    pub async fn write_all(&mut self, data: Bytes) -> std::io::Result<()> {
+        send_all(&mut self.send, data).await
+    }
+
+    /// Ends the sending direction (DATA with END_STREAM).
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        self.send.send_data(Bytes::new(), true).map_err(h2_to_io)
+    }
+
+    /// The next chunk from the peer, or `None` at END_STREAM. The chunk's
+    /// flow-control capacity is released at once.
+    pub async fn read_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
+        match self.recv.data().await {
+            None => Ok(None),
+            Some(Err(e)) => Err(h2_to_io(e)),
+            Some(Ok(b)) => {
+                let _ = self.recv.flow_control().release_capacity(b.len());
+                Ok(Some(b))
+            }
+        }
+    }
+}
+
+/// Sends `data` on `send`, respecting the peer's flow-control window.
+pub(crate) async fn send_all(send: &mut SendStream<Bytes>, mut data: Bytes) -> std::io::Result<()> {
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let mut cap = send.capacity();
+        if cap == 0 {
+            cap = match poll_fn(|cx| send.poll_capacity(cx)).await {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => return Err(h2_to_io(e)),
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::BrokenPipe,
+                        "HBONE stream closed by peer",
+                    ));
+                }
+            };
+            if cap == 0 {
+                continue;
+            }
+        }
+        let chunk = data.split_to(cap.min(data.len()));
+        send.send_data(chunk, false).map_err(h2_to_io)?;
+    }
+    Ok(())
+}
+
+/// Maps an h2 error to I/O terms: a peer reset is a connection reset.
+pub(crate) fn h2_to_io(e: h2::Error) -> std::io::Error {
+    if e.is_io() {
+        return e
+            .into_io()
+            .unwrap_or_else(|| std::io::Error::other("h2 I/O error"));
+    }
+    let kind = if e.is_reset() || e.is_go_away() {
+        std::io::ErrorKind::ConnectionReset
+    } else {
+        std::io::ErrorKind::Other
+    };
+    std::io::Error::new(kind, e)
+}

@@ -1,0 +1,150 @@
+//! Graceful shutdown.
+//!
+//! A [`DrainTrigger`] starts a drain; every long-lived task holds a
+//! [`DrainWatcher`] clone. The trigger's [`DrainTrigger::drain`] completes when
+//! every watcher has been dropped, i.e. when every task has finished. Tasks
+//! learn of the drain from [`DrainWatcher::signaled`] and decide how to wind
+//! down; [`run_with_drain`] gives them a graceful phase and a hard deadline.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+/// How a drain should proceed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrainMode {
+    /// Stop accepting, let open work finish until the deadline.
+    Graceful,
+    /// Stop everything now.
+    Immediate,
+}
+
+/// Starts a drain and waits for every watcher to finish.
+pub struct DrainTrigger {
+    signal: watch::Sender<Option<DrainMode>>,
+    done: mpsc::Receiver<()>,
+}
+
+/// Held by every task that must finish before the process may exit.
+#[derive(Clone)]
+pub struct DrainWatcher {
+    signal: watch::Receiver<Option<DrainMode>>,
+    // Never sent on: its only job is to be dropped, which is how the trigger
+    // learns that this task has finished.
+    _done: mpsc::Sender<()>,
+}
+
+pub fn new() -> (DrainTrigger, DrainWatcher) {
+    let (signal_tx, signal_rx) = watch::channel(None);
+    let (done_tx, done_rx) = mpsc::channel(1);
+    (
+        DrainTrigger {
+            signal: signal_tx,
+            done: done_rx,
+        },
+        DrainWatcher {
+            signal: signal_rx,
+            _done: done_tx,
+        },
+    )
+}
+
+impl DrainTrigger {
+    /// Signals every watcher and waits until all of them are gone.
+    pub async fn drain(mut self, mode: DrainMode) {
+        let _ = self.signal.send(Some(mode));
+        // recv returns None once every sender (every watcher) is dropped.
+        while self.done.recv().await.is_some() {}
+    }
+
+    /// Signals every watcher without waiting.
+    pub fn start(&self, mode: DrainMode) {
+        let _ = self.signal.send(Some(mode));
+    }
+}
+
+impl DrainWatcher {
+    /// Resolves when a drain starts, with its mode. If the trigger is dropped
+    /// without draining, that counts as an immediate drain.
+    pub async fn signaled(&self) -> DrainMode {
+        let mut rx = self.signal.clone();
+        match rx.wait_for(Option::is_some).await {
+            Ok(mode) => mode.unwrap_or(DrainMode::Immediate),
+            Err(_) => DrainMode::Immediate,
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.signal.borrow().is_some()
+    }
+}
+
+/// Runs `work` until it finishes, or until a drain starts and then either the
+/// deadline passes (graceful) or at once (immediate); in those cases `work` is
+/// dropped, which closes whatever it owns. The watcher is held throughout so
+/// the drain waits for this.
+pub async fn run_with_drain<F>(
+    watcher: DrainWatcher,
+    deadline: Duration,
+    work: F,
+) -> Option<F::Output>
+where
+    F: Future,
+{
+    let drained = async {
+        let mode = watcher.signaled().await;
+        if mode == DrainMode::Graceful {
+            tokio::time::sleep(deadline).await;
+        }
+    };
+    let out = tokio::select! {
+        out = work => Some(out),
+        _ = drained => None,
+    };
+    drop(watcher);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drain_waits_for_watchers_then_completes() {
+        let (trigger, watcher) = new();
+        let w2 = watcher.clone();
+        let task = tokio::spawn(async move {
+            let mode = w2.signaled().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(w2);
+            mode
+        });
+        drop(watcher);
+        tokio::time::timeout(Duration::from_secs(2), trigger.drain(DrainMode::Graceful))
+            .await
+            .expect("drain completes once watchers drop");
+        assert_eq!(task.await.unwrap(), DrainMode::Graceful);
+    }
+
+    #[tokio::test]
+    async fn work_is_cut_at_the_deadline() {
+        let (trigger, watcher) = new();
+        let w = watcher.clone();
+        let task = tokio::spawn(run_with_drain(w, Duration::from_millis(100), async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }));
+        drop(watcher);
+        let started = tokio::time::Instant::now();
+        trigger.drain(DrainMode::Graceful).await;
+        assert!(task.await.unwrap().is_none());
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn finished_work_returns_its_output() {
+        let (_trigger, watcher) = new();
+        let out = run_with_drain(watcher, Duration::from_secs(1), async { 7 }).await;
+        assert_eq!(out, Some(7));
+    }
+}

@@ -1,0 +1,8 @@
+//! Process lifecycle shared by every binary: draining, readiness, signals and
+//! log set-up.
+#![forbid(unsafe_code)]
+
+pub mod drain;
+pub mod logging;
+pub mod readiness;
+pub mod signal;

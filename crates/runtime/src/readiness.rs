@@ -1,0 +1,68 @@
+//! Readiness as a set of pending tasks, each a guard that marks itself done
+//! when dropped, so no code path can forget to report.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Default)]
+pub struct Ready {
+    pending: Arc<Mutex<BTreeSet<String>>>,
+}
+
+/// Blocks readiness until dropped.
+#[must_use = "readiness is reported when this guard is dropped"]
+pub struct BlockReady {
+    name: String,
+    parent: Ready,
+}
+
+impl Ready {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a task that must complete before the process is ready.
+    pub fn register_task(&self, name: &str) -> BlockReady {
+        self.lock().insert(name.to_string());
+        BlockReady {
+            name: name.to_string(),
+            parent: self.clone(),
+        }
+    }
+
+    pub fn pending(&self) -> Vec<String> {
+        self.lock().iter().cloned().collect()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        // Single insert/remove critical sections; a poisoned set is still consistent.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for BlockReady {
+    fn drop(&mut self) {
+        self.parent.lock().remove(&self.name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_when_all_guards_drop() {
+        let r = Ready::new();
+        let a = r.register_task("proxy");
+        let b = r.register_task("state manager");
+        assert_eq!(r.pending(), vec!["proxy", "state manager"]);
+        drop(a);
+        assert!(!r.is_ready());
+        drop(b);
+        assert!(r.is_ready());
+    }
+}

@@ -1,0 +1,265 @@
+//! A workload's certificate: the chain the CA issued, its private key, the
+//! roots it trusts, and the rustls configs derived from them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mesh_core::{Identity, TrustDomain};
+use rustls::client::Resumption;
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::error::Error;
+use crate::provider::{TLS_VERSIONS, provider};
+use crate::verifier::{FixedCert, SpiffeClientVerifier, SpiffeServerVerifier};
+
+/// The validity window and serial of a certificate, as read from its DER.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    pub serial: String,
+}
+
+impl Validity {
+    /// When renewal is due: half-way through the validity window, as Istio does.
+    /// A certificate whose window has not begun yet is due at once.
+    pub fn refresh_at(&self) -> SystemTime {
+        let now = SystemTime::now();
+        if self.not_before > now {
+            return now;
+        }
+        let life = self
+            .not_after
+            .duration_since(self.not_before)
+            .unwrap_or_default();
+        self.not_before + life / 2
+    }
+
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        now >= self.not_after
+    }
+}
+
+/// A certificate issued to one identity, ready to be presented on HBONE.
+///
+/// Immutable: renewal makes a new one. The server config and the client's
+/// certified key are built once here, not per connection.
+pub struct WorkloadCertificate {
+    identity: Identity,
+    chain: Vec<CertificateDer<'static>>,
+    roots: Arc<RootCertStore>,
+    root_pems: Vec<String>,
+    chain_pems: Vec<String>,
+    validity: Validity,
+    certified: Arc<CertifiedKey>,
+    server_config: Arc<ServerConfig>,
+}
+
+impl fmt::Debug for WorkloadCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkloadCertificate")
+            .field("identity", &self.identity.to_string())
+            .field("serial", &self.validity.serial)
+            .field("not_after", &self.validity.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkloadCertificate {
+    /// Builds a certificate from a CA response (`cert_chain`: leaf first, the
+    /// last element holding the root or roots) and the PEM private key.
+    ///
+    /// The leaf's first SPIFFE URI SAN must be `identity`.
+    pub fn from_pem_chain(
+        identity: &Identity,
+        key_pem: &str,
+        cert_chain: &[String],
+    ) -> Result<Self, Error> {
+        let (roots_pem, chain_pem) = match cert_chain {
+            [] => return Err(Error::EmptyChain),
+            [_leaf] => return Err(Error::MissingRoot),
+            [chain @ .., roots] => (roots, chain),
+        };
+        let mut chain = Vec::new();
+        for (i, pem) in chain_pem.iter().enumerate() {
+            chain.extend(parse_certs(pem, &format!("cert_chain[{i}]"))?);
+        }
+        let root_ders = parse_certs(roots_pem, "the root element of cert_chain")?;
+        let mut roots = RootCertStore::empty();
+        for der in &root_ders {
+            roots
+                .add(der.clone())
+                .map_err(|e| Error::InvalidCertificate(format!("root certificate: {e}")))?;
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| Error::Pem {
+            what: "private key".into(),
+            reason: e.to_string(),
+        })?;
+
+        let leaf = chain.first().ok_or(Error::EmptyChain)?;
+        let issued = leaf_identities(leaf)?;
+        match issued.first() {
+            Some(first) if first == identity => {}
+            other => {
+                return Err(Error::IdentityMismatch {
+                    requested: identity.clone(),
+                    issued: other.map_or_else(|| "no SPIFFE identity".into(), |i| i.to_string()),
+                });
+            }
+        }
+        let validity = validity(leaf)?;
+
+        let provider = provider();
+        let certified = Arc::new(CertifiedKey::from_der(chain.clone(), key, &provider)?);
+        let roots = Arc::new(roots);
+        let client_verifier = SpiffeClientVerifier::new(
+            roots.clone(),
+            identity.trust_domain().clone(),
+            provider.clone(),
+        )?;
+        let mut server_config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(TLS_VERSIONS)?
+            .with_client_cert_verifier(Arc::new(client_verifier))
+            .with_cert_resolver(Arc::new(FixedCert(certified.clone())));
+        server_config.alpn_protocols = vec![crate::ALPN_H2.to_vec()];
+        // Tickets and session caches only help resumption, which HBONE clients never use.
+        server_config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        server_config.send_tls13_tickets = 0;
+
+        Ok(Self {
+            identity: identity.clone(),
+            chain,
+            roots,
+            root_pems: split_pem(roots_pem),
+            chain_pems: chain_pem.to_vec(),
+            validity,
+            certified,
+            server_config: Arc::new(server_config),
+        })
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn validity(&self) -> &Validity {
+        &self.validity
+    }
+
+    /// The chain presented to peers, leaf first (PEM, one element per certificate).
+    pub fn chain_pems(&self) -> &[String] {
+        &self.chain_pems
+    }
+
+    /// The trusted roots (PEM, one element per certificate).
+    pub fn root_pems(&self) -> &[String] {
+        &self.root_pems
+    }
+
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    pub fn roots(&self) -> &Arc<RootCertStore> {
+        &self.roots
+    }
+
+    /// The config for the HBONE server (port 15008) of this identity: requires
+    /// a client certificate from the same trust domain, offers only `h2`.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.server_config.clone()
+    }
+
+    /// A config for an HBONE client presenting this identity to a server that
+    /// must prove one of `expected` identities. No SNI, no resumption.
+    pub fn client_config(&self, expected: Vec<Identity>) -> Result<ClientConfig, Error> {
+        let provider = provider();
+        let verifier = SpiffeServerVerifier::new(self.roots.clone(), expected, provider.clone());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(TLS_VERSIONS)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_client_cert_resolver(Arc::new(FixedCert(self.certified.clone())));
+        config.alpn_protocols = vec![crate::ALPN_H2.to_vec()];
+        config.enable_sni = false;
+        config.resumption = Resumption::disabled();
+        Ok(config)
+    }
+
+    pub fn trust_domain(&self) -> &TrustDomain {
+        self.identity.trust_domain()
+    }
+}
+
+/// Parses every certificate in a PEM string.
+pub fn parse_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Pem {
+            what: what.to_string(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(Error::Pem {
+            what: what.to_string(),
+            reason: "no CERTIFICATE block".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Splits a PEM string that may hold several certificates into one string each.
+fn split_pem(pem: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in pem.lines() {
+        cur.push_str(line);
+        cur.push('\n');
+        if line.starts_with("-----END") {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    out
+}
+
+/// The SPIFFE identities in a certificate's URI SANs, in order. URIs that are
+/// not well-formed SPIFFE identities are skipped.
+pub fn leaf_identities(der: &CertificateDer<'_>) -> Result<Vec<Identity>, Error> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| Error::InvalidCertificate(e.to_string()))?;
+    let mut out = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::URI(uri) = name {
+                if let Ok(id) = uri.parse::<Identity>() {
+                    out.push(id);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the validity window and serial number of a certificate.
+pub fn validity(der: &CertificateDer<'_>) -> Result<Validity, Error> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| Error::InvalidCertificate(e.to_string()))?;
+    let v = cert.validity();
+    let to_system = |t: x509_parser::time::ASN1Time| {
+        let secs = t.timestamp();
+        if secs < 0 {
+            UNIX_EPOCH
+        } else {
+            UNIX_EPOCH + Duration::from_secs(secs as u64)
+        }
+    };
+    Ok(Validity {
+        not_before: to_system(v.not_before),
+        not_after: to_system(v.not_after),
+        serial: cert.tbs_certificate.raw_serial_as_string(),
+    })
+}

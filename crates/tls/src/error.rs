@@ -1,0 +1,43 @@
+//! Errors of the TLS layer, each worded for the operator who reads it.
+
+use mesh_core::Identity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the CA returned an empty certificate chain")]
+    EmptyChain,
+    #[error("the CA returned a leaf without a root; a chain must end with the root certificate(s)")]
+    MissingRoot,
+    #[error("requested a certificate for {requested} but the CA issued one for {issued}")]
+    IdentityMismatch { requested: Identity, issued: String },
+    #[error("invalid certificate: {0}")]
+    InvalidCertificate(String),
+    #[error("invalid PEM in {what}: {reason}")]
+    Pem { what: String, reason: String },
+    #[error("TLS configuration error: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("generating a key or CSR failed: {0}")]
+    Csr(#[from] rcgen::Error),
+    #[error("the CA refused the certificate request for {identity}: {code:?}: {message}")]
+    CaRefused {
+        identity: Identity,
+        code: tonic::Code,
+        message: String,
+    },
+    #[error(
+        "cannot reach the CA at {address}: {reason} (is istiod-lite running, and does the CA root match?)"
+    )]
+    CaUnreachable { address: String, reason: String },
+    #[error("cannot read the CA authentication token from {path}: {source}")]
+    Token {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the certificate for {0} has expired and renewal has not succeeded yet")]
+    Expired(Identity),
+    #[error("certificate for {identity} unavailable: {reason}")]
+    Unavailable { identity: Identity, reason: String },
+    #[error("bug: {0}")]
+    Bug(String),
+}

@@ -1,0 +1,253 @@
+//! One certificate per identity: fetched on first use, renewed at half-life,
+//! retried with jittered exponential backoff, and kept in service while it is
+//! still valid even if renewal keeps failing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use mesh_core::Identity;
+use rand::Rng;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::caclient::CertificateSource;
+use crate::certificate::WorkloadCertificate;
+use crate::error::Error;
+
+#[derive(Clone, Debug)]
+pub struct SecretManagerConfig {
+    /// At most this many CSRs are in flight at once, across all identities.
+    pub max_concurrent_requests: usize,
+    /// The first retry waits between this and twice this.
+    pub initial_backoff: Duration,
+    /// No retry waits longer than this.
+    pub max_backoff: Duration,
+}
+
+impl Default for SecretManagerConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_requests: 8,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(150),
+        }
+    }
+}
+
+/// What is known about one identity's certificate.
+#[derive(Clone, Debug, Default)]
+pub struct CertState {
+    /// The newest certificate issued, which may have expired.
+    pub current: Option<Arc<WorkloadCertificate>>,
+    /// Why the most recent request failed, until one succeeds.
+    pub last_error: Option<String>,
+}
+
+struct Entry {
+    state: watch::Receiver<CertState>,
+    /// The renewal task; aborted when the identity is forgotten.
+    worker: JoinHandle<()>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.worker.abort();
+    }
+}
+
+/// Hands out certificates by identity. Cheap to clone.
+#[derive(Clone)]
+pub struct SecretManager {
+    source: Arc<dyn CertificateSource>,
+    entries: Arc<Mutex<HashMap<Identity, Entry>>>,
+    permits: Arc<Semaphore>,
+    config: SecretManagerConfig,
+}
+
+impl SecretManager {
+    pub fn new(source: Arc<dyn CertificateSource>, config: SecretManagerConfig) -> Self {
+        Self {
+            source,
+            entries: Default::default(),
+            permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            config,
+        }
+    }
+
+    /// The current valid certificate for `identity`, fetching it first if this
+    /// is the first time it is asked for. Fails if the first request fails, or
+    /// if the certificate has expired and renewal has not succeeded.
+    pub async fn fetch_certificate(
+        &self,
+        identity: &Identity,
+    ) -> Result<Arc<WorkloadCertificate>, Error> {
+        let mut rx = self.subscribe(identity);
+        loop {
+            {
+                let state = rx.borrow_and_update();
+                if let Some(cert) = &state.current {
+                    if !cert.validity().is_expired(SystemTime::now()) {
+                        return Ok(cert.clone());
+                    }
+                }
+                if let Some(reason) = &state.last_error {
+                    return Err(Error::Unavailable {
+                        identity: identity.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+                if state.current.is_some() {
+                    // Expired, and the renewal in flight has not reported yet.
+                    debug!(%identity, "certificate expired; waiting for renewal");
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(Error::Bug(format!("renewal task for {identity} ended")));
+            }
+        }
+    }
+
+    /// Starts fetching `identity` in the background (prefetch) without waiting.
+    pub fn prefetch(&self, identity: &Identity) {
+        drop(self.subscribe(identity));
+    }
+
+    /// Stops renewing `identity` and drops its certificate.
+    pub fn forget(&self, identity: &Identity) {
+        let removed = self.lock().remove(identity);
+        if removed.is_some() {
+            info!(%identity, "certificate forgotten");
+        }
+    }
+
+    /// A snapshot of every identity and its state, for admin dumps.
+    pub fn snapshot(&self) -> Vec<(Identity, CertState)> {
+        let mut out: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(id, e)| (id.clone(), e.state.borrow().clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Watches one identity's state; starts its renewal task if needed.
+    pub fn subscribe(&self, identity: &Identity) -> watch::Receiver<CertState> {
+        let mut entries = self.lock();
+        if let Some(e) = entries.get(identity) {
+            return e.state.clone();
+        }
+        let (tx, rx) = watch::channel(CertState::default());
+        let worker = tokio::spawn(renew(
+            identity.clone(),
+            self.source.clone(),
+            self.permits.clone(),
+            self.config.clone(),
+            tx,
+        ));
+        entries.insert(
+            identity.clone(),
+            Entry {
+                state: rx.clone(),
+                worker,
+            },
+        );
+        rx
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, Entry>> {
+        // A panic while holding this lock cannot leave the map inconsistent:
+        // every critical section is a single insert, remove or read.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The renewal loop of one identity. Runs until aborted by [`SecretManager::forget`]
+/// or the manager is dropped.
+async fn renew(
+    identity: Identity,
+    source: Arc<dyn CertificateSource>,
+    permits: Arc<Semaphore>,
+    config: SecretManagerConfig,
+    tx: watch::Sender<CertState>,
+) {
+    let mut backoff = Backoff::new(config.initial_backoff, config.max_backoff);
+    loop {
+        let result = {
+            let Ok(_permit) = permits.acquire().await else {
+                return;
+            };
+            source.fetch(&identity).await
+        };
+        let wait = match result {
+            Ok(cert) => {
+                let v = cert.validity().clone();
+                info!(%identity, serial = %v.serial, expires = ?v.not_after, "certificate issued");
+                tx.send_modify(|s| {
+                    s.current = Some(Arc::new(cert));
+                    s.last_error = None;
+                });
+                backoff.reset();
+                until(v.refresh_at())
+            }
+            Err(e) => {
+                let mut wait = backoff.next();
+                let still_valid = tx.borrow().current.as_ref().and_then(|c| {
+                    let v = c.validity();
+                    (!v.is_expired(SystemTime::now())).then(|| v.not_after)
+                });
+                if let Some(not_after) = still_valid {
+                    wait = wait.min(until(not_after));
+                    warn!(%identity, error = %e, retry_in = ?wait, "certificate renewal failed; the current certificate stays in use until it expires");
+                } else {
+                    warn!(%identity, error = %e, retry_in = ?wait, "certificate request failed");
+                }
+                tx.send_modify(|s| s.last_error = Some(e.to_string()));
+                wait
+            }
+        };
+        if tx.is_closed() && tx.receiver_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+fn until(t: SystemTime) -> Duration {
+    t.duration_since(SystemTime::now()).unwrap_or_default()
+}
+
+/// Exponential backoff with jitter: each wait is the base times a random factor
+/// in [1, 2), the base doubling after each failure, everything capped.
+#[derive(Debug)]
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    base: Duration,
+}
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            base: initial,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let factor: f64 = rand::rng().random_range(1.0..2.0);
+        let wait = self.base.mul_f64(factor).min(self.max);
+        self.base = (self.base * 2).min(self.max);
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.base = self.initial;
+    }
+}
+
+#[cfg(test)]
+mod tests;

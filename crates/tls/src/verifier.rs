@@ -1,0 +1,303 @@
+//! Certificate verifiers for both ends of HBONE.
+//!
+//! Neither end checks DNS names or IPs: peers are identified by the SPIFFE URI
+//! SANs of their leaf certificate, after ordinary chain validation to the
+//! mesh's roots.
+
+use std::fmt;
+use std::sync::Arc;
+
+use mesh_core::{Identity, TrustDomain};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore,
+    SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::certificate::leaf_identities;
+use crate::error::Error;
+
+/// Verifies an HBONE server: a valid chain to our roots (server-auth usage),
+/// and a leaf carrying at least one of the expected identities.
+pub struct SpiffeServerVerifier {
+    roots: Arc<RootCertStore>,
+    expected: Vec<Identity>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl fmt::Debug for SpiffeServerVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpiffeServerVerifier")
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpiffeServerVerifier {
+    pub fn new(
+        roots: Arc<RootCertStore>,
+        expected: Vec<Identity>,
+        provider: Arc<CryptoProvider>,
+    ) -> Self {
+        Self {
+            roots,
+            expected,
+            provider,
+        }
+    }
+}
+
+/// The error rustls reports when a peer proves the wrong identity; its text
+/// reaches logs, so it names both sides.
+#[derive(Debug)]
+pub struct WrongIdentity {
+    pub expected: Vec<Identity>,
+    pub presented: Vec<Identity>,
+}
+
+impl fmt::Display for WrongIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |ids: &[Identity]| {
+            ids.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        write!(
+            f,
+            "peer presented identity [{}] but one of [{}] was expected",
+            list(&self.presented),
+            list(&self.expected)
+        )
+    }
+}
+
+impl std::error::Error for WrongIdentity {}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        cert.verify_for_usage(
+            self.provider.signature_verification_algorithms.all,
+            &self.roots.roots,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(webpki_error)?;
+        let presented = leaf_identities(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        if presented.iter().any(|p| self.expected.contains(p)) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(WrongIdentity {
+                    expected: self.expected.clone(),
+                    presented,
+                })),
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn webpki_error(e: webpki::Error) -> rustls::Error {
+    use webpki::Error as E;
+    let ce = match e {
+        E::BadDer | E::BadDerTime => CertificateError::BadEncoding,
+        E::CertExpired { .. } => CertificateError::Expired,
+        E::CertNotValidYet { .. } => CertificateError::NotValidYet,
+        E::UnknownIssuer => CertificateError::UnknownIssuer,
+        E::InvalidSignatureForPublicKey => CertificateError::BadSignature,
+        E::CertRevoked => CertificateError::Revoked,
+        other => CertificateError::Other(OtherError(Arc::new(other))),
+    };
+    rustls::Error::InvalidCertificate(ce)
+}
+
+/// Verifies an HBONE client: a certificate is required, must chain to our
+/// roots, and must carry a SPIFFE identity in our trust domain. Which
+/// identities may connect is for authorization policy to decide, later.
+pub struct SpiffeClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    trust_domain: TrustDomain,
+}
+
+impl fmt::Debug for SpiffeClientVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpiffeClientVerifier")
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpiffeClientVerifier {
+    pub fn new(
+        roots: Arc<RootCertStore>,
+        trust_domain: TrustDomain,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Self, Error> {
+        let inner = WebPkiClientVerifier::builder_with_provider(roots, provider)
+            .build()
+            .map_err(|e| Error::InvalidCertificate(format!("client verifier: {e}")))?;
+        Ok(Self {
+            inner,
+            trust_domain,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct ForeignTrustDomain {
+    expected: TrustDomain,
+}
+
+impl fmt::Display for ForeignTrustDomain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "client certificate has no SPIFFE identity in trust domain {}",
+            self.expected
+        )
+    }
+}
+
+impl std::error::Error for ForeignTrustDomain {}
+
+impl ClientCertVerifier for SpiffeClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // Hints only help clients with several certificates; ours have one.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let ids = leaf_identities(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        if ids.iter().any(|id| id.trust_domain() == &self.trust_domain) {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(ForeignTrustDomain {
+                    expected: self.trust_domain.clone(),
+                })),
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Always presents the same certificate, on either side of a handshake.
+#[derive(Debug)]
+pub struct FixedCert(pub Arc<CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for FixedCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+impl rustls::server::ResolvesServerCert for FixedCert {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// The identity of the peer of an established TLS connection: the first
+/// SPIFFE URI SAN of its leaf certificate, as Istio takes it.
+pub fn peer_identity(certs: Option<&[CertificateDer<'static>]>) -> Option<Identity> {
+    let leaf = certs?.first()?;
+    leaf_identities(leaf).ok()?.into_iter().next()
+}

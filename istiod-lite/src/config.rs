@@ -1,0 +1,247 @@
+//! istiod-lite's configuration: flags, each with an environment variable of
+//! the same meaning, parsed and validated before anything binds.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use mesh_core::TrustDomain;
+
+pub const ENV_STATE_DIR: &str = "ISTIOD_LITE_STATE_DIR";
+pub const ENV_CA_CERTS_DIR: &str = "CA_CERTS_DIR";
+pub const ENV_GRPC_ADDR: &str = "GRPC_ADDR";
+pub const ENV_TRUST_DOMAIN: &str = "TRUST_DOMAIN";
+pub const ENV_DEFAULT_TTL: &str = "DEFAULT_WORKLOAD_CERT_TTL";
+pub const ENV_MAX_TTL: &str = "MAX_WORKLOAD_CERT_TTL";
+pub const ENV_TRUSTED_NODE_ACCOUNTS: &str = "CA_TRUSTED_NODE_ACCOUNTS";
+pub const ENV_SERVING_NAMES: &str = "SERVING_NAMES";
+
+/// Exit code for an invalid configuration (EX_USAGE).
+pub const EXIT_CONFIG: i32 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "istiod-lite",
+    version,
+    about = "Slim Istio-compatible control plane"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane (CA on the gRPC port).
+    Serve(ServeArgs),
+    /// Print a bootstrap token that authenticates a proxy to the CA.
+    Token(TokenArgs),
+    /// Print the mesh root certificate (PEM), creating the CA if needed.
+    RootCert(CommonArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Where the generated root, token key and other state live.
+    #[arg(long, env = ENV_STATE_DIR, default_value = "/var/lib/istiod-lite")]
+    pub state_dir: PathBuf,
+    /// A directory in Istio's plug-in layout (ca-cert.pem, ca-key.pem,
+    /// root-cert.pem, cert-chain.pem) to use instead of a generated root.
+    #[arg(long, env = ENV_CA_CERTS_DIR)]
+    pub ca_certs_dir: Option<PathBuf>,
+    #[arg(long, env = ENV_TRUST_DOMAIN, default_value = "cluster.local")]
+    pub trust_domain: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The gRPC (CA, xDS) listen address.
+    #[arg(long, env = ENV_GRPC_ADDR, default_value = "0.0.0.0:15012")]
+    pub grpc_addr: SocketAddr,
+    /// Certificate lifetime when a request asks for none.
+    #[arg(long, env = ENV_DEFAULT_TTL, default_value = "24h")]
+    pub default_cert_ttl: String,
+    /// Longer requested lifetimes are cut to this.
+    #[arg(long, env = ENV_MAX_TTL, default_value = "90d")]
+    pub max_cert_ttl: String,
+    /// Comma-separated namespace/serviceaccount of node proxies that may
+    /// request certificates for pods on their node.
+    #[arg(long, env = ENV_TRUSTED_NODE_ACCOUNTS, default_value = "istio-system/ztunnel")]
+    pub trusted_node_accounts: String,
+    /// Comma-separated DNS names and IPs in istiod's serving certificate.
+    #[arg(
+        long,
+        env = ENV_SERVING_NAMES,
+        default_value = "istiod.istio-system.svc,istiod-lite.istio-system.svc,localhost,127.0.0.1"
+    )]
+    pub serving_names: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[arg(long)]
+    pub namespace: String,
+    #[arg(long)]
+    pub service_account: String,
+    /// The node the proxy runs on (needed to request other pods' certificates).
+    #[arg(long)]
+    pub node: Option<String>,
+    #[arg(long, default_value = "24h")]
+    pub ttl: String,
+}
+
+/// The validated configuration of `istiod-lite serve`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub ca_certs_dir: Option<PathBuf>,
+    pub trust_domain: TrustDomain,
+    pub grpc_addr: SocketAddr,
+    pub default_cert_ttl: Duration,
+    pub max_cert_ttl: Duration,
+    pub trusted_node_accounts: HashSet<(String, String)>,
+    pub serving_names: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key} = {value:?}: {reason}")]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+fn invalid(key: &'static str, value: &str, reason: impl ToString) -> ConfigError {
+    ConfigError {
+        key,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+impl CommonArgs {
+    pub fn trust_domain(&self) -> Result<TrustDomain, ConfigError> {
+        TrustDomain::new(&self.trust_domain)
+            .map_err(|e| invalid(ENV_TRUST_DOMAIN, &self.trust_domain, e))
+    }
+}
+
+impl Config {
+    /// Validates the flags. Defaults give a working control plane for the
+    /// local mesh; nothing here touches the network or the disk.
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let parse_ttl =
+            |key, v: &str| mesh_core::duration::parse(v).map_err(|e| invalid(key, v, e));
+        let default_cert_ttl = parse_ttl(ENV_DEFAULT_TTL, &args.default_cert_ttl)?;
+        let max_cert_ttl = parse_ttl(ENV_MAX_TTL, &args.max_cert_ttl)?;
+        if default_cert_ttl.is_zero() || default_cert_ttl > max_cert_ttl {
+            return Err(invalid(
+                ENV_DEFAULT_TTL,
+                &args.default_cert_ttl,
+                format!(
+                    "must be positive and at most {ENV_MAX_TTL} ({})",
+                    args.max_cert_ttl
+                ),
+            ));
+        }
+        let mut trusted = HashSet::new();
+        for entry in args
+            .trusted_node_accounts
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let (ns, sa) = entry
+                .split_once('/')
+                .filter(|(ns, sa)| !ns.is_empty() && !sa.is_empty() && !sa.contains('/'))
+                .ok_or_else(|| {
+                    invalid(
+                        ENV_TRUSTED_NODE_ACCOUNTS,
+                        &args.trusted_node_accounts,
+                        format!("{entry:?} is not namespace/serviceaccount"),
+                    )
+                })?;
+            trusted.insert((ns.to_string(), sa.to_string()));
+        }
+        let serving_names: Vec<String> = args
+            .serving_names
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if serving_names.is_empty() {
+            return Err(invalid(
+                ENV_SERVING_NAMES,
+                &args.serving_names,
+                "at least one name is needed",
+            ));
+        }
+        Ok(Self {
+            state_dir: args.common.state_dir.clone(),
+            ca_certs_dir: args.common.ca_certs_dir.clone(),
+            trust_domain: args.common.trust_domain()?,
+            grpc_addr: args.grpc_addr,
+            default_cert_ttl,
+            max_cert_ttl,
+            trusted_node_accounts: trusted,
+            serving_names,
+        })
+    }
+
+    /// A configuration for in-process use: loopback, ephemeral port.
+    pub fn local(state_dir: PathBuf) -> Self {
+        Self {
+            state_dir,
+            ca_certs_dir: None,
+            trust_domain: TrustDomain::default(),
+            grpc_addr: "127.0.0.1:0".parse().expect("valid address"),
+            default_cert_ttl: Duration::from_secs(86400),
+            max_cert_ttl: Duration::from_secs(90 * 86400),
+            trusted_node_accounts: [("istio-system".to_string(), "ztunnel".to_string())].into(),
+            serving_names: vec!["localhost".into(), "127.0.0.1".into()],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["istiod-lite", "serve"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(a) => a,
+            _ => unreachable!("serve was parsed"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::from_args(&args(&[])).unwrap();
+        assert_eq!(c.grpc_addr.port(), 15012);
+        assert_eq!(c.default_cert_ttl, Duration::from_secs(86400));
+        assert!(
+            c.trusted_node_accounts
+                .contains(&("istio-system".into(), "ztunnel".into()))
+        );
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let e = Config::from_args(&args(&["--max-cert-ttl", "forever"])).unwrap_err();
+        assert_eq!(e.key, ENV_MAX_TTL);
+        let e = Config::from_args(&args(&["--trusted-node-accounts", "ztunnel"])).unwrap_err();
+        assert_eq!(e.key, ENV_TRUSTED_NODE_ACCOUNTS);
+        assert!(e.to_string().contains("namespace/serviceaccount"));
+        let e = Config::from_args(&args(&["--default-cert-ttl", "100d"])).unwrap_err();
+        assert_eq!(e.key, ENV_DEFAULT_TTL);
+    }
+}

@@ -1,0 +1,65 @@
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use istiod_lite::app::{Istiod, load_ca};
+use istiod_lite::ca::{Caller, TokenIssuer};
+use istiod_lite::config::{Cli, Command, Config, EXIT_CONFIG};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    mesh_runtime::logging::init(std::env::var("RUST_LOG").ok().as_deref(), false);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("istiod-lite: {e:#}");
+            if e.downcast_ref::<istiod_lite::config::ConfigError>()
+                .is_some()
+            {
+                ExitCode::from(EXIT_CONFIG as u8)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = Config::from_args(&args)?;
+            tracing::info!(?config, "effective configuration");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let istiod = Istiod::start(config).await?;
+                let signal = mesh_runtime::signal::shutdown().await?;
+                tracing::info!(signal, "draining");
+                istiod.shutdown().await;
+                Ok(())
+            })
+        }
+        Command::Token(args) => {
+            let ttl = mesh_core::duration::parse(&args.ttl)?;
+            let issuer = TokenIssuer::load_or_generate(&args.common.state_dir)?;
+            let token = issuer.issue(
+                &Caller {
+                    namespace: args.namespace,
+                    service_account: args.service_account,
+                    node: args.node,
+                },
+                ttl.max(Duration::from_secs(1)),
+            );
+            println!("{token}");
+            Ok(())
+        }
+        Command::RootCert(common) => {
+            let mut config = Config::local(common.state_dir.clone());
+            config.ca_certs_dir = common.ca_certs_dir.clone();
+            config.trust_domain = common.trust_domain()?;
+            print!("{}", load_ca(&config)?.root_pem());
+            Ok(())
+        }
+    }
+}
