@@ -1,1 +1,156 @@
+//! Test harness for whole-mesh tests.
+//!
+//! In-process tier: istiod-lite and several ztunnels in one process, each
+//! test on its own `127.a.b.0/24` loopback range so tests run in parallel and
+//! every workload has a distinct IP (as pods do) with the real HBONE port.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use istiod_lite::app::Istiod;
+use istiod_lite::ca::Caller;
+use istiod_lite::config::Config as IstiodConfig;
+use mesh_core::{Network, TrustDomain, TunnelProtocol, Workload, WorkloadUid};
+use mesh_tls::CaClient;
+use ztunnel::app::Ztunnel;
+use ztunnel::config::{self as zc, Config as ZtunnelConfig};
+use ztunnel::state::ProxyState;
+
+/// A private loopback /24 for one test.
+#[derive(Clone, Copy, Debug)]
+pub struct Subnet(u8, u8);
+
+impl Subnet {
+    pub fn next() -> Self {
+        static NEXT: AtomicU8 = AtomicU8::new(1);
+        let pid = (std::process::id() % 200) as u8 + 20;
+        Subnet(pid, NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn ip(&self, host: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(127, self.0, self.1, host))
+    }
+}
+
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// A control plane plus helpers to add proxies to it.
+pub struct Mesh {
+    pub istiod: Istiod,
+    pub subnet: Subnet,
+    pub dir: tempfile::TempDir,
+}
+
+impl Mesh {
+    pub async fn start() -> Self {
+        init_logging();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let istiod = Istiod::start(IstiodConfig::local(dir.path().to_path_buf()))
+            .await
+            .expect("istiod-lite starts");
+        Self {
+            istiod,
+            subnet: Subnet::next(),
+            dir,
+        }
+    }
+
+    /// A workload (pod) in `default` with service account `sa` at `.host`.
+    pub fn workload(&self, name: &str, sa: &str, host: u8, node: &str) -> Workload {
+        Workload {
+            uid: WorkloadUid::for_pod("Kubernetes", "default", name),
+            name: name.into(),
+            namespace: "default".into(),
+            addresses: vec![self.subnet.ip(host)],
+            network: Network::default(),
+            tunnel_protocol: TunnelProtocol::Hbone,
+            trust_domain: TrustDomain::default(),
+            service_account: sa.into(),
+            node: node.into(),
+        }
+    }
+
+    /// The environment a ztunnel on `node` would get from its DaemonSet.
+    pub fn ztunnel_env(&self, node: &str, inbound: &[IpAddr]) -> HashMap<String, String> {
+        let token = self.istiod.tokens.issue(
+            &Caller {
+                namespace: "istio-system".into(),
+                service_account: "ztunnel".into(),
+                node: Some(node.into()),
+            },
+            Duration::from_secs(3600),
+        );
+        let inbound = inbound
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, mesh_hbone::HBONE_PORT).to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        [
+            (zc::NODE_NAME, node.to_string()),
+            (zc::CA_ADDRESS, self.istiod.grpc_addr.to_string()),
+            (zc::CA_ROOT_CA, self.istiod.ca.root_pem().to_string()),
+            (zc::AUTH_TOKEN, token),
+            (
+                zc::OUTBOUND_ADDR,
+                SocketAddr::new(self.subnet.ip(1), 0).to_string(),
+            ),
+            (zc::INBOUND_ADDR, inbound),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Starts a ztunnel for `node` that knows `workloads`; the ones on `node`
+    /// are registered with the CA as running there.
+    pub async fn ztunnel(
+        &self,
+        node: &str,
+        workloads: &[Workload],
+        env: HashMap<String, String>,
+    ) -> Ztunnel {
+        let config =
+            ZtunnelConfig::from_env(|k| env.get(k).cloned()).expect("valid ztunnel config");
+        let state = Arc::new(ProxyState::new());
+        for w in workloads {
+            if w.node == node {
+                self.istiod
+                    .pods
+                    .add_pod(node, &w.namespace, &w.service_account);
+            }
+            state.insert(w.clone());
+        }
+        let ca = Arc::new(CaClient::new(config.ca.clone()).expect("CA client"));
+        Ztunnel::start_with(config, state, ca)
+            .await
+            .expect("ztunnel starts")
+    }
+
+    /// A ztunnel with the default environment, listening for HBONE on the
+    /// addresses of its node's workloads.
+    pub async fn ztunnel_for(&self, node: &str, workloads: &[Workload]) -> Ztunnel {
+        let local: Vec<IpAddr> = workloads
+            .iter()
+            .filter(|w| w.node == node)
+            .flat_map(|w| w.addresses.clone())
+            .collect();
+        let env = self.ztunnel_env(node, &local);
+        self.ztunnel(node, workloads, env).await
+    }
+}
+
+/// Connects to `via` (a ztunnel's outbound listener) from `from`, as a
+/// workload at that address would.
+pub async fn connect_from(from: IpAddr, via: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    socket.connect(via).await
+}

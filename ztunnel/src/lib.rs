@@ -1,1 +1,14 @@
+//! ztunnel: the per-node zero-trust tunnel.
+//!
+//! - [`config`]: every setting, from the environment, validated up front.
+//! - [`state`]: the workloads this proxy knows about.
+//! - [`proxy`]: the outbound listener (capture → HBONE) and the inbound HBONE
+//!   server (→ application).
+//! - [`app`]: wiring and lifecycle.
+#![forbid(unsafe_code)]
 
+pub mod app;
+pub mod config;
+pub mod proxy;
+pub mod socket;
+pub mod state;

@@ -52,7 +52,7 @@ pub enum TunnelProtocol {
 /// Empty trust domain and service account take Istio's defaults at
 /// construction, so [`Workload::identity`] never has to guess.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Workload {
     pub uid: WorkloadUid,
     pub name: String,

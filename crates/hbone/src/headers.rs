@@ -101,11 +101,10 @@ impl Baggage {
                 "cloud.availability_zone" => b.zone = Some(v),
                 k => {
                     if let Some(kind) = k.strip_prefix("k8s.").and_then(|r| r.strip_suffix(".name"))
+                        && matches!(kind, "deployment" | "cronjob" | "pod" | "job")
                     {
-                        if matches!(kind, "deployment" | "cronjob" | "pod" | "job") {
-                            b.workload_type = Some(kind.to_string());
-                            b.workload_name = Some(v);
-                        }
+                        b.workload_type = Some(kind.to_string());
+                        b.workload_name = Some(v);
                     }
                 }
             }

@@ -214,6 +214,13 @@ impl Pool {
             .sockets
             .tcp_socket(&addr)
             .map_err(|source| Error::Connect { addr, source })?;
+        // Leave from the client's own address when it is ours to use (in-pod,
+        // it always is), so the destination sees the real source.
+        if key.src.is_ipv4() == addr.is_ipv4()
+            && let Err(e) = socket.bind(SocketAddr::new(key.src, 0))
+        {
+            debug!(src = %key.src, error = %e, "cannot dial from the client's address");
+        }
         let tcp = tokio::time::timeout(self.inner.config.connect_timeout, socket.connect(addr))
             .await
             .map_err(|_| Error::ConnectTimeout { addr })?

@@ -234,10 +234,10 @@ pub fn leaf_identities(der: &CertificateDer<'_>) -> Result<Vec<Identity>, Error>
     let mut out = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::URI(uri) = name {
-                if let Ok(id) = uri.parse::<Identity>() {
-                    out.push(id);
-                }
+            if let x509_parser::extensions::GeneralName::URI(uri) = name
+                && let Ok(id) = uri.parse::<Identity>()
+            {
+                out.push(id);
             }
         }
     }

@@ -87,10 +87,10 @@ impl SecretManager {
         loop {
             {
                 let state = rx.borrow_and_update();
-                if let Some(cert) = &state.current {
-                    if !cert.validity().is_expired(SystemTime::now()) {
-                        return Ok(cert.clone());
-                    }
+                if let Some(cert) = &state.current
+                    && !cert.validity().is_expired(SystemTime::now())
+                {
+                    return Ok(cert.clone());
                 }
                 if let Some(reason) = &state.last_error {
                     return Err(Error::Unavailable {
@@ -196,7 +196,7 @@ async fn renew(
                 let mut wait = backoff.next();
                 let still_valid = tx.borrow().current.as_ref().and_then(|c| {
                     let v = c.validity();
-                    (!v.is_expired(SystemTime::now())).then(|| v.not_after)
+                    (!v.is_expired(SystemTime::now())).then_some(v.not_after)
                 });
                 if let Some(not_after) = still_valid {
                     wait = wait.min(until(not_after));

@@ -169,7 +169,10 @@ impl CertificateAuthority {
         ttl: Duration,
     ) -> Result<Vec<String>, CaError> {
         let now = SystemTime::now();
-        self.sign_window(csr_pem, identity, now - BACKDATE, now + ttl)
+        // Short-lived certificates get a proportionally short backdate, or
+        // their half-life (the renewal point) would already be in the past.
+        let backdate = BACKDATE.min(ttl / 10);
+        self.sign_window(csr_pem, identity, now - backdate, now + ttl)
     }
 
     /// As [`sign`](Self::sign) with an explicit validity window.

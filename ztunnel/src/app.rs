@@ -1,0 +1,132 @@
+//! Wiring and lifecycle: builds the certificate manager, the HBONE pool and
+//! the listeners from a [`Config`], and drains them on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use mesh_hbone::Pool;
+use mesh_hbone::pool::DefaultSocketFactory;
+use mesh_runtime::drain::{self, DrainMode, DrainTrigger};
+use mesh_tls::{CaClient, CertificateSource, SecretManager, SecretManagerConfig};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::config::Config;
+use crate::proxy::{ProxyInputs, accept_loop, inbound, outbound};
+use crate::state::ProxyState;
+
+/// A running ztunnel.
+pub struct Ztunnel {
+    pub outbound_addr: SocketAddr,
+    pub inbound_addrs: Vec<SocketAddr>,
+    pub certs: SecretManager,
+    pub state: Arc<ProxyState>,
+    pub pool: Pool,
+    drain: DrainTrigger,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Ztunnel {
+    /// Starts with the CA client and the state named by `config`.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let state = Arc::new(ProxyState::new());
+        if let Some(path) = &config.local_xds_path {
+            for w in ProxyState::load_file(path)? {
+                state.insert(w);
+            }
+        }
+        let ca = Arc::new(CaClient::new(config.ca.clone()).context("building the CA client")?);
+        Self::start_with(config, state, ca).await
+    }
+
+    /// Starts with a given state and certificate source.
+    pub async fn start_with(
+        config: Config,
+        state: Arc<ProxyState>,
+        ca: Arc<dyn CertificateSource>,
+    ) -> anyhow::Result<Self> {
+        let certs = SecretManager::new(ca, SecretManagerConfig::default());
+        let pool = Pool::new(
+            certs.clone(),
+            config.h2.clone(),
+            Arc::new(DefaultSocketFactory),
+        );
+
+        // Warm up the certificates of this node's workloads.
+        for w in state.workloads() {
+            if w.node == config.node_name
+                && let Ok(id) = w.identity()
+            {
+                certs.prefetch(&id);
+            }
+        }
+
+        let outbound_listener = TcpListener::bind(config.outbound_addr)
+            .await
+            .with_context(|| format!("binding the outbound listener {}", config.outbound_addr))?;
+        let outbound_addr = outbound_listener.local_addr()?;
+        let mut inbound_listeners = Vec::new();
+        for addr in &config.inbound_addrs {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the HBONE listener {addr}"))?;
+            inbound_listeners.push(l);
+        }
+        let inbound_addrs = inbound_listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let deadline = config.termination_deadline;
+        let inputs = Arc::new(ProxyInputs {
+            config: Arc::new(config),
+            state: state.clone(),
+            certs: certs.clone(),
+            pool: pool.clone(),
+        });
+        let (trigger, watcher) = drain::new();
+        let mut tasks = Vec::new();
+        {
+            let inputs = inputs.clone();
+            tasks.push(tokio::spawn(accept_loop(
+                "outbound",
+                outbound_listener,
+                watcher.clone(),
+                deadline,
+                move |tcp, peer, _drain| outbound::handle(inputs.clone(), tcp, peer),
+            )));
+        }
+        for listener in inbound_listeners {
+            let inputs = inputs.clone();
+            tasks.push(tokio::spawn(accept_loop(
+                "inbound",
+                listener,
+                watcher.clone(),
+                deadline,
+                move |tcp, peer, drain| inbound::handle(inputs.clone(), tcp, peer, drain),
+            )));
+        }
+        drop(watcher);
+        info!(%outbound_addr, ?inbound_addrs, node = %inputs.config.node_name, "ztunnel started");
+        Ok(Self {
+            outbound_addr,
+            inbound_addrs,
+            certs,
+            state,
+            pool,
+            drain: trigger,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, gives open connections the termination deadline, and
+    /// returns when everything has finished.
+    pub async fn shutdown(self) {
+        self.drain.drain(DrainMode::Graceful).await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! ztunnel's configuration, from environment variables named as Istio's
+//! ztunnel names them. Parsed and validated before any port is bound; an
+//! invalid value is reported with the variable, the value and the reason.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mesh_core::Network;
+use mesh_hbone::H2Config;
+use mesh_tls::AuthSource;
+use mesh_tls::caclient::CaClientConfig;
+use mesh_tls::control::ControlPlaneAddress;
+
+pub const NODE_NAME: &str = "NODE_NAME";
+pub const PROXY_MODE: &str = "PROXY_MODE";
+pub const NETWORK: &str = "NETWORK";
+pub const CA_ADDRESS: &str = "CA_ADDRESS";
+pub const CA_ROOT_CA: &str = "CA_ROOT_CA";
+pub const ALT_CA_HOSTNAME: &str = "ALT_CA_HOSTNAME";
+pub const AUTH_TOKEN: &str = "AUTH_TOKEN";
+pub const CLUSTER_ID: &str = "CLUSTER_ID";
+pub const ISTIO_META_CLUSTER_ID: &str = "ISTIO_META_CLUSTER_ID";
+pub const SECRET_TTL: &str = "SECRET_TTL";
+pub const LOCAL_XDS_PATH: &str = "LOCAL_XDS_PATH";
+pub const OUTBOUND_ADDR: &str = "OUTBOUND_ADDR";
+pub const INBOUND_ADDR: &str = "INBOUND_ADDR";
+pub const OUTBOUND_TARGET: &str = "OUTBOUND_TARGET";
+pub const CONNECTION_TERMINATION_DEADLINE: &str = "CONNECTION_TERMINATION_DEADLINE";
+pub const POOL_MAX_STREAMS_PER_CONNECTION: &str = "POOL_MAX_STREAMS_PER_CONNECTION";
+pub const POOL_UNUSED_RELEASE_TIMEOUT: &str = "POOL_UNUSED_RELEASE_TIMEOUT";
+pub const HTTP2_STREAM_WINDOW_SIZE: &str = "HTTP2_STREAM_WINDOW_SIZE";
+pub const HTTP2_CONNECTION_WINDOW_SIZE: &str = "HTTP2_CONNECTION_WINDOW_SIZE";
+pub const HTTP2_FRAME_SIZE: &str = "HTTP2_FRAME_SIZE";
+
+const DEFAULT_CA_ADDRESS: &str = "istiod.istio-system.svc:15012";
+const DEFAULT_ROOT_CA: &str = "./var/run/secrets/istio/root-cert.pem";
+const DEFAULT_TOKEN: &str = "./var/run/secrets/tokens/istio-token";
+
+/// Exit code for an invalid configuration (EX_USAGE).
+pub const EXIT_CONFIG: i32 = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// A node proxy: serves every workload on its node and asks the CA for
+    /// their identities (impersonation).
+    Shared,
+    /// Serves one workload and asks only for its own identity.
+    Dedicated,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node_name: String,
+    pub proxy_mode: ProxyMode,
+    pub network: Network,
+    pub ca: CaClientConfig,
+    pub local_xds_path: Option<PathBuf>,
+    /// Where captured outbound connections arrive (15001).
+    pub outbound_addr: SocketAddr,
+    /// Where HBONE arrives (15008); one listener per address.
+    pub inbound_addrs: Vec<SocketAddr>,
+    /// The destination to use when a connection carries no original
+    /// destination (no redirection), for running without capture.
+    pub outbound_target: Option<SocketAddr>,
+    /// The port HBONE peers listen on.
+    pub hbone_port: u16,
+    /// How long open connections may run on after a drain starts.
+    pub termination_deadline: Duration,
+    pub h2: H2Config,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key} = {value:?}: {reason}")]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+fn invalid(key: &'static str, value: &str, reason: impl ToString) -> ConfigError {
+    ConfigError {
+        key,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+impl Config {
+    /// Parses the configuration from `get` (the process environment in
+    /// `main`, a map in tests: nothing here mutates global state).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let node_name = get(NODE_NAME).filter(|s| !s.is_empty()).ok_or_else(|| {
+            invalid(
+                NODE_NAME,
+                "",
+                "required: the name of the node this proxy serves",
+            )
+        })?;
+        let proxy_mode = match get(PROXY_MODE).as_deref().unwrap_or("shared") {
+            "shared" => ProxyMode::Shared,
+            "dedicated" => ProxyMode::Dedicated,
+            other => return Err(invalid(PROXY_MODE, other, "must be shared or dedicated")),
+        };
+        let duration = |key: &'static str, default: &str| {
+            let v = get(key).unwrap_or_else(|| default.to_string());
+            mesh_core::duration::parse(&v).map_err(|e| invalid(key, &v, e))
+        };
+        let number = |key: &'static str, default: u64| -> Result<u64, ConfigError> {
+            match get(key) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| invalid(key, &v, "must be a whole number")),
+            }
+        };
+        let addr = |key: &'static str, default: &str| {
+            let v = get(key).unwrap_or_else(|| default.to_string());
+            v.parse::<SocketAddr>().map_err(|e| invalid(key, &v, e))
+        };
+
+        let ca_address = get(CA_ADDRESS).unwrap_or_else(|| DEFAULT_CA_ADDRESS.to_string());
+        let root_setting = get(CA_ROOT_CA).unwrap_or_else(|| DEFAULT_ROOT_CA.to_string());
+        let root_pem = if root_setting.contains("-----BEGIN") {
+            root_setting.clone()
+        } else {
+            std::fs::read_to_string(&root_setting).map_err(|e| {
+                invalid(
+                    CA_ROOT_CA,
+                    &root_setting,
+                    format!("cannot read the CA root: {e} (try `istiod-lite root-cert`)"),
+                )
+            })?
+        };
+        let auth = match get(AUTH_TOKEN) {
+            Some(v) if Path::new(&v).exists() => AuthSource::File(v.into()),
+            Some(v) if v.contains('/') => {
+                return Err(invalid(AUTH_TOKEN, &v, "no such token file"));
+            }
+            Some(v) => AuthSource::Static(v),
+            None => AuthSource::File(DEFAULT_TOKEN.into()),
+        };
+        let cluster_id = get(ISTIO_META_CLUSTER_ID)
+            .or_else(|| get(CLUSTER_ID))
+            .unwrap_or_else(|| "Kubernetes".to_string());
+        let ttl = duration(SECRET_TTL, "24h")?;
+        if ttl < Duration::from_secs(2) {
+            return Err(invalid(
+                SECRET_TTL,
+                &format!("{ttl:?}"),
+                "must be at least 2s",
+            ));
+        }
+
+        let inbound_setting = get(INBOUND_ADDR).unwrap_or_else(|| "[::]:15008".to_string());
+        let inbound_addrs = inbound_setting
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse::<SocketAddr>()
+                    .map_err(|e| invalid(INBOUND_ADDR, &inbound_setting, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let outbound_target = match get(OUTBOUND_TARGET) {
+            Some(v) => Some(v.parse().map_err(|e| invalid(OUTBOUND_TARGET, &v, e))?),
+            None => None,
+        };
+
+        let mut h2 = H2Config::default();
+        let window = |key: &'static str, default: u32| -> Result<u32, ConfigError> {
+            let n = number(key, default as u64)?;
+            u32::try_from(n)
+                .ok()
+                .filter(|n| *n >= 65_535)
+                .ok_or_else(|| invalid(key, &n.to_string(), "must be between 65535 and 2^32-1"))
+        };
+        h2.stream_window = window(HTTP2_STREAM_WINDOW_SIZE, h2.stream_window)?;
+        h2.connection_window = window(HTTP2_CONNECTION_WINDOW_SIZE, h2.connection_window)?;
+        h2.max_frame_size = window(HTTP2_FRAME_SIZE, h2.max_frame_size)?;
+        if !(16_384..=16_777_215).contains(&h2.max_frame_size) {
+            return Err(invalid(
+                HTTP2_FRAME_SIZE,
+                &h2.max_frame_size.to_string(),
+                "must be between 16384 and 16777215",
+            ));
+        }
+        h2.max_streams_per_connection = number(POOL_MAX_STREAMS_PER_CONNECTION, 100)? as usize;
+        if h2.max_streams_per_connection == 0 {
+            return Err(invalid(
+                POOL_MAX_STREAMS_PER_CONNECTION,
+                "0",
+                "must be at least 1",
+            ));
+        }
+        h2.pool_idle_timeout = duration(POOL_UNUSED_RELEASE_TIMEOUT, "5m")?;
+
+        Ok(Self {
+            node_name,
+            proxy_mode,
+            network: Network::new(get(NETWORK).unwrap_or_default()),
+            ca: CaClientConfig {
+                target: ControlPlaneAddress {
+                    address: ca_address,
+                    server_name: get(ALT_CA_HOSTNAME),
+                    root_pem,
+                },
+                auth,
+                cluster_id,
+                ttl,
+                impersonate: proxy_mode == ProxyMode::Shared,
+            },
+            local_xds_path: get(LOCAL_XDS_PATH).map(PathBuf::from),
+            outbound_addr: addr(OUTBOUND_ADDR, "[::]:15001")?,
+            inbound_addrs,
+            outbound_target,
+            hbone_port: mesh_hbone::HBONE_PORT,
+            termination_deadline: duration(CONNECTION_TERMINATION_DEADLINE, "5s")?,
+            h2,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const ROOT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_env(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_istio() {
+        let c = parse(&[(NODE_NAME, "n1"), (CA_ROOT_CA, ROOT), (AUTH_TOKEN, "tok")]).unwrap();
+        assert_eq!(c.outbound_addr.port(), 15001);
+        assert_eq!(c.inbound_addrs[0].port(), 15008);
+        assert_eq!(c.ca.ttl, Duration::from_secs(86400));
+        assert_eq!(c.h2.stream_window, 4 * 1024 * 1024);
+        assert_eq!(c.h2.max_streams_per_connection, 100);
+        assert!(c.ca.impersonate);
+        assert_eq!(c.ca.cluster_id, "Kubernetes");
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_value() {
+        let e = parse(&[(CA_ROOT_CA, ROOT)]).unwrap_err();
+        assert_eq!(e.key, NODE_NAME);
+        let e = parse(&[(NODE_NAME, "n"), (CA_ROOT_CA, ROOT), (SECRET_TTL, "soon")]).unwrap_err();
+        assert_eq!((e.key, e.value.as_str()), (SECRET_TTL, "soon"));
+        let e = parse(&[(NODE_NAME, "n"), (CA_ROOT_CA, "/nonexistent/root.pem")]).unwrap_err();
+        assert!(
+            e.to_string().contains("CA_ROOT_CA") && e.to_string().contains("/nonexistent/root.pem")
+        );
+        let e = parse(&[
+            (NODE_NAME, "n"),
+            (CA_ROOT_CA, ROOT),
+            (HTTP2_FRAME_SIZE, "10"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.key, HTTP2_FRAME_SIZE);
+        let e = parse(&[
+            (NODE_NAME, "n"),
+            (CA_ROOT_CA, ROOT),
+            (PROXY_MODE, "sidecar"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.key, PROXY_MODE);
+    }
+}

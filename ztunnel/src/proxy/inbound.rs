@@ -1,0 +1,135 @@
+//! Inbound HBONE: terminate mTLS with the identity of the local workload the
+//! connection is addressed to, then handle each CONNECT by connecting to that
+//! workload's application port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, Method, StatusCode};
+use mesh_core::Identity;
+use mesh_hbone::copy;
+use mesh_hbone::server::{self, InboundConnect};
+use mesh_runtime::drain::{DrainWatcher, run_with_drain};
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use super::{PROXY_PORTS, ProxyInputs};
+use crate::socket::upstream_from;
+
+const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) async fn handle(
+    inputs: Arc<ProxyInputs>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    drain: DrainWatcher,
+) {
+    if let Err(e) = serve(inputs, tcp, peer, drain).await {
+        // A handshake failure is an early deny: nothing reached the application.
+        warn!(%peer, error = %e, "inbound HBONE connection refused");
+    }
+}
+
+async fn serve(
+    inputs: Arc<ProxyInputs>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    drain: DrainWatcher,
+) -> anyhow::Result<()> {
+    let local = tcp.local_addr()?;
+    let workload = inputs
+        .state
+        .workload_by_addr(&inputs.config.network, local.ip())
+        .filter(|w| w.node == inputs.config.node_name)
+        .ok_or_else(|| anyhow::anyhow!("no workload of this node has address {}", local.ip()))?;
+    let cert = inputs
+        .certs
+        .fetch_certificate(&workload.identity()?)
+        .await?;
+    let (tls, peer_id) = server::accept_tls(tcp, cert.server_config(), &inputs.config.h2).await?;
+    debug!(%peer, peer_id = %peer_id, "HBONE connection established");
+    let deadline = inputs.config.termination_deadline;
+    let shutdown = {
+        let drain = drain.clone();
+        async move {
+            drain.signaled().await;
+        }
+    };
+    server::serve(tls, &inputs.config.h2, shutdown, |connect| {
+        let stream = handle_stream(inputs.clone(), connect, peer, local, peer_id.clone());
+        tokio::spawn(run_with_drain(drain.clone(), deadline, stream));
+    })
+    .await?;
+    Ok(())
+}
+
+async fn handle_stream(
+    inputs: Arc<ProxyInputs>,
+    connect: InboundConnect,
+    peer: SocketAddr,
+    local: SocketAddr,
+    peer_id: Identity,
+) {
+    let started = std::time::Instant::now();
+    if connect.method() != Method::CONNECT {
+        return connect.reject(StatusCode::BAD_REQUEST);
+    }
+    let Some(target) = connect
+        .authority()
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+    else {
+        // Hostname authorities need the service registry (double HBONE).
+        let status = match connect.authority() {
+            Some(a)
+                if a.rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+            {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        return connect.reject(status);
+    };
+    // The tunnel may only reach the workload the connection was addressed to.
+    if target.ip() != local.ip() {
+        debug!(%target, %local, "authority does not match the destination address");
+        return connect.reject(StatusCode::BAD_REQUEST);
+    }
+    if PROXY_PORTS.contains(&target.port()) {
+        return connect.reject(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let _ = &inputs;
+    let app = match upstream_from(peer.ip(), target) {
+        Ok(socket) => tokio::time::timeout(APP_CONNECT_TIMEOUT, socket.connect(target)).await,
+        Err(e) => Ok(Err(e)),
+    };
+    let app = match app {
+        Ok(Ok(app)) => app,
+        Ok(Err(e)) => {
+            warn!(target: "access", src_addr = %peer, src_identity = %peer_id, dst_addr = %target, error = %e, "connecting to the application failed");
+            return connect.reject(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        Err(_) => {
+            warn!(target: "access", src_addr = %peer, dst_addr = %target, "connecting to the application timed out");
+            return connect.reject(StatusCode::SERVICE_UNAVAILABLE);
+        }
+    };
+    let _ = app.set_nodelay(true);
+    let stream = match connect.accept(HeaderMap::new()) {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(error = %e, "peer went away before the 200");
+            return;
+        }
+    };
+    match copy::copy_bidirectional(&app, stream).await {
+        Ok(t) => {
+            info!(target: "access", src_addr = %peer, src_identity = %peer_id, dst_addr = %target,
+            direction = "inbound", bytes_sent = t.from_tunnel, bytes_recv = t.to_tunnel, duration = ?started.elapsed(), "connection complete")
+        }
+        Err(e) => {
+            debug!(src_addr = %peer, dst_addr = %target, error = %e, "inbound connection ended with an error")
+        }
+    }
+}

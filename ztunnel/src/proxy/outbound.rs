@@ -1,0 +1,123 @@
+//! Outbound: a workload's connection arrives (redirected, or on the outbound
+//! port directly), is matched to its source workload, and is tunnelled over
+//! HBONE to the destination's proxy, or passed through when the destination
+//! is not in the mesh.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::HeaderMap;
+use mesh_core::{TunnelProtocol, Workload};
+use mesh_hbone::client::ConnectRequest;
+use mesh_hbone::headers::{self, Baggage};
+use mesh_hbone::{WorkloadKey, copy};
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use super::{PROXY_PORTS, ProxyInputs};
+use crate::socket::original_dst;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("connection from {0} is not from a workload on this node")]
+    UnknownSource(SocketAddr),
+    #[error("refusing to proxy to the proxy's own port {0} (a loop)")]
+    SelfCall(SocketAddr),
+    #[error("source workload has an invalid identity: {0}")]
+    BadIdentity(#[from] mesh_core::IdentityError),
+    #[error(transparent)]
+    Hbone(#[from] mesh_hbone::Error),
+    #[error("passthrough to {dst}: {source}")]
+    Passthrough {
+        dst: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("copying: {0}")]
+    Copy(#[from] std::io::Error),
+}
+
+pub(crate) async fn handle(inputs: Arc<ProxyInputs>, tcp: TcpStream, peer: SocketAddr) {
+    let started = std::time::Instant::now();
+    match proxy(&inputs, tcp, peer).await {
+        Ok((dst, t)) => {
+            info!(target: "access", src_addr = %peer, dst_addr = %dst, direction = "outbound",
+            bytes_sent = t.to_tunnel, bytes_recv = t.from_tunnel, duration = ?started.elapsed(), "connection complete")
+        }
+        Err(e) => {
+            warn!(target: "access", src_addr = %peer, direction = "outbound", error = %e, "connection failed")
+        }
+    }
+}
+
+async fn proxy(
+    inputs: &ProxyInputs,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Result<(SocketAddr, copy::Transferred), OutboundError> {
+    let dst = original_dst(&tcp)
+        .or(inputs.config.outbound_target)
+        .unwrap_or(tcp.local_addr()?);
+    if dst.ip().is_loopback() && PROXY_PORTS.contains(&dst.port()) {
+        return Err(OutboundError::SelfCall(dst));
+    }
+    let network = &inputs.config.network;
+    let source = inputs
+        .state
+        .workload_by_addr(network, peer.ip())
+        .filter(|w| w.node == inputs.config.node_name)
+        .ok_or(OutboundError::UnknownSource(peer))?;
+
+    let destination = inputs.state.workload_by_addr(network, dst.ip());
+    match destination {
+        Some(target) if target.tunnel_protocol == TunnelProtocol::Hbone => {
+            let key = WorkloadKey {
+                src_id: source.identity()?,
+                dst_id: vec![target.identity()?],
+                dst: SocketAddr::new(dst.ip(), inputs.config.hbone_port),
+                src: peer.ip(),
+            };
+            let request = ConnectRequest {
+                authority: dst.to_string(),
+                headers: connect_headers(&source, peer),
+            };
+            debug!(%peer, %dst, dst_id = %key.dst_id[0], "tunnelling over HBONE");
+            let stream = inputs.pool.connect(&key, &request).await?;
+            Ok((dst, copy::copy_bidirectional(&tcp, stream).await?))
+        }
+        _ => {
+            debug!(%peer, %dst, "destination not in the mesh; passing through");
+            let mut upstream = TcpStream::connect(dst)
+                .await
+                .map_err(|source| OutboundError::Passthrough { dst, source })?;
+            let mut tcp = tcp;
+            let (sent, recv) = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await?;
+            Ok((
+                dst,
+                copy::Transferred {
+                    to_tunnel: sent,
+                    from_tunnel: recv,
+                },
+            ))
+        }
+    }
+}
+
+fn connect_headers(source: &Workload, peer: SocketAddr) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let baggage = Baggage {
+        namespace: Some(source.namespace.clone()),
+        workload_type: Some("pod".into()),
+        workload_name: Some(source.name.clone()),
+        ..Default::default()
+    };
+    let mut insert = |name: &'static str, value: String| {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    insert(headers::BAGGAGE, baggage.encode());
+    insert(headers::FORWARDED, headers::forwarded(peer, None));
+    insert(headers::TRACEPARENT, headers::new_traceparent());
+    h
+}
