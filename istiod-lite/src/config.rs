@@ -18,8 +18,8 @@ pub const ENV_MAX_TTL: &str = "MAX_WORKLOAD_CERT_TTL";
 pub const ENV_TRUSTED_NODE_ACCOUNTS: &str = "CA_TRUSTED_NODE_ACCOUNTS";
 pub const ENV_SERVING_NAMES: &str = "SERVING_NAMES";
 
-/// Exit code for an invalid configuration (EX_USAGE).
-pub const EXIT_CONFIG: i32 = 64;
+use mesh_runtime::config::invalid;
+pub use mesh_runtime::config::{ConfigError, EXIT_CONFIG};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -107,22 +107,6 @@ pub struct Config {
     pub max_cert_ttl: Duration,
     pub trusted_node_accounts: HashSet<(String, String)>,
     pub serving_names: Vec<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {key} = {value:?}: {reason}")]
-pub struct ConfigError {
-    pub key: &'static str,
-    pub value: String,
-    pub reason: String,
-}
-
-fn invalid(key: &'static str, value: &str, reason: impl ToString) -> ConfigError {
-    ConfigError {
-        key,
-        value: value.to_string(),
-        reason: reason.to_string(),
-    }
 }
 
 impl CommonArgs {

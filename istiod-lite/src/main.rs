@@ -16,7 +16,7 @@ fn main() -> ExitCode {
             if e.downcast_ref::<istiod_lite::config::ConfigError>()
                 .is_some()
             {
-                ExitCode::from(EXIT_CONFIG as u8)
+                ExitCode::from(EXIT_CONFIG)
             } else {
                 ExitCode::FAILURE
             }

@@ -37,8 +37,8 @@ const DEFAULT_CA_ADDRESS: &str = "istiod.istio-system.svc:15012";
 const DEFAULT_ROOT_CA: &str = "./var/run/secrets/istio/root-cert.pem";
 const DEFAULT_TOKEN: &str = "./var/run/secrets/tokens/istio-token";
 
-/// Exit code for an invalid configuration (EX_USAGE).
-pub const EXIT_CONFIG: i32 = 64;
+use mesh_runtime::config::invalid;
+pub use mesh_runtime::config::{ConfigError, EXIT_CONFIG};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProxyMode {
@@ -68,22 +68,6 @@ pub struct Config {
     /// How long open connections may run on after a drain starts.
     pub termination_deadline: Duration,
     pub h2: H2Config,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {key} = {value:?}: {reason}")]
-pub struct ConfigError {
-    pub key: &'static str,
-    pub value: String,
-    pub reason: String,
-}
-
-fn invalid(key: &'static str, value: &str, reason: impl ToString) -> ConfigError {
-    ConfigError {
-        key,
-        value: value.to_string(),
-        reason: reason.to_string(),
-    }
 }
 
 impl Config {

@@ -9,7 +9,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ztunnel: {e}");
-            return ExitCode::from(EXIT_CONFIG as u8);
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     tracing::info!(

@@ -2,6 +2,7 @@
 //! log set-up.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod drain;
 pub mod logging;
 pub mod readiness;
