@@ -57,7 +57,7 @@ async fn serve(
         }
     };
     server::serve(tls, &inputs.config.h2, shutdown, |connect| {
-        let stream = handle_stream(inputs.clone(), connect, peer, local, peer_id.clone());
+        let stream = handle_stream(connect, peer, local, peer_id.clone());
         tokio::spawn(run_with_drain(drain.clone(), deadline, stream));
     })
     .await?;
@@ -65,7 +65,6 @@ async fn serve(
 }
 
 async fn handle_stream(
-    inputs: Arc<ProxyInputs>,
     connect: InboundConnect,
     peer: SocketAddr,
     local: SocketAddr,
@@ -99,7 +98,6 @@ async fn handle_stream(
     if PROXY_PORTS.contains(&target.port()) {
         return connect.reject(StatusCode::SERVICE_UNAVAILABLE);
     }
-    let _ = &inputs;
     let app = match upstream_from(peer.ip(), target) {
         Ok(socket) => tokio::time::timeout(APP_CONNECT_TIMEOUT, socket.connect(target)).await,
         Err(e) => Ok(Err(e)),
