@@ -75,6 +75,8 @@ impl Mesh {
             trust_domain: TrustDomain::default(),
             service_account: sa.into(),
             node: node.into(),
+            authorization_policies: Vec::new(),
+            services: Default::default(),
         }
     }
 

@@ -5,15 +5,59 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use mesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use mesh_proto::istio::v1::auth::istio_certificate_service_server::IstioCertificateServiceServer;
-use mesh_runtime::drain::{self, DrainMode, DrainTrigger};
+use mesh_runtime::drain::{self, DrainMode, DrainTrigger, DrainWatcher};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::ca::service::CaPolicy;
 use crate::ca::{CaService, CertificateAuthority, PodIndex, TokenIssuer};
 use crate::config::Config;
+use crate::model::Model;
+use crate::source::manifests::{self, ErrorLog, ManifestDir};
+use crate::xds::{self, AdsService, ResourceSet, XdsStats};
+
+/// xDS messages can carry a whole mesh; Istio allows this much.
+const MAX_XDS_MESSAGE: usize = 200 * 1024 * 1024;
+
+fn stopped(w: &DrainWatcher) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    let w = w.clone();
+    Box::pin(async move {
+        w.signaled().await;
+    })
+}
+
+/// Keeps the CA's pods-per-node index in step with the model's pods, so a
+/// node proxy may fetch certificates for the pods scheduled on its node.
+fn pod_index_sync(pods: Arc<PodIndex>) -> impl FnMut(&Model) + Send {
+    let mut known: Vec<(String, String, String)> = Vec::new();
+    move |model: &Model| {
+        let now: Vec<(String, String, String)> = model
+            .pods
+            .iter()
+            .filter_map(|((ns, _), p)| {
+                let node = p.spec.node_name.clone()?;
+                let sa = p
+                    .spec
+                    .service_account_name
+                    .clone()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "default".into());
+                Some((node, ns.clone(), sa))
+            })
+            .collect();
+        for (node, ns, sa) in &known {
+            pods.remove_pod(node, ns, sa);
+        }
+        for (node, ns, sa) in &now {
+            pods.add_pod(node, ns, sa);
+        }
+        known = now;
+    }
+}
 
 /// Loads the CA named by the configuration: plugged in, or self-managed.
 pub fn load_ca(config: &Config) -> anyhow::Result<CertificateAuthority> {
@@ -34,8 +78,13 @@ pub struct Istiod {
     pub tokens: Arc<TokenIssuer>,
     /// Pods per node, consulted before a node proxy may impersonate.
     pub pods: Arc<PodIndex>,
+    /// The latest resource set pushed to proxies.
+    pub resources: watch::Receiver<Arc<ResourceSet>>,
+    /// Problems in the manifest directory, newest per file.
+    pub manifest_errors: ErrorLog,
+    pub xds_stats: Arc<XdsStats>,
     drain: DrainTrigger,
-    server: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Istiod {
@@ -56,15 +105,66 @@ impl Istiod {
                 trusted_node_accounts: config.trusted_node_accounts.clone(),
             },
         );
+        let (trigger, watcher) = drain::new();
+        let mut tasks = Vec::new();
+
+        // The model: read the manifest directory once before serving, so
+        // the first proxies get the whole mesh, then follow its changes.
+        let (models_tx, mut models) = watch::channel(Arc::new(Model::default()));
+        let manifest_errors = ErrorLog::default();
+        if let Some(dir) = &config.config_dir {
+            let mut source = ManifestDir::new(dir);
+            let report = source
+                .scan()
+                .with_context(|| format!("reading the manifest directory {}", dir.display()))?;
+            manifests::publish(&source, report, &models_tx, &manifest_errors);
+            tasks.push(tokio::spawn(manifests::watch_dir(
+                source,
+                config.config_poll_interval,
+                models_tx.clone(),
+                manifest_errors.clone(),
+                stopped(&watcher),
+            )));
+        } else {
+            info!("no --config-dir: serving an empty mesh");
+        }
+        let initial = models.borrow_and_update().clone();
+        let mut sync = pod_index_sync(pods.clone());
+        sync(&initial);
+        let (set, warnings) = xds::resource_set(&initial, &config.translate, 1);
+        for w in warnings {
+            warn!(object = %w.object, "{}", w.message);
+        }
+        let (resources_tx, resources) = watch::channel(Arc::new(set));
+        tasks.push(tokio::spawn(xds::generate(
+            models,
+            config.translate.clone(),
+            resources_tx,
+            sync,
+            stopped(&watcher),
+        )));
+        drop(models_tx);
+
+        let xds_stats = Arc::new(XdsStats::default());
+        let ads = AdsService::new(
+            tokens.clone(),
+            resources.clone(),
+            watcher.clone(),
+            xds_stats.clone(),
+        );
         let router = tonic::transport::Server::builder()
-            .add_service(IstioCertificateServiceServer::new(service));
+            .add_service(IstioCertificateServiceServer::new(service))
+            .add_service(
+                AggregatedDiscoveryServiceServer::new(ads)
+                    .max_decoding_message_size(MAX_XDS_MESSAGE)
+                    .max_encoding_message_size(MAX_XDS_MESSAGE),
+            );
 
         let listener = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("binding the gRPC port {}", config.grpc_addr))?;
         let grpc_addr = listener.local_addr()?;
-        let (trigger, watcher) = drain::new();
-        let server = tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let shutdown = {
                 let watcher = watcher.clone();
                 async move {
@@ -75,21 +175,26 @@ impl Istiod {
                 tracing::error!(error = %e, "gRPC server failed");
             }
             drop(watcher);
-        });
+        }));
         info!(%grpc_addr, trust_domain = %config.trust_domain, "istiod-lite serving");
         Ok(Self {
             grpc_addr,
             ca,
             tokens,
             pods,
+            resources,
+            manifest_errors,
+            xds_stats,
             drain: trigger,
-            server,
+            tasks,
         })
     }
 
     /// Stops accepting, lets in-flight calls finish, and waits for the server.
     pub async fn shutdown(self) {
         self.drain.drain(DrainMode::Graceful).await;
-        let _ = self.server.await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
     }
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use mesh_core::TrustDomain;
 
+use crate::translate::TranslateConfig;
+
 pub const ENV_STATE_DIR: &str = "ISTIOD_LITE_STATE_DIR";
 pub const ENV_CA_CERTS_DIR: &str = "CA_CERTS_DIR";
 pub const ENV_GRPC_ADDR: &str = "GRPC_ADDR";
@@ -17,6 +19,10 @@ pub const ENV_DEFAULT_TTL: &str = "DEFAULT_WORKLOAD_CERT_TTL";
 pub const ENV_MAX_TTL: &str = "MAX_WORKLOAD_CERT_TTL";
 pub const ENV_TRUSTED_NODE_ACCOUNTS: &str = "CA_TRUSTED_NODE_ACCOUNTS";
 pub const ENV_SERVING_NAMES: &str = "SERVING_NAMES";
+pub const ENV_CONFIG_DIR: &str = "CONFIG_DIR";
+pub const ENV_CONFIG_POLL: &str = "CONFIG_POLL_INTERVAL";
+pub const ENV_ROOT_NAMESPACE: &str = "ROOT_NAMESPACE";
+pub const ENV_CLUSTER_ID: &str = "CLUSTER_ID";
 
 use mesh_runtime::config::invalid;
 pub use mesh_runtime::config::{ConfigError, EXIT_CONFIG};
@@ -79,6 +85,19 @@ pub struct ServeArgs {
         default_value = "istiod.istio-system.svc,istiod-lite.istio-system.svc,localhost,127.0.0.1"
     )]
     pub serving_names: String,
+    /// A directory of Kubernetes-style manifests (Namespaces, Pods,
+    /// Services, AuthorizationPolicies, ...) to serve, re-read on change.
+    #[arg(long, env = ENV_CONFIG_DIR)]
+    pub config_dir: Option<PathBuf>,
+    /// How often the manifest directory is checked for changes.
+    #[arg(long, env = ENV_CONFIG_POLL, default_value = "500ms")]
+    pub config_poll_interval: String,
+    /// Policies in this namespace apply to the whole mesh.
+    #[arg(long, env = ENV_ROOT_NAMESPACE, default_value = "istio-system")]
+    pub root_namespace: String,
+    /// The cluster name used in workload uids.
+    #[arg(long, env = ENV_CLUSTER_ID, default_value = "Kubernetes")]
+    pub cluster_id: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -107,6 +126,9 @@ pub struct Config {
     pub max_cert_ttl: Duration,
     pub trusted_node_accounts: HashSet<(String, String)>,
     pub serving_names: Vec<String>,
+    pub config_dir: Option<PathBuf>,
+    pub config_poll_interval: Duration,
+    pub translate: TranslateConfig,
 }
 
 impl CommonArgs {
@@ -167,15 +189,61 @@ impl Config {
                 "at least one name is needed",
             ));
         }
+        let config_poll_interval = mesh_core::duration::parse(&args.config_poll_interval)
+            .map_err(|e| invalid(ENV_CONFIG_POLL, &args.config_poll_interval, e))?;
+        if config_poll_interval < Duration::from_millis(10) {
+            return Err(invalid(
+                ENV_CONFIG_POLL,
+                &args.config_poll_interval,
+                "must be at least 10ms",
+            ));
+        }
+        if let Some(dir) = &args.config_dir
+            && !dir.is_dir()
+        {
+            return Err(invalid(
+                ENV_CONFIG_DIR,
+                &dir.display().to_string(),
+                "is not a directory",
+            ));
+        }
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        };
+        if !name_ok(&args.root_namespace) {
+            return Err(invalid(
+                ENV_ROOT_NAMESPACE,
+                &args.root_namespace,
+                "must be a Kubernetes namespace name",
+            ));
+        }
+        if args.cluster_id.is_empty() || args.cluster_id.contains('/') {
+            return Err(invalid(
+                ENV_CLUSTER_ID,
+                &args.cluster_id,
+                "must be non-empty and without '/'",
+            ));
+        }
+        let trust_domain = args.common.trust_domain()?;
         Ok(Self {
             state_dir: args.common.state_dir.clone(),
             ca_certs_dir: args.common.ca_certs_dir.clone(),
-            trust_domain: args.common.trust_domain()?,
+            trust_domain: trust_domain.clone(),
             grpc_addr: args.grpc_addr,
             default_cert_ttl,
             max_cert_ttl,
             trusted_node_accounts: trusted,
             serving_names,
+            config_dir: args.config_dir.clone(),
+            config_poll_interval,
+            translate: TranslateConfig {
+                cluster_id: args.cluster_id.clone(),
+                trust_domain,
+                root_namespace: args.root_namespace.clone(),
+                ..TranslateConfig::default()
+            },
         })
     }
 
@@ -190,6 +258,9 @@ impl Config {
             max_cert_ttl: Duration::from_secs(90 * 86400),
             trusted_node_accounts: [("istio-system".to_string(), "ztunnel".to_string())].into(),
             serving_names: vec!["localhost".into(), "127.0.0.1".into()],
+            config_dir: None,
+            config_poll_interval: Duration::from_millis(100),
+            translate: TranslateConfig::default(),
         }
     }
 }

@@ -1,8 +1,12 @@
 //! istiod-lite: the slim control plane.
 //!
 //! - [`ca`]: the certificate authority behind `IstioCertificateService`.
-//! - [`grpc`]: the TLS listener on 15012 that serves it (and, later, xDS).
-//! - [`config`]: every setting, parsed before anything binds.
+//! - [`model`]: the Kubernetes objects the mesh is made of;
+//! - [`source`]: where they come from (a manifest directory today);
+//! - [`translate`]: model → Istio's xDS resources (pure functions);
+//! - [`xds`]: the delta ADS server that pushes them;
+//! - [`grpc`]: the TLS listener on 15012 that serves the CA and xDS;
+//! - [`config`]: every setting, parsed before anything binds;
 //! - [`app`]: wiring, used by `main.rs` and by in-process tests.
 #![forbid(unsafe_code)]
 
@@ -10,3 +14,7 @@ pub mod app;
 pub mod ca;
 pub mod config;
 pub mod grpc;
+pub mod model;
+pub mod source;
+pub mod translate;
+pub mod xds;

@@ -1,10 +1,12 @@
 //! What the data plane knows about a workload (a pod, today).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
 use crate::address::Network;
 use crate::identity::{DEFAULT_SERVICE_ACCOUNT, Identity, IdentityError, TrustDomain};
+use crate::service::PortMapping;
 
 /// The globally unique id of a workload, e.g. `Kubernetes//Pod/default/sleep-1`.
 #[derive(
@@ -70,6 +72,14 @@ pub struct Workload {
     /// The Kubernetes node the workload runs on.
     #[serde(default)]
     pub node: String,
+    /// Keys (`namespace/name`) of the WORKLOAD_SELECTOR authorization
+    /// policies that select this workload.
+    #[serde(default)]
+    pub authorization_policies: Vec<String>,
+    /// The services this workload is an endpoint of, by key
+    /// (`namespace/hostname`), with this endpoint's port mapping.
+    #[serde(default)]
+    pub services: BTreeMap<String, Vec<PortMapping>>,
 }
 
 fn default_service_account() -> String {
@@ -108,6 +118,37 @@ mod tests {
         );
     }
 
+    #[test]
+    fn loads_camel_case_yaml() {
+        let w: Workload = serde_yaml::from_str(
+            "
+uid: Kubernetes//Pod/default/echo
+name: echo
+namespace: default
+addresses: [10.0.0.3]
+tunnelProtocol: HBONE
+serviceAccount: echo
+authorizationPolicies: [default/allow-sleep]
+services:
+  default/echo.default.svc.cluster.local:
+  - servicePort: 80
+    targetPort: 8080
+",
+        )
+        .unwrap();
+        assert_eq!(w.authorization_policies, ["default/allow-sleep"]);
+        assert_eq!(
+            w.services["default/echo.default.svc.cluster.local"],
+            [PortMapping {
+                service_port: 80,
+                target_port: 8080
+            }]
+        );
+        assert!(
+            serde_yaml::from_str::<Workload>("uid: u\nname: n\nnamespace: d\nbogus: 1\n").is_err()
+        );
+    }
+
     fn serde_json_like() -> Workload {
         Workload {
             uid: WorkloadUid::new("u"),
@@ -119,6 +160,8 @@ mod tests {
             trust_domain: TrustDomain::default(),
             service_account: default_service_account(),
             node: String::new(),
+            authorization_policies: vec![],
+            services: BTreeMap::new(),
         }
     }
 }

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use super::authority::CertificateAuthority;
 use super::nodes::NodePods;
-use super::token::{Authenticator, Caller};
+use super::token::{Authenticator, Caller, authenticate};
 
 pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
 
@@ -51,23 +51,7 @@ impl CaService {
     }
 
     async fn caller(&self, request: &Request<IstioCertificateRequest>) -> Result<Caller, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| {
-                Status::unauthenticated(
-                    "no authorization header: send `authorization: Bearer <token>` (ztunnel reads AUTH_TOKEN)",
-                )
-            })?
-            .to_str()
-            .map_err(|_| Status::unauthenticated("authorization header is not ASCII"))?;
-        let token = header.strip_prefix("Bearer ").ok_or_else(|| {
-            Status::unauthenticated("authorization header must be `Bearer <token>`")
-        })?;
-        self.auth
-            .authenticate(token)
-            .await
-            .map_err(|e| Status::unauthenticated(format!("token rejected: {e}")))
+        authenticate(self.auth.as_ref(), request.metadata()).await
     }
 
     /// The identity the certificate is for: the caller's own, or with

@@ -44,6 +44,30 @@ pub trait Authenticator: Send + Sync + 'static {
     fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Caller, AuthError>>;
 }
 
+/// Authenticates a gRPC call (CA or xDS) by its `authorization: Bearer`
+/// metadata.
+pub async fn authenticate(
+    auth: &dyn Authenticator,
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<Caller, tonic::Status> {
+    use tonic::Status;
+    let header = metadata
+        .get("authorization")
+        .ok_or_else(|| {
+            Status::unauthenticated(
+                "no authorization header: send `authorization: Bearer <token>` (ztunnel reads AUTH_TOKEN)",
+            )
+        })?
+        .to_str()
+        .map_err(|_| Status::unauthenticated("authorization header is not ASCII"))?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| Status::unauthenticated("authorization header must be `Bearer <token>`"))?;
+    auth.authenticate(token)
+        .await
+        .map_err(|e| Status::unauthenticated(format!("token rejected: {e}")))
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Claims {
     #[serde(flatten)]

@@ -1,0 +1,149 @@
+//! The mesh as the control plane knows it: Kubernetes-shaped objects, fed by
+//! a source (a manifest directory today, the API server later) and read by
+//! the translation to xDS. A [`Model`] is an immutable snapshot; sources
+//! publish a new one on every change.
+
+pub mod enrollment;
+pub mod objects;
+mod parse;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub use objects::*;
+pub use parse::{ObjectError, Parsed, parse_object};
+
+/// The kinds the model holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Namespace,
+    Pod,
+    Service,
+    AuthorizationPolicy,
+    PeerAuthentication,
+    Gateway,
+    HttpRoute,
+}
+
+impl Kind {
+    /// The kind named by a manifest's `apiVersion` and `kind`, if we read it.
+    pub fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        Some(match (group, kind) {
+            ("", "Namespace") => Kind::Namespace,
+            ("", "Pod") => Kind::Pod,
+            ("", "Service") => Kind::Service,
+            ("security.istio.io", "AuthorizationPolicy") => Kind::AuthorizationPolicy,
+            ("security.istio.io", "PeerAuthentication") => Kind::PeerAuthentication,
+            ("gateway.networking.k8s.io", "Gateway") => Kind::Gateway,
+            ("gateway.networking.k8s.io", "HTTPRoute") => Kind::HttpRoute,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Pod => "Pod",
+            Kind::Service => "Service",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::Gateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+        }
+    }
+
+    pub fn namespaced(&self) -> bool {
+        *self != Kind::Namespace
+    }
+}
+
+/// Which object: kind, namespace (empty for cluster-scoped kinds), name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind.as_str(), self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind.as_str(), self.namespace, self.name)
+        }
+    }
+}
+
+/// One object of a kind the model holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Object {
+    Namespace(Namespace),
+    Pod(Pod),
+    Service(Service),
+    AuthorizationPolicy(AuthorizationPolicy),
+    PeerAuthentication(PeerAuthentication),
+    Gateway(Gateway),
+    HttpRoute(HttpRoute),
+}
+
+/// `(namespace, name)`.
+pub type NsName = (String, String);
+
+/// A snapshot of everything the sources know.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Model {
+    pub namespaces: BTreeMap<String, Namespace>,
+    pub pods: BTreeMap<NsName, Pod>,
+    pub services: BTreeMap<NsName, Service>,
+    pub authorization_policies: BTreeMap<NsName, AuthorizationPolicy>,
+    pub peer_authentications: BTreeMap<NsName, PeerAuthentication>,
+    pub gateways: BTreeMap<NsName, Gateway>,
+    pub http_routes: BTreeMap<NsName, HttpRoute>,
+}
+
+impl Model {
+    pub fn insert(&mut self, key: &ObjectKey, object: Object) {
+        let k = (key.namespace.clone(), key.name.clone());
+        match object {
+            Object::Namespace(o) => {
+                self.namespaces.insert(key.name.clone(), o);
+            }
+            Object::Pod(o) => {
+                self.pods.insert(k, o);
+            }
+            Object::Service(o) => {
+                self.services.insert(k, o);
+            }
+            Object::AuthorizationPolicy(o) => {
+                self.authorization_policies.insert(k, o);
+            }
+            Object::PeerAuthentication(o) => {
+                self.peer_authentications.insert(k, o);
+            }
+            Object::Gateway(o) => {
+                self.gateways.insert(k, o);
+            }
+            Object::HttpRoute(o) => {
+                self.http_routes.insert(k, o);
+            }
+        }
+    }
+
+    pub fn from_objects<'a>(
+        objects: impl IntoIterator<Item = (&'a ObjectKey, &'a Object)>,
+    ) -> Self {
+        let mut model = Model::default();
+        for (key, object) in objects {
+            model.insert(key, object.clone());
+        }
+        model
+    }
+
+    /// The labels of namespace `ns` (none if the namespace is not declared).
+    pub fn namespace_labels(&self, ns: &str) -> Option<&Labels> {
+        self.namespaces.get(ns).map(|n| &n.metadata.labels)
+    }
+}

@@ -1,0 +1,134 @@
+//! One manifest document → one typed object, with errors that name the
+//! object and the field.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+use super::validate;
+use super::{Kind, Object, ObjectKey};
+
+/// The namespace of a namespaced object whose manifest names none, as
+/// `kubectl apply` assumes.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// What a document turned out to be.
+#[derive(Debug)]
+pub enum Parsed {
+    Object(ObjectKey, Box<Object>),
+    /// A kind the mesh does not read (a Deployment, a ConfigMap, ...).
+    Ignored {
+        api_version: String,
+        kind: String,
+    },
+}
+
+/// Why a document was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectError {
+    /// The object, when the document got far enough to name it.
+    pub object: Option<ObjectKey>,
+    /// The field path, e.g. `spec.rules[0].from[0].source`.
+    pub field: Option<String>,
+    pub problem: String,
+}
+
+impl fmt::Display for ObjectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(o) = &self.object {
+            write!(f, "{o}: ")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.problem)
+    }
+}
+
+impl std::error::Error for ObjectError {}
+
+fn header_error(field: &str, problem: &str) -> ObjectError {
+    ObjectError {
+        object: None,
+        field: Some(field.to_string()),
+        problem: problem.to_string(),
+    }
+}
+
+/// Reads one YAML (or JSON) document.
+pub fn parse_object(doc: Value) -> Result<Parsed, ObjectError> {
+    let text = |v: &Value, field: &str| -> Result<String, ObjectError> {
+        match v.get(field) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(_) => Err(header_error(field, "must be a non-empty string")),
+            None => Err(header_error(field, "is missing")),
+        }
+    };
+    if !doc.is_mapping() {
+        return Err(header_error("", "a manifest must be a mapping"));
+    }
+    let api_version = text(&doc, "apiVersion")?;
+    let kind_name = text(&doc, "kind")?;
+    let Some(kind) = Kind::from_type(&api_version, &kind_name) else {
+        return Ok(Parsed::Ignored {
+            api_version,
+            kind: kind_name,
+        });
+    };
+    let metadata = doc
+        .get("metadata")
+        .ok_or_else(|| header_error("metadata", "is missing"))?;
+    let name = text(metadata, "name").map_err(|mut e| {
+        e.field = Some("metadata.name".into());
+        e
+    })?;
+    let namespace = if kind.namespaced() {
+        match metadata.get("namespace") {
+            None | Some(Value::Null) => DEFAULT_NAMESPACE.to_string(),
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(_) => return Err(header_error("metadata.namespace", "must be a string")),
+        }
+    } else {
+        String::new()
+    };
+    let key = ObjectKey {
+        kind,
+        namespace,
+        name,
+    };
+    let in_object = |e: ObjectError| ObjectError {
+        object: Some(key.clone()),
+        ..e
+    };
+    let object = match kind {
+        Kind::Namespace => Object::Namespace(typed(doc).map_err(in_object)?),
+        Kind::Pod => Object::Pod(typed(doc).map_err(in_object)?),
+        Kind::Service => Object::Service(typed(doc).map_err(in_object)?),
+        Kind::AuthorizationPolicy => {
+            let ap = typed(doc).map_err(in_object)?;
+            validate::authorization_policy(&ap).map_err(in_object)?;
+            Object::AuthorizationPolicy(ap)
+        }
+        Kind::PeerAuthentication => {
+            let pa = typed(doc).map_err(in_object)?;
+            validate::peer_authentication(&pa).map_err(in_object)?;
+            Object::PeerAuthentication(pa)
+        }
+        Kind::Gateway => Object::Gateway(typed(doc).map_err(in_object)?),
+        Kind::HttpRoute => Object::HttpRoute(typed(doc).map_err(in_object)?),
+    };
+    Ok(Parsed::Object(key, Box::new(object)))
+}
+
+/// Deserializes keeping track of where a failure happened.
+fn typed<T: DeserializeOwned>(doc: Value) -> Result<T, ObjectError> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let path = e.path().to_string();
+        ObjectError {
+            object: None,
+            field: (path != ".").then_some(path),
+            problem: e.into_inner().to_string(),
+        }
+    })
+}

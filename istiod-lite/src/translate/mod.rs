@@ -1,0 +1,183 @@
+//! The model → Istio's xDS resources. Pure functions: the same model always
+//! gives the same resources (and so the same versions), which is what lets a
+//! reconnecting proxy skip everything it already has.
+
+pub mod authorization;
+pub mod peer_authentication;
+pub mod workload;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+
+use mesh_core::TrustDomain;
+use mesh_proto::istio::security as spb;
+use mesh_proto::istio::workload as wpb;
+
+use crate::model::{Kind, Model, ObjectKey};
+
+/// Mesh-wide settings the translation needs.
+#[derive(Clone, Debug)]
+pub struct TranslateConfig {
+    pub cluster_id: String,
+    pub trust_domain: TrustDomain,
+    /// Policies here apply mesh-wide (`istio-system` by default).
+    pub root_namespace: String,
+    pub network: String,
+    pub domain_suffix: String,
+    /// Namespaces whose pods are never enrolled.
+    pub excluded_namespaces: Vec<String>,
+}
+
+impl Default for TranslateConfig {
+    fn default() -> Self {
+        Self {
+            cluster_id: "Kubernetes".into(),
+            trust_domain: TrustDomain::default(),
+            root_namespace: "istio-system".into(),
+            network: String::new(),
+            domain_suffix: "cluster.local".into(),
+            excluded_namespaces: vec!["kube-system".into()],
+        }
+    }
+}
+
+/// Something the operator should know about one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub object: ObjectKey,
+    pub message: String,
+}
+
+/// Every resource, by xDS resource name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Translation {
+    pub addresses: BTreeMap<String, wpb::Address>,
+    pub authorizations: BTreeMap<String, spb::Authorization>,
+    pub warnings: Vec<Warning>,
+}
+
+pub fn translate(model: &Model, cfg: &TranslateConfig) -> Translation {
+    let mut out = Translation::default();
+    let key = |kind, ns: &str, name: &str| ObjectKey {
+        kind,
+        namespace: ns.to_string(),
+        name: name.to_string(),
+    };
+
+    // Authorization policies, remembering the selector-based ones.
+    let mut selector_policies = Vec::new();
+    for ((ns, name), ap) in &model.authorization_policies {
+        let converted = authorization::convert(ap, ns, name, &cfg.root_namespace);
+        if let Some(message) = converted.warning {
+            out.warnings.push(Warning {
+                object: key(Kind::AuthorizationPolicy, ns, name),
+                message,
+            });
+        }
+        if let Some(policy) = converted.policy {
+            if let Some(selector) = &ap.spec.selector {
+                selector_policies.push((ns.as_str(), selector, format!("{ns}/{name}")));
+            }
+            out.authorizations.insert(format!("{ns}/{name}"), policy);
+        }
+    }
+    let strict = peer_authentication::static_strict(&cfg.root_namespace);
+    out.authorizations
+        .insert(format!("{}/{}", strict.namespace, strict.name), strict);
+
+    // Services, and the endpoints each selects.
+    let mut endpoints: HashMap<(String, String), HashMap<String, wpb::PortList>> = HashMap::new();
+    for ((ns, name), svc) in &model.services {
+        let ips = match workload::service_ips(svc) {
+            Ok(ips) => ips,
+            Err(bad) => {
+                out.warnings.push(Warning {
+                    object: key(Kind::Service, ns, name),
+                    message: format!(
+                        "spec.clusterIP {bad:?} is not an IP; the Service is not published"
+                    ),
+                });
+                continue;
+            }
+        };
+        let resource = workload::service(svc, ns, &ips, cfg);
+        let svc_key = format!("{ns}/{}", resource.hostname);
+        if !svc.spec.selector.is_empty() {
+            let selects = model
+                .pods
+                .range((ns.clone(), String::new())..)
+                .take_while(|((n, _), _)| n == ns)
+                .filter(|(_, pod)| {
+                    svc.spec
+                        .selector
+                        .iter()
+                        .all(|(k, v)| pod.metadata.labels.get(k) == Some(v))
+                });
+            for ((_, pod_name), pod) in selects {
+                endpoints
+                    .entry((ns.clone(), pod_name.clone()))
+                    .or_default()
+                    .insert(svc_key.clone(), workload::endpoint_ports(svc, pod));
+            }
+        }
+        out.addresses.insert(
+            svc_key,
+            wpb::Address {
+                r#type: Some(wpb::address::Type::Service(resource)),
+            },
+        );
+    }
+
+    // Pods.
+    let mut converted_pa = BTreeMap::new();
+    for ((ns, name), pod) in &model.pods {
+        let ips = match workload::pod_ips(pod) {
+            Ok(ips) if !ips.is_empty() => ips,
+            Ok(_) => continue, // not scheduled yet: nothing to address
+            Err(bad) => {
+                out.warnings.push(Warning {
+                    object: key(Kind::Pod, ns, name),
+                    message: format!("status.podIP {bad:?} is not an IP; the pod is not published"),
+                });
+                continue;
+            }
+        };
+        let labels = &pod.metadata.labels;
+        let mut policies: Vec<String> = selector_policies
+            .iter()
+            .filter(|(pns, sel, _)| {
+                (*pns == ns || *pns == cfg.root_namespace) && sel.matches(labels)
+            })
+            .map(|(_, _, k)| k.clone())
+            .collect();
+        let mtls = peer_authentication::for_workload(model, ns, labels, &cfg.root_namespace);
+        policies.extend(mtls.keys);
+        if let Some(p) = mtls.policy {
+            converted_pa.insert(format!("{}/{}", p.namespace, p.name), p);
+        }
+        let mut pod = pod.clone();
+        pod.metadata.namespace = Some(ns.clone());
+        let services = endpoints
+            .remove(&(ns.clone(), name.clone()))
+            .unwrap_or_default();
+        let w = workload::pod_workload(
+            &pod,
+            ns,
+            &ips,
+            &services,
+            policies,
+            model.namespace_labels(ns),
+            cfg,
+        );
+        out.addresses.insert(
+            w.uid.clone(),
+            wpb::Address {
+                r#type: Some(wpb::address::Type::Workload(w)),
+            },
+        );
+    }
+    out.authorizations.extend(converted_pa);
+    out
+}

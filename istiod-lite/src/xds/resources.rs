@@ -1,0 +1,84 @@
+//! The resources every proxy is sent, with content-derived versions: the
+//! same resource always has the same version, across restarts too, so a
+//! proxy reconnecting with `initial_resource_versions` is sent only what
+//! actually changed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::translate::Translation;
+
+pub const ADDRESS_TYPE: &str = "type.googleapis.com/istio.workload.Address";
+pub const AUTHORIZATION_TYPE: &str = "type.googleapis.com/istio.security.Authorization";
+
+/// The type URLs this server answers, in the order proxies subscribe.
+pub const SUPPORTED_TYPES: [&str; 2] = [ADDRESS_TYPE, AUTHORIZATION_TYPE];
+
+/// One encoded resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Versioned {
+    pub version: String,
+    pub body: prost_types::Any,
+}
+
+impl Versioned {
+    fn encode(type_url: &str, message: &impl Message) -> Self {
+        let value = message.encode_to_vec();
+        let digest = Sha256::digest(&value);
+        Self {
+            version: hex::encode(&digest[..8]),
+            body: prost_types::Any {
+                type_url: type_url.to_string(),
+                value,
+            },
+        }
+    }
+}
+
+pub type TypeResources = BTreeMap<String, Arc<Versioned>>;
+
+/// Everything, by type URL then resource name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResourceSet {
+    /// Counts translations, for `system_version_info` and logs.
+    pub generation: u64,
+    pub by_type: BTreeMap<&'static str, TypeResources>,
+}
+
+impl ResourceSet {
+    pub fn new(translation: &Translation, generation: u64) -> Self {
+        let mut by_type = BTreeMap::new();
+        by_type.insert(
+            ADDRESS_TYPE,
+            translation
+                .addresses
+                .iter()
+                .map(|(n, a)| (n.clone(), Arc::new(Versioned::encode(ADDRESS_TYPE, a))))
+                .collect(),
+        );
+        by_type.insert(
+            AUTHORIZATION_TYPE,
+            translation
+                .authorizations
+                .iter()
+                .map(|(n, a)| {
+                    (
+                        n.clone(),
+                        Arc::new(Versioned::encode(AUTHORIZATION_TYPE, a)),
+                    )
+                })
+                .collect(),
+        );
+        Self {
+            generation,
+            by_type,
+        }
+    }
+
+    pub fn of_type(&self, type_url: &str) -> Option<&TypeResources> {
+        self.by_type.get(type_url)
+    }
+}

@@ -1,0 +1,246 @@
+//! `AggregatedDiscoveryService/DeltaAggregatedResources` on 15012, next to
+//! the CA and authenticated the same way.
+//!
+//! Each stream subscribes by wildcard to the types it asks for. On its first
+//! request of a type it is sent every resource whose version differs from
+//! the `initial_resource_versions` it brought (and removals for names it
+//! holds that no longer exist); after that, only what changes. ACKs are
+//! noted; NACKs are logged with the node and the reason.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::Stream;
+use mesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
+use mesh_proto::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
+use mesh_runtime::drain::DrainWatcher;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use super::resources::{ResourceSet, SUPPORTED_TYPES};
+use crate::ca::token::authenticate;
+use crate::ca::{Authenticator, Caller};
+
+/// Counters the tests (and later the metrics) read.
+#[derive(Debug, Default)]
+pub struct XdsStats {
+    pub streams: AtomicU64,
+    pub responses: AtomicU64,
+    pub resources_sent: AtomicU64,
+    pub acks: AtomicU64,
+    pub nacks: AtomicU64,
+}
+
+pub struct AdsService {
+    auth: Arc<dyn Authenticator>,
+    resources: watch::Receiver<Arc<ResourceSet>>,
+    drain: DrainWatcher,
+    stats: Arc<XdsStats>,
+}
+
+impl AdsService {
+    pub fn new(
+        auth: Arc<dyn Authenticator>,
+        resources: watch::Receiver<Arc<ResourceSet>>,
+        drain: DrainWatcher,
+        stats: Arc<XdsStats>,
+    ) -> Self {
+        Self {
+            auth,
+            resources,
+            drain,
+            stats,
+        }
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsService {
+    type DeltaAggregatedResourcesStream = ResponseStream;
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let caller = authenticate(self.auth.as_ref(), request.metadata())
+            .await
+            .inspect_err(|s| warn!(reason = %s.message(), "xDS stream refused"))?;
+        let (tx, rx) = mpsc::channel(16);
+        self.stats.streams.fetch_add(1, Ordering::Relaxed);
+        let stream = AdsStream {
+            caller,
+            node: String::new(),
+            subscriptions: HashMap::new(),
+            nonce: 0,
+            tx,
+            stats: self.stats.clone(),
+        };
+        tokio::spawn(stream.run(
+            request.into_inner(),
+            self.resources.clone(),
+            self.drain.clone(),
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// What one proxy holds of one type: name → version.
+type Held = HashMap<String, String>;
+
+struct AdsStream {
+    caller: Caller,
+    node: String,
+    subscriptions: HashMap<String, Held>,
+    nonce: u64,
+    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    stats: Arc<XdsStats>,
+}
+
+impl AdsStream {
+    async fn run(
+        mut self,
+        mut requests: Streaming<DeltaDiscoveryRequest>,
+        mut resources: watch::Receiver<Arc<ResourceSet>>,
+        drain: DrainWatcher,
+    ) {
+        loop {
+            tokio::select! {
+                r = requests.message() => match r {
+                    Ok(Some(req)) => {
+                        let current = resources.borrow_and_update().clone();
+                        if self.on_request(req, &current).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        debug!(node = %self.node, error = %status, "xDS stream ended");
+                        break;
+                    }
+                },
+                changed = resources.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let current = resources.borrow_and_update().clone();
+                    if self.push_all(&current).await.is_err() {
+                        break;
+                    }
+                }
+                _ = drain.signaled() => break,
+            }
+        }
+        debug!(node = %self.node, "xDS stream closed");
+    }
+
+    async fn on_request(
+        &mut self,
+        req: DeltaDiscoveryRequest,
+        current: &ResourceSet,
+    ) -> Result<(), ()> {
+        if let Some(node) = &req.node
+            && self.node.is_empty()
+        {
+            self.node = node.id.clone();
+            info!(node = %self.node, caller = %format!("{}/{}", self.caller.namespace, self.caller.service_account), "xDS stream opened");
+        }
+        if !req.response_nonce.is_empty() {
+            match &req.error_detail {
+                Some(detail) => {
+                    self.stats.nacks.fetch_add(1, Ordering::Relaxed);
+                    warn!(node = %self.node, type_url = %req.type_url, nonce = %req.response_nonce,
+                        reason = %detail.message, "proxy rejected (NACKed) resources");
+                }
+                None => {
+                    self.stats.acks.fetch_add(1, Ordering::Relaxed);
+                    debug!(node = %self.node, type_url = %req.type_url, nonce = %req.response_nonce, "ACK");
+                }
+            }
+            return Ok(());
+        }
+        if !SUPPORTED_TYPES.contains(&req.type_url.as_str()) {
+            warn!(node = %self.node, type_url = %req.type_url, "subscription to a type this server does not serve; ignoring it");
+            return Ok(());
+        }
+        if req.resource_names_subscribe.iter().any(|n| n != "*") {
+            debug!(node = %self.node, type_url = %req.type_url, "named subscriptions are served as wildcard");
+        }
+        if self.subscriptions.contains_key(&req.type_url) {
+            return Ok(());
+        }
+        // First request of this type: the proxy holds what it says it holds.
+        self.subscriptions
+            .insert(req.type_url.clone(), req.initial_resource_versions);
+        self.push(&req.type_url, current, true).await
+    }
+
+    async fn push_all(&mut self, current: &ResourceSet) -> Result<(), ()> {
+        let types: Vec<String> = self.subscriptions.keys().cloned().collect();
+        for t in types {
+            self.push(&t, current, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the difference between what the proxy holds and `current`.
+    /// `always`: send even when empty (the answer to a first request, which
+    /// the proxy needs to become ready).
+    async fn push(
+        &mut self,
+        type_url: &str,
+        current: &ResourceSet,
+        always: bool,
+    ) -> Result<(), ()> {
+        let empty = Default::default();
+        let want = current.of_type(type_url).unwrap_or(&empty);
+        let Some(held) = self.subscriptions.get_mut(type_url) else {
+            return Ok(());
+        };
+        let mut resources = Vec::new();
+        for (name, r) in want {
+            if held.get(name) != Some(&r.version) {
+                resources.push(Resource {
+                    version: r.version.clone(),
+                    resource: Some(r.body.clone()),
+                    name: name.clone(),
+                    ..Default::default()
+                });
+                held.insert(name.clone(), r.version.clone());
+            }
+        }
+        let removed: Vec<String> = held
+            .keys()
+            .filter(|n| !want.contains_key(*n))
+            .cloned()
+            .collect();
+        for n in &removed {
+            held.remove(n);
+        }
+        if resources.is_empty() && removed.is_empty() && !always {
+            return Ok(());
+        }
+        self.nonce += 1;
+        let response = DeltaDiscoveryResponse {
+            system_version_info: current.generation.to_string(),
+            type_url: type_url.to_string(),
+            nonce: format!("{}-{}", current.generation, self.nonce),
+            removed_resources: removed,
+            resources,
+        };
+        debug!(node = %self.node, %type_url, resources = response.resources.len(),
+            removed = response.removed_resources.len(), "pushing");
+        self.stats.responses.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .resources_sent
+            .fetch_add(response.resources.len() as u64, Ordering::Relaxed);
+        self.tx.send(Ok(response)).await.map_err(|_| ())
+    }
+}
