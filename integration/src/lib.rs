@@ -43,8 +43,12 @@ pub fn init_logging() {
 }
 
 /// A control plane plus helpers to add proxies to it.
+///
+/// istiod-lite serves the manifest directory [`Mesh::manifests`]; tests
+/// write Kubernetes YAML there and it is pushed to the ztunnels.
 pub struct Mesh {
-    pub istiod: Istiod,
+    istiod: Option<Istiod>,
+    config: IstiodConfig,
     pub subnet: Subnet,
     pub dir: tempfile::TempDir,
 }
@@ -53,14 +57,52 @@ impl Mesh {
     pub async fn start() -> Self {
         init_logging();
         let dir = tempfile::tempdir().expect("temp dir");
-        let istiod = Istiod::start(IstiodConfig::local(dir.path().to_path_buf()))
+        let mut config = IstiodConfig::local(dir.path().join("state"));
+        let manifests = dir.path().join("manifests");
+        std::fs::create_dir_all(&manifests).expect("manifest dir");
+        config.config_dir = Some(manifests);
+        let istiod = Istiod::start(config.clone())
             .await
             .expect("istiod-lite starts");
+        config.grpc_addr = istiod.grpc_addr;
         Self {
-            istiod,
+            istiod: Some(istiod),
+            config,
             subnet: Subnet::next(),
             dir,
         }
+    }
+
+    /// The running control plane.
+    pub fn istiod(&self) -> &Istiod {
+        self.istiod.as_ref().expect("istiod-lite is running")
+    }
+
+    /// The directory istiod-lite reads manifests from.
+    pub fn manifests(&self) -> std::path::PathBuf {
+        self.dir.path().join("manifests")
+    }
+
+    /// Writes (replaces) one manifest file, atomically.
+    pub fn write_manifest(&self, name: &str, yaml: &str) {
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, yaml).expect("write manifest");
+        std::fs::rename(&tmp, self.manifests().join(name)).expect("rename manifest");
+    }
+
+    /// Stops istiod-lite (its state directory stays).
+    pub async fn stop_istiod(&mut self) {
+        if let Some(i) = self.istiod.take() {
+            i.shutdown().await;
+        }
+    }
+
+    /// Starts istiod-lite again on the same address with the same CA.
+    pub async fn start_istiod(&mut self) {
+        let istiod = Istiod::start(self.config.clone())
+            .await
+            .expect("istiod-lite restarts");
+        self.istiod = Some(istiod);
     }
 
     /// A workload (pod) in `default` with service account `sa` at `.host`.
@@ -82,7 +124,7 @@ impl Mesh {
 
     /// The environment a ztunnel on `node` would get from its DaemonSet.
     pub fn ztunnel_env(&self, node: &str, inbound: &[IpAddr]) -> HashMap<String, String> {
-        let token = self.istiod.tokens.issue(
+        let token = self.istiod().tokens.issue(
             &Caller {
                 namespace: "istio-system".into(),
                 service_account: "ztunnel".into(),
@@ -97,14 +139,19 @@ impl Mesh {
             .join(",");
         [
             (zc::NODE_NAME, node.to_string()),
-            (zc::CA_ADDRESS, self.istiod.grpc_addr.to_string()),
-            (zc::CA_ROOT_CA, self.istiod.ca.root_pem().to_string()),
+            (zc::CA_ADDRESS, self.istiod().grpc_addr.to_string()),
+            (zc::CA_ROOT_CA, self.istiod().ca.root_pem().to_string()),
             (zc::AUTH_TOKEN, token),
             (
                 zc::OUTBOUND_ADDR,
                 SocketAddr::new(self.subnet.ip(1), 0).to_string(),
             ),
             (zc::INBOUND_ADDR, inbound),
+            (zc::XDS_ADDRESS, self.istiod().grpc_addr.to_string()),
+            (
+                zc::INBOUND_PLAINTEXT_ADDR,
+                SocketAddr::new(self.subnet.ip(1), 0).to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -124,7 +171,7 @@ impl Mesh {
         let state = Arc::new(ProxyState::new());
         for w in workloads {
             if w.node == node {
-                self.istiod
+                self.istiod()
                     .pods
                     .add_pod(node, &w.namespace, &w.service_account);
             }

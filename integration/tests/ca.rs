@@ -19,13 +19,13 @@ fn id(sa: &str) -> Identity {
 
 fn client(mesh: &Mesh, caller: Option<Caller>, impersonate: bool) -> CaClient {
     let token = caller
-        .map(|c| mesh.istiod.tokens.issue(&c, Duration::from_secs(600)))
+        .map(|c| mesh.istiod().tokens.issue(&c, Duration::from_secs(600)))
         .unwrap_or_else(|| "v1.forged.token".into());
     CaClient::new(CaClientConfig {
         target: ControlPlaneAddress {
-            address: mesh.istiod.grpc_addr.to_string(),
+            address: mesh.istiod().grpc_addr.to_string(),
             server_name: None,
-            root_pem: mesh.istiod.ca.root_pem().to_string(),
+            root_pem: mesh.istiod().ca.root_pem().to_string(),
         },
         auth: AuthSource::Static(token),
         cluster_id: "Kubernetes".into(),
@@ -60,23 +60,23 @@ async fn impersonation_needs_a_pod_with_that_identity_on_the_callers_node() {
     assert!(msg.contains("no pod") && msg.contains("node-a"), "{msg}");
 
     // A pod with that identity on another node does not help.
-    mesh.istiod.pods.add_pod("node-b", "default", "ghost");
+    mesh.istiod().pods.add_pod("node-b", "default", "ghost");
     let (_, msg) = refusal(zt_a.fetch(&id("ghost")).await.unwrap_err());
     assert!(msg.contains("node-a"), "{msg}");
 
     // On the caller's own node it does.
-    mesh.istiod.pods.add_pod("node-a", "default", "ghost");
+    mesh.istiod().pods.add_pod("node-a", "default", "ghost");
     let cert = zt_a.fetch(&id("ghost")).await.unwrap();
     assert_eq!(cert.identity(), &id("ghost"));
     let chain = cert.chain_pems();
     assert!(!chain.is_empty());
-    assert_eq!(cert.root_pems().concat(), mesh.istiod.ca.root_pem());
+    assert_eq!(cert.root_pems().concat(), mesh.istiod().ca.root_pem());
 }
 
 #[tokio::test]
 async fn only_trusted_node_proxies_may_impersonate() {
     let mesh = Mesh::start().await;
-    mesh.istiod.pods.add_pod("node-a", "default", "ghost");
+    mesh.istiod().pods.add_pod("node-a", "default", "ghost");
     let workload = Some(Caller {
         namespace: "default".into(),
         service_account: "sleep".into(),

@@ -155,7 +155,10 @@ async fn server_with_the_wrong_identity_is_refused_before_any_byte_reaches_the_a
     // node-b believes the server runs as `impostor` and gets that certificate;
     // node-a expects `echo`.
     let t = two_nodes(&[], "impostor").await;
-    t.mesh.istiod.pods.add_pod("node-b", "default", "impostor");
+    t.mesh
+        .istiod()
+        .pods
+        .add_pod("node-b", "default", "impostor");
     let listener = TcpListener::bind(t.app_addr).await.unwrap();
     let mut c = connect_from(t.client_ip, t.a.outbound_addr).await.unwrap();
     let _ = c.write_all(b"secret").await;
@@ -259,7 +262,7 @@ async fn inbound_refuses_clients_outside_the_tls_policy() {
         });
     }
     let hbone = SocketAddr::new(t.app_addr.ip(), mesh_hbone::HBONE_PORT);
-    let ca = &t.mesh.istiod.ca;
+    let ca = &t.mesh.istiod().ca;
     let mut roots = rustls::RootCertStore::empty();
     for der in mesh_tls::certificate::parse_certs(ca.root_pem(), "root").unwrap() {
         roots.add(der).unwrap();

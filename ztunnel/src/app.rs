@@ -7,23 +7,36 @@ use std::sync::Arc;
 use anyhow::Context;
 use mesh_hbone::Pool;
 use mesh_hbone::pool::DefaultSocketFactory;
-use mesh_runtime::drain::{self, DrainMode, DrainTrigger};
+use mesh_runtime::drain::{self, DrainMode, DrainTrigger, DrainWatcher};
+use mesh_runtime::readiness::Ready;
 use mesh_tls::{CaClient, CertificateSource, SecretManager, SecretManagerConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::config::Config;
-use crate::proxy::{ProxyInputs, accept_loop, inbound, outbound};
+use crate::proxy::connections::ConnectionManager;
+use crate::proxy::{ProxyInputs, accept_loop, inbound, inbound_plaintext, outbound};
 use crate::state::ProxyState;
+use crate::xds::{XdsClient, XdsClientStats};
+
+async fn stopped(w: DrainWatcher) {
+    w.signaled().await;
+}
 
 /// A running ztunnel.
 pub struct Ztunnel {
     pub outbound_addr: SocketAddr,
     pub inbound_addrs: Vec<SocketAddr>,
+    pub inbound_plaintext_addr: Option<SocketAddr>,
     pub certs: SecretManager,
     pub state: Arc<ProxyState>,
     pub pool: Pool,
+    /// Ready once every startup task (the first xDS responses) is done.
+    pub ready: Ready,
+    pub xds_stats: Arc<XdsClientStats>,
+    /// Open, authorized inbound connections.
+    pub connections: ConnectionManager,
     drain: DrainTrigger,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -33,9 +46,7 @@ impl Ztunnel {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let state = Arc::new(ProxyState::new());
         if let Some(path) = &config.local_xds_path {
-            for w in ProxyState::load_file(path)? {
-                state.insert(w);
-            }
+            state.apply_local(ProxyState::load_file(path)?);
         }
         let ca = Arc::new(CaClient::new(config.ca.clone()).context("building the CA client")?);
         Self::start_with(config, state, ca).await
@@ -78,6 +89,25 @@ impl Ztunnel {
             .iter()
             .map(|l| l.local_addr())
             .collect::<Result<Vec<_>, _>>()?;
+        let plaintext_listener = match config.inbound_plaintext_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the plaintext inbound listener {addr}"))?,
+            ),
+            None => None,
+        };
+        let inbound_plaintext_addr = plaintext_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
+        let ready = Ready::new();
+        let xds_stats = Arc::new(XdsClientStats::default());
+        let xds = config
+            .xds
+            .clone()
+            .map(|c| XdsClient::new(c, state.clone(), &ready, xds_stats.clone()));
+        let connections = ConnectionManager::default();
 
         let deadline = config.termination_deadline;
         let inputs = Arc::new(ProxyInputs {
@@ -85,9 +115,28 @@ impl Ztunnel {
             state: state.clone(),
             certs: certs.clone(),
             pool: pool.clone(),
+            connections: connections.clone(),
         });
         let (trigger, watcher) = drain::new();
         let mut tasks = Vec::new();
+        if let Some(client) = xds {
+            tasks.push(tokio::spawn(client.run(watcher.clone())));
+        }
+        tasks.push(tokio::spawn(
+            connections
+                .clone()
+                .watch_policies(state.clone(), stopped(watcher.clone())),
+        ));
+        if let Some(listener) = plaintext_listener {
+            let inputs = inputs.clone();
+            tasks.push(tokio::spawn(accept_loop(
+                "inbound-plaintext",
+                listener,
+                watcher.clone(),
+                deadline,
+                move |tcp, peer, _drain| inbound_plaintext::handle(inputs.clone(), tcp, peer),
+            )));
+        }
         {
             let inputs = inputs.clone();
             tasks.push(tokio::spawn(accept_loop(
@@ -113,9 +162,13 @@ impl Ztunnel {
         Ok(Self {
             outbound_addr,
             inbound_addrs,
+            inbound_plaintext_addr,
             certs,
             state,
             pool,
+            ready,
+            xds_stats,
+            connections,
             drain: trigger,
             tasks,
         })

@@ -12,6 +12,8 @@ use mesh_tls::AuthSource;
 use mesh_tls::caclient::CaClientConfig;
 use mesh_tls::control::ControlPlaneAddress;
 
+use crate::xds::{NodeInfo, XdsConfig};
+
 pub const NODE_NAME: &str = "NODE_NAME";
 pub const PROXY_MODE: &str = "PROXY_MODE";
 pub const NETWORK: &str = "NETWORK";
@@ -32,6 +34,14 @@ pub const POOL_UNUSED_RELEASE_TIMEOUT: &str = "POOL_UNUSED_RELEASE_TIMEOUT";
 pub const HTTP2_STREAM_WINDOW_SIZE: &str = "HTTP2_STREAM_WINDOW_SIZE";
 pub const HTTP2_CONNECTION_WINDOW_SIZE: &str = "HTTP2_CONNECTION_WINDOW_SIZE";
 pub const HTTP2_FRAME_SIZE: &str = "HTTP2_FRAME_SIZE";
+pub const XDS_ADDRESS: &str = "XDS_ADDRESS";
+pub const XDS_ROOT_CA: &str = "XDS_ROOT_CA";
+pub const ALT_XDS_HOSTNAME: &str = "ALT_XDS_HOSTNAME";
+pub const INSTANCE_IP: &str = "INSTANCE_IP";
+pub const POD_NAME: &str = "POD_NAME";
+pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
+pub const INBOUND_PLAINTEXT_ADDR: &str = "INBOUND_PLAINTEXT_ADDR";
+pub const INBOUND_PLAINTEXT_TARGET: &str = "INBOUND_PLAINTEXT_TARGET";
 
 const DEFAULT_CA_ADDRESS: &str = "istiod.istio-system.svc:15012";
 const DEFAULT_ROOT_CA: &str = "./var/run/secrets/istio/root-cert.pem";
@@ -56,6 +66,13 @@ pub struct Config {
     pub network: Network,
     pub ca: CaClientConfig,
     pub local_xds_path: Option<PathBuf>,
+    /// The control plane's xDS; `None` runs on the local file alone.
+    pub xds: Option<XdsConfig>,
+    /// Where captured plaintext inbound arrives (15006); `None` disables it.
+    pub inbound_plaintext_addr: Option<SocketAddr>,
+    /// The destination for plaintext inbound without an original
+    /// destination (no redirection), for running without capture.
+    pub inbound_plaintext_target: Option<SocketAddr>,
     /// Where captured outbound connections arrive (15001).
     pub outbound_addr: SocketAddr,
     /// Where HBONE arrives (15008); one listener per address.
@@ -104,18 +121,22 @@ impl Config {
         };
 
         let ca_address = get(CA_ADDRESS).unwrap_or_else(|| DEFAULT_CA_ADDRESS.to_string());
-        let root_setting = get(CA_ROOT_CA).unwrap_or_else(|| DEFAULT_ROOT_CA.to_string());
-        let root_pem = if root_setting.contains("-----BEGIN") {
-            root_setting.clone()
-        } else {
-            std::fs::read_to_string(&root_setting).map_err(|e| {
+        let read_root = |key: &'static str, setting: String| -> Result<String, ConfigError> {
+            if setting.contains("-----BEGIN") {
+                return Ok(setting);
+            }
+            std::fs::read_to_string(&setting).map_err(|e| {
                 invalid(
-                    CA_ROOT_CA,
-                    &root_setting,
-                    format!("cannot read the CA root: {e} (try `istiod-lite root-cert`)"),
+                    key,
+                    &setting,
+                    format!("cannot read the root certificate: {e} (try `istiod-lite root-cert`)"),
                 )
-            })?
+            })
         };
+        let root_pem = read_root(
+            CA_ROOT_CA,
+            get(CA_ROOT_CA).unwrap_or_else(|| DEFAULT_ROOT_CA.to_string()),
+        )?;
         let auth = match get(AUTH_TOKEN) {
             Some(v) if Path::new(&v).exists() => AuthSource::File(v.into()),
             Some(v) if v.contains('/') => {
@@ -178,6 +199,49 @@ impl Config {
         }
         h2.pool_idle_timeout = duration(POOL_UNUSED_RELEASE_TIMEOUT, "5m")?;
 
+        let local_xds_path = get(LOCAL_XDS_PATH).map(PathBuf::from);
+        let xds_address = match get(XDS_ADDRESS) {
+            Some(a) if a.is_empty() => None,
+            Some(a) => Some(a),
+            None if local_xds_path.is_some() => None,
+            None => Some(DEFAULT_CA_ADDRESS.to_string()),
+        };
+        let xds = match xds_address {
+            None => None,
+            Some(address) => {
+                let root_pem = match get(XDS_ROOT_CA) {
+                    Some(v) => read_root(XDS_ROOT_CA, v)?,
+                    None => root_pem.clone(),
+                };
+                Some(XdsConfig {
+                    target: ControlPlaneAddress {
+                        address,
+                        server_name: get(ALT_XDS_HOSTNAME),
+                        root_pem,
+                    },
+                    auth: auth.clone(),
+                    cluster_id: cluster_id.clone(),
+                    node: NodeInfo {
+                        instance_ip: get(INSTANCE_IP).unwrap_or_else(|| "1.1.1.1".into()),
+                        pod_name: get(POD_NAME).unwrap_or_else(|| format!("ztunnel-{node_name}")),
+                        pod_namespace: get(POD_NAMESPACE).unwrap_or_else(|| "istio-system".into()),
+                        node_name: node_name.clone(),
+                    },
+                })
+            }
+        };
+        let inbound_plaintext_addr = match get(INBOUND_PLAINTEXT_ADDR).as_deref() {
+            Some("") => None,
+            _ => Some(addr(INBOUND_PLAINTEXT_ADDR, "[::]:15006")?),
+        };
+        let inbound_plaintext_target = match get(INBOUND_PLAINTEXT_TARGET) {
+            Some(v) => Some(
+                v.parse()
+                    .map_err(|e| invalid(INBOUND_PLAINTEXT_TARGET, &v, e))?,
+            ),
+            None => None,
+        };
+
         Ok(Self {
             node_name,
             proxy_mode,
@@ -193,7 +257,10 @@ impl Config {
                 ttl,
                 impersonate: proxy_mode == ProxyMode::Shared,
             },
-            local_xds_path: get(LOCAL_XDS_PATH).map(PathBuf::from),
+            local_xds_path,
+            xds,
+            inbound_plaintext_addr,
+            inbound_plaintext_target,
             outbound_addr: addr(OUTBOUND_ADDR, "[::]:15001")?,
             inbound_addrs,
             outbound_target,

@@ -12,3 +12,4 @@ pub mod config;
 pub mod proxy;
 pub mod socket;
 pub mod state;
+pub mod xds;

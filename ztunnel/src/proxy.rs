@@ -5,7 +5,9 @@
 //! toward a destination that is not in the mesh (passthrough) or, inbound, to
 //! the local application; everything between proxies is HBONE.
 
+pub mod connections;
 pub mod inbound;
+pub mod inbound_plaintext;
 pub mod outbound;
 
 use std::sync::Arc;
@@ -23,12 +25,24 @@ use crate::state::ProxyState;
 /// Ports that belong to the proxy itself; traffic aimed at them is a loop.
 pub const PROXY_PORTS: [u16; 3] = [15001, 15006, 15008];
 
+/// The local workload (on this node) at `ip`, if any.
+pub(crate) fn local_workload(
+    inputs: &ProxyInputs,
+    ip: std::net::IpAddr,
+) -> Option<Arc<mesh_core::Workload>> {
+    inputs
+        .state
+        .workload_by_addr(&inputs.config.network, ip)
+        .filter(|w| w.node == inputs.config.node_name)
+}
+
 /// What every connection handler needs.
 pub struct ProxyInputs {
     pub config: Arc<Config>,
     pub state: Arc<ProxyState>,
     pub certs: SecretManager,
     pub pool: Pool,
+    pub connections: connections::ConnectionManager,
 }
 
 /// Accepts on `listener` until a drain starts, running `handle` for each

@@ -1,14 +1,18 @@
 //! What this proxy knows about the mesh's workloads.
 //!
-//! Today the source is a local file (`LOCAL_XDS_PATH`); xDS feeds the same
-//! store later. One writer, many readers.
+//! Fed by the xDS client (and a local file, `LOCAL_XDS_PATH`); read by every
+//! connection. One writer, many readers.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use mesh_core::{Network, NetworkAddress, Workload};
+use mesh_core::{
+    Authorization, ConnectionInfo, Decision, Network, NetworkAddress, Scope, Service, Workload,
+};
+use tokio::sync::watch;
+use tracing::{debug, info};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -38,18 +42,36 @@ pub enum StateError {
 pub struct LocalConfig {
     #[serde(default)]
     pub workloads: Vec<Workload>,
+    #[serde(default)]
+    pub policies: Vec<Authorization>,
 }
 
-/// Workloads by uid and by network address.
-#[derive(Debug, Default)]
+/// Workloads, services and policies, indexed for the data path.
+///
+/// Every change to a policy or to a workload's policy list bumps
+/// [`ProxyState::policy_changes`], so open connections can be re-checked.
+#[derive(Debug)]
 pub struct ProxyState {
     inner: RwLock<Inner>,
+    policy_version: watch::Sender<u64>,
+}
+
+impl Default for ProxyState {
+    fn default() -> Self {
+        Self {
+            inner: RwLock::default(),
+            policy_version: watch::Sender::new(0),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     by_uid: HashMap<String, Arc<Workload>>,
     by_addr: HashMap<NetworkAddress, Arc<Workload>>,
+    services: HashMap<String, Arc<Service>>,
+    services_by_vip: HashMap<NetworkAddress, Arc<Service>>,
+    policies: HashMap<String, Arc<Authorization>>,
 }
 
 impl ProxyState {
@@ -59,7 +81,7 @@ impl ProxyState {
 
     /// Reads and validates a local config file; nothing is applied if any
     /// workload in it is invalid.
-    pub fn load_file(path: &Path) -> Result<Vec<Workload>, StateError> {
+    pub fn load_file(path: &Path) -> Result<LocalConfig, StateError> {
         let p = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| StateError::Read {
             path: p.clone(),
@@ -77,38 +99,235 @@ impl ProxyState {
                 reason: e.to_string(),
             })?;
         }
-        Ok(config.workloads)
+        Ok(config)
+    }
+
+    /// Applies a local config file's content.
+    pub fn apply_local(&self, config: LocalConfig) {
+        for w in config.workloads {
+            self.insert(w);
+        }
+        for p in config.policies {
+            self.insert_policy(p);
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        // Each critical section leaves the maps consistent, so a poisoned
+        // lock still holds a usable state.
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn policies_changed(&self) {
+        self.policy_version.send_modify(|v| *v += 1);
     }
 
     /// Adds or replaces a workload (by uid).
     pub fn insert(&self, workload: Workload) {
         let w = Arc::new(workload);
-        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = inner.by_uid.insert(w.uid.to_string(), w.clone()) {
-            for ip in &old.addresses {
+        let policies_differ = {
+            let mut inner = self.write();
+            let old = inner.by_uid.insert(w.uid.to_string(), w.clone());
+            if let Some(old) = &old {
+                for ip in &old.addresses {
+                    inner
+                        .by_addr
+                        .remove(&NetworkAddress::new(old.network.clone(), *ip));
+                }
+            }
+            for ip in &w.addresses {
                 inner
                     .by_addr
-                    .remove(&NetworkAddress::new(old.network.clone(), *ip));
+                    .insert(NetworkAddress::new(w.network.clone(), *ip), w.clone());
             }
-        }
-        for ip in &w.addresses {
-            inner
-                .by_addr
-                .insert(NetworkAddress::new(w.network.clone(), *ip), w.clone());
+            old.is_none_or(|o| o.authorization_policies != w.authorization_policies)
+        };
+        if policies_differ {
+            self.policies_changed();
         }
     }
 
+    /// Removes a workload by uid; false if it was unknown.
+    pub fn remove_workload(&self, uid: &str) -> bool {
+        let mut inner = self.write();
+        let Some(old) = inner.by_uid.remove(uid) else {
+            return false;
+        };
+        for ip in &old.addresses {
+            let key = NetworkAddress::new(old.network.clone(), *ip);
+            if inner
+                .by_addr
+                .get(&key)
+                .is_some_and(|w| Arc::ptr_eq(w, &old))
+            {
+                inner.by_addr.remove(&key);
+            }
+        }
+        true
+    }
+
+    pub fn insert_service(&self, service: Service) {
+        let s = Arc::new(service);
+        let mut inner = self.write();
+        if let Some(old) = inner.services.insert(s.key(), s.clone()) {
+            for vip in &old.vips {
+                inner.services_by_vip.remove(vip);
+            }
+        }
+        for vip in &s.vips {
+            inner.services_by_vip.insert(vip.clone(), s.clone());
+        }
+    }
+
+    /// Removes a service by `namespace/hostname`; false if it was unknown.
+    pub fn remove_service(&self, key: &str) -> bool {
+        let mut inner = self.write();
+        let Some(old) = inner.services.remove(key) else {
+            return false;
+        };
+        for vip in &old.vips {
+            if inner
+                .services_by_vip
+                .get(vip)
+                .is_some_and(|s| Arc::ptr_eq(s, &old))
+            {
+                inner.services_by_vip.remove(vip);
+            }
+        }
+        true
+    }
+
+    pub fn insert_policy(&self, policy: Authorization) {
+        let changed = {
+            let mut inner = self.write();
+            let key = policy.key();
+            let old = inner.policies.insert(key, Arc::new(policy.clone()));
+            old.is_none_or(|o| *o != policy)
+        };
+        if changed {
+            self.policies_changed();
+        }
+    }
+
+    /// Removes a policy by `namespace/name`; false if it was unknown.
+    pub fn remove_policy(&self, key: &str) -> bool {
+        let removed = self.write().policies.remove(key).is_some();
+        if removed {
+            self.policies_changed();
+        }
+        removed
+    }
+
+    /// Changes whenever a connection's authorization could have changed.
+    pub fn policy_changes(&self) -> watch::Receiver<u64> {
+        self.policy_version.subscribe()
+    }
+
     pub fn workload_by_addr(&self, network: &Network, ip: IpAddr) -> Option<Arc<Workload>> {
-        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        inner
+        self.read()
             .by_addr
             .get(&NetworkAddress::new(network.clone(), ip))
             .cloned()
     }
 
+    pub fn workload_by_uid(&self, uid: &str) -> Option<Arc<Workload>> {
+        self.read().by_uid.get(uid).cloned()
+    }
+
+    pub fn service_by_vip(&self, network: &Network, ip: IpAddr) -> Option<Arc<Service>> {
+        self.read()
+            .services_by_vip
+            .get(&NetworkAddress::new(network.clone(), ip))
+            .cloned()
+    }
+
+    pub fn service(&self, key: &str) -> Option<Arc<Service>> {
+        self.read().services.get(key).cloned()
+    }
+
     pub fn workloads(&self) -> Vec<Arc<Workload>> {
-        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        inner.by_uid.values().cloned().collect()
+        self.read().by_uid.values().cloned().collect()
+    }
+
+    pub fn services(&self) -> Vec<Arc<Service>> {
+        self.read().services.values().cloned().collect()
+    }
+
+    pub fn policy_by_key(&self, key: &str) -> Option<Arc<Authorization>> {
+        self.read().policies.get(key).cloned()
+    }
+
+    pub fn policies(&self) -> Vec<Arc<Authorization>> {
+        self.read().policies.values().cloned().collect()
+    }
+
+    /// The endpoints of a service: workloads that list it, with the target
+    /// port for `service_port` (resolved per endpoint when the service
+    /// names its target port).
+    pub fn endpoints(&self, service: &Service, service_port: u16) -> Vec<(Arc<Workload>, u16)> {
+        let key = service.key();
+        let declared = service
+            .ports
+            .iter()
+            .find(|p| p.service_port == service_port)
+            .map(|p| p.target_port);
+        let Some(declared) = declared else {
+            return Vec::new();
+        };
+        self.read()
+            .by_uid
+            .values()
+            .filter_map(|w| {
+                let mapping = w.services.get(&key)?;
+                let target = mapping
+                    .iter()
+                    .find(|p| p.service_port == service_port)
+                    .map(|p| p.target_port)
+                    .filter(|p| *p != 0)
+                    .or((declared != 0).then_some(declared))?;
+                (!w.addresses.is_empty()).then(|| (w.clone(), target))
+            })
+            .collect()
+    }
+
+    /// The policies that apply to `workload` (`dataplane.md` §7.2): its
+    /// namespace's, the mesh-wide ones, and those it lists by name.
+    /// Listed names that are unknown are skipped.
+    pub fn policies_for(&self, workload: &Workload) -> Vec<Arc<Authorization>> {
+        let inner = self.read();
+        let mut out: Vec<Arc<Authorization>> = inner
+            .policies
+            .values()
+            .filter(|p| match p.scope {
+                Scope::Global => true,
+                Scope::Namespace => p.namespace == workload.namespace,
+                Scope::WorkloadSelector => false,
+            })
+            .cloned()
+            .collect();
+        for key in &workload.authorization_policies {
+            match inner.policies.get(key) {
+                Some(p) if p.scope == Scope::WorkloadSelector => out.push(p.clone()),
+                Some(_) => {}
+                None => {
+                    debug!(workload = %workload.uid, policy = %key, "workload lists an unknown policy")
+                }
+            }
+        }
+        out
+    }
+
+    /// Decides a connection to `workload` by the policies that apply to it.
+    pub fn authorize(&self, workload: &Workload, conn: &ConnectionInfo) -> Decision {
+        let policies = self.policies_for(workload);
+        for p in mesh_core::authorization::dry_run_matches(policies.iter().map(|p| &**p), conn) {
+            info!(policy = %p.key(), action = ?p.action, src_addr = %conn.src, dst_addr = %conn.dst, "dry-run policy matched");
+        }
+        mesh_core::evaluate(policies.iter().map(|p| &**p), conn)
     }
 }
 
@@ -127,9 +346,7 @@ mod tests {
         )
         .unwrap();
         let state = ProxyState::new();
-        for w in ProxyState::load_file(&file).unwrap() {
-            state.insert(w);
-        }
+        state.apply_local(ProxyState::load_file(&file).unwrap());
         let w = state
             .workload_by_addr(&Network::default(), "10.0.0.1".parse().unwrap())
             .unwrap();
@@ -150,7 +367,7 @@ mod tests {
     #[test]
     fn the_shipped_example_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/local-workloads.yaml");
-        let workloads = ProxyState::load_file(&path).unwrap();
-        assert_eq!(workloads.len(), 2);
+        let config = ProxyState::load_file(&path).unwrap();
+        assert_eq!(config.workloads.len(), 2);
     }
 }

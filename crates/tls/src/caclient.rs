@@ -35,7 +35,7 @@ pub enum AuthSource {
 }
 
 impl AuthSource {
-    async fn token(&self) -> Result<String, Error> {
+    pub async fn token(&self) -> Result<String, Error> {
         match self {
             AuthSource::Static(t) => Ok(t.clone()),
             AuthSource::File(path) => tokio::fs::read_to_string(path)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, Method, StatusCode};
-use mesh_core::Identity;
+use mesh_core::{ConnectionInfo, Decision, Identity, Workload};
 use mesh_hbone::copy;
 use mesh_hbone::server::{self, InboundConnect};
 use mesh_runtime::drain::{DrainWatcher, run_with_drain};
@@ -57,7 +57,14 @@ async fn serve(
         }
     };
     server::serve(tls, &inputs.config.h2, shutdown, |connect| {
-        let stream = handle_stream(connect, peer, local, peer_id.clone());
+        let stream = handle_stream(
+            inputs.clone(),
+            workload.clone(),
+            connect,
+            peer,
+            local,
+            peer_id.clone(),
+        );
         tokio::spawn(run_with_drain(drain.clone(), deadline, stream));
     })
     .await?;
@@ -65,6 +72,8 @@ async fn serve(
 }
 
 async fn handle_stream(
+    inputs: Arc<ProxyInputs>,
+    workload: Arc<Workload>,
     connect: InboundConnect,
     peer: SocketAddr,
     local: SocketAddr,
@@ -98,6 +107,24 @@ async fn handle_stream(
     if PROXY_PORTS.contains(&target.port()) {
         return connect.reject(StatusCode::SERVICE_UNAVAILABLE);
     }
+    // The workload as it is now: a pooled connection outlives updates to
+    // it (such as the list of policies that select it).
+    let Some(workload) =
+        super::local_workload(&inputs, local.ip()).filter(|w| w.uid == workload.uid)
+    else {
+        return connect.reject(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let info = ConnectionInfo {
+        src: peer,
+        dst: target,
+        src_identity: Some(peer_id.clone()),
+    };
+    if let Decision::Deny(reason) = inputs.state.authorize(&workload, &info) {
+        info!(target: "access", src_addr = %peer, src_identity = %peer_id, dst_addr = %target,
+            direction = "inbound", %reason, "connection denied by policy");
+        return connect.reject(StatusCode::UNAUTHORIZED);
+    }
+    let mut guard = inputs.connections.register(info, workload.uid.clone());
     let app = match upstream_from(peer.ip(), target) {
         Ok(socket) => tokio::time::timeout(APP_CONNECT_TIMEOUT, socket.connect(target)).await,
         Err(e) => Ok(Err(e)),
@@ -121,7 +148,11 @@ async fn handle_stream(
             return;
         }
     };
-    match copy::copy_bidirectional(&app, stream).await {
+    let copied = tokio::select! {
+        r = copy::copy_bidirectional(&app, stream) => r,
+        _ = guard.revoked() => return,
+    };
+    match copied {
         Ok(t) => {
             info!(target: "access", src_addr = %peer, src_identity = %peer_id, dst_addr = %target,
             direction = "inbound", bytes_sent = t.from_tunnel, bytes_recv = t.to_tunnel, duration = ?started.elapsed(), "connection complete")

@@ -1,0 +1,231 @@
+//! The control plane end to end, in process: istiod-lite reads a manifest
+//! directory and pushes it over delta xDS to two ztunnels, which enforce L4
+//! policy on real HBONE and plaintext connections.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use integration::{Mesh, connect_from};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use ztunnel::app::Ztunnel;
+use ztunnel::config as zc;
+
+/// Namespace `apps` (ambient) with `sleep` on node-a and `echo` on node-b.
+fn base(sleep: IpAddr, echo: IpAddr) -> String {
+    format!(
+        "apiVersion: v1
+kind: Namespace
+metadata: {{name: apps, labels: {{istio.io/dataplane-mode: ambient}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: sleep, namespace: apps, labels: {{app: sleep}}}}
+spec: {{nodeName: node-a, serviceAccountName: sleep}}
+status: {{podIP: {sleep}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: echo, namespace: apps, labels: {{app: echo}}}}
+spec: {{nodeName: node-b, serviceAccountName: echo}}
+status: {{podIP: {echo}}}
+"
+    )
+}
+
+fn policy(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: apps}}\nspec: {spec}\n"
+    )
+}
+
+struct Cluster {
+    mesh: Mesh,
+    sleep: IpAddr,
+    app: SocketAddr,
+    a: Ztunnel,
+    b: Ztunnel,
+}
+
+/// Starts the mesh from manifests, an echo app on `echo:8080`, and both
+/// ztunnels with empty state: all they know comes over xDS.
+async fn cluster() -> Cluster {
+    let mesh = Mesh::start().await;
+    let (sleep, echo) = (mesh.subnet.ip(2), mesh.subnet.ip(3));
+    mesh.write_manifest("base.yaml", &base(sleep, echo));
+    // The first scan happened at start; wait for this one to be read.
+    wait_until("istiod reads the pods", || {
+        mesh.istiod().resources.borrow().by_type[istiod_lite::xds::ADDRESS_TYPE].len() == 2
+    })
+    .await;
+    let app = SocketAddr::new(echo, 8080);
+    let listener = TcpListener::bind(app).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let mut env_a = mesh.ztunnel_env("node-a", &[sleep]);
+    env_a.insert(zc::OUTBOUND_TARGET.into(), app.to_string());
+    let a = mesh.ztunnel("node-a", &[], env_a).await;
+    let mut env_b = mesh.ztunnel_env("node-b", &[echo]);
+    env_b.insert(zc::INBOUND_PLAINTEXT_TARGET.into(), app.to_string());
+    let b = mesh.ztunnel("node-b", &[], env_b).await;
+    for z in [&a, &b] {
+        wait_until("ztunnel is ready", || z.ready.is_ready()).await;
+    }
+    Cluster {
+        mesh,
+        sleep,
+        app,
+        a,
+        b,
+    }
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends a line and expects it back.
+async fn round_trip(c: &mut TcpStream) -> std::io::Result<()> {
+    c.write_all(b"ping\n").await?;
+    let mut buf = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut buf))
+        .await
+        .map_err(|_| std::io::Error::other("no echo within 10 s"))??;
+    assert_eq!(&buf, b"ping\n");
+    Ok(())
+}
+
+async fn sleep_to_echo(t: &Cluster) -> std::io::Result<TcpStream> {
+    let mut c = connect_from(t.sleep, t.a.outbound_addr).await?;
+    round_trip(&mut c).await?;
+    Ok(c)
+}
+
+/// How long until the peer closes `c` (EOF or reset), at most 10 s.
+async fn closed_within(c: &mut TcpStream) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_closes_open_connections_it_no_longer_allows() {
+    let t = cluster().await;
+
+    // Selector policy: only `other` may reach echo.
+    let mut open = sleep_to_echo(&t).await.expect("allowed before any policy");
+    t.mesh.write_manifest(
+        "policy.yaml",
+        &policy(
+            "only-other",
+            "{selector: {matchLabels: {app: echo}}, rules: [{from: [{source: {principals: [cluster.local/ns/apps/sa/other]}}]}]}",
+        ),
+    );
+    let took = closed_within(&mut open)
+        .await
+        .expect("the open connection is closed");
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+    assert!(
+        sleep_to_echo(&t).await.is_err(),
+        "new connections are refused too"
+    );
+
+    // Back to no policy: allowed again.
+    std::fs::remove_file(t.mesh.manifests().join("policy.yaml")).unwrap();
+    wait_until("the policy is gone", || t.b.state.policies().len() == 1).await;
+    let mut open = sleep_to_echo(&t)
+        .await
+        .expect("allowed once the policy is gone");
+
+    // Namespace-wide DENY of the client's namespace.
+    t.mesh.write_manifest(
+        "policy.yaml",
+        &policy(
+            "deny-apps",
+            "{action: DENY, rules: [{from: [{source: {namespaces: [apps]}}]}]}",
+        ),
+    );
+    let took = closed_within(&mut open)
+        .await
+        .expect("the open connection is closed");
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+    assert!(t.b.connections.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mtls_refuses_plaintext_that_permissive_accepts() {
+    let t = cluster().await;
+    let plaintext = t.b.inbound_plaintext_addr.expect("plaintext listener");
+    let outsider = t.mesh.subnet.ip(9);
+
+    // PERMISSIVE (the default): a client outside the mesh gets through.
+    let mut c = connect_from(outsider, plaintext).await.unwrap();
+    round_trip(&mut c)
+        .await
+        .expect("plaintext accepted under PERMISSIVE");
+
+    t.mesh.write_manifest(
+        "mtls.yaml",
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: apps}\nspec: {mtls: {mode: STRICT}}\n",
+    );
+    // The open plaintext connection is closed, new ones are refused...
+    assert!(closed_within(&mut c).await.expect("closed") < Duration::from_secs(2));
+    // (The reset may even beat connect() back.)
+    if let Ok(mut c) = connect_from(outsider, plaintext).await {
+        assert!(
+            round_trip(&mut c).await.is_err(),
+            "plaintext refused under STRICT"
+        );
+    }
+    // ...while mTLS from the mesh still works.
+    sleep_to_echo(&t).await.expect("HBONE still allowed");
+    let _ = t.app;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_control_plane_known_destinations_keep_working_and_reconnection_sends_only_changes()
+ {
+    let mut t = cluster().await;
+    sleep_to_echo(&t).await.expect("works with istiod up");
+
+    t.mesh.stop_istiod().await;
+    let received_before =
+        [&t.a, &t.b].map(|z| z.xds_stats.resources_received.load(Ordering::Relaxed));
+    let connects_before = [&t.a, &t.b].map(|z| z.xds_stats.connects.load(Ordering::Relaxed));
+    // Still working on the state and certificates held.
+    sleep_to_echo(&t).await.expect("works with istiod down");
+
+    // One change while the control plane is away.
+    t.mesh
+        .write_manifest("extra.yaml", &policy("audit-nothing", "{action: DENY}"));
+    t.mesh.start_istiod().await;
+    for (i, z) in [&t.a, &t.b].into_iter().enumerate() {
+        wait_until("the change arrives", || {
+            z.state.policy_by_key("apps/audit-nothing").is_some()
+        })
+        .await;
+        assert!(z.xds_stats.connects.load(Ordering::Relaxed) > connects_before[i]);
+        let received = z.xds_stats.resources_received.load(Ordering::Relaxed) - received_before[i];
+        assert_eq!(received, 1, "only the changed resource is sent again");
+    }
+    sleep_to_echo(&t)
+        .await
+        .expect("works after the control plane returns");
+}

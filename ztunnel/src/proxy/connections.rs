@@ -1,0 +1,123 @@
+//! Inbound connections that passed authorization, tracked so that a policy
+//! change can close the ones it no longer allows (`dataplane.md` §7.7).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use mesh_core::{ConnectionInfo, Decision, WorkloadUid};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::state::ProxyState;
+
+struct Tracked {
+    info: ConnectionInfo,
+    destination: WorkloadUid,
+    close: watch::Sender<bool>,
+}
+
+/// Every open, authorized inbound connection.
+#[derive(Clone, Default)]
+pub struct ConnectionManager {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Tracked>>,
+}
+
+/// Held by the connection's task; deregisters on drop.
+pub struct ConnectionGuard {
+    id: u64,
+    manager: ConnectionManager,
+    closed: watch::Receiver<bool>,
+}
+
+impl ConnectionGuard {
+    /// Resolves when a policy change has revoked this connection.
+    pub async fn revoked(&mut self) {
+        // An error means the manager is gone: nothing will revoke us.
+        if self.closed.wait_for(|c| *c).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.manager.lock().remove(&self.id);
+    }
+}
+
+impl ConnectionManager {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Tracked>> {
+        self.inner.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn register(&self, info: ConnectionInfo, destination: WorkloadUid) -> ConnectionGuard {
+        let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let (close, closed) = watch::channel(false);
+        self.lock().insert(
+            id,
+            Tracked {
+                info,
+                destination,
+                close,
+            },
+        );
+        ConnectionGuard {
+            id,
+            manager: self.clone(),
+            closed,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Re-decides every tracked connection and revokes the ones now denied
+    /// (or whose destination workload is gone). Returns how many.
+    pub fn recheck(&self, state: &ProxyState) -> usize {
+        let open = self.lock();
+        let mut closed = 0;
+        for t in open.values() {
+            let decision = match state.workload_by_uid(t.destination.as_str()) {
+                Some(w) => state.authorize(&w, &t.info),
+                None => continue,
+            };
+            if let Decision::Deny(reason) = decision {
+                info!(target: "access", src_addr = %t.info.src, dst_addr = %t.info.dst,
+                    src_identity = ?t.info.src_identity.as_ref().map(ToString::to_string),
+                    %reason, "closing connection: policy changed (AuthorizationPolicyLateRejection)");
+                let _ = t.close.send(true);
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// Re-checks on every policy change until `stop` resolves.
+    pub async fn watch_policies(
+        self,
+        state: Arc<ProxyState>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let mut changes = state.policy_changes();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = &mut stop => return,
+            }
+            self.recheck(&state);
+        }
+    }
+}

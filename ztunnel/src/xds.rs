@@ -1,0 +1,339 @@
+//! The delta-xDS client (`dataplane.md` §3): one stream to istiod carrying
+//! `istio.workload.Address` and `istio.security.Authorization`, wildcard.
+//!
+//! - The last state is kept while disconnected; on reconnect the versions
+//!   held are offered as `initial_resource_versions`, so only changes come.
+//! - Each resource is decoded and converted on its own: bad ones are NACKed
+//!   by name, the rest apply. A rejected resource is left out of the held
+//!   versions so the server sends it again.
+//! - Readiness waits for the first answered response of each type.
+//! - Reconnects back off from 10 ms to 15 s; a stream that ends cleanly or
+//!   after having worked is retried at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use mesh_core::{Address, Authorization};
+use mesh_proto::envoy::config::core::v3::Node;
+use mesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use mesh_proto::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use mesh_proto::google::rpc::Status as RpcStatus;
+use mesh_proto::istio::security as spb;
+use mesh_proto::istio::workload as wpb;
+use mesh_runtime::drain::DrainWatcher;
+use mesh_runtime::readiness::BlockReady;
+use mesh_tls::AuthSource;
+use mesh_tls::control::ControlPlaneAddress;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
+use tracing::{debug, info, warn};
+
+use crate::state::ProxyState;
+
+pub const ADDRESS_TYPE: &str = "type.googleapis.com/istio.workload.Address";
+pub const AUTHORIZATION_TYPE: &str = "type.googleapis.com/istio.security.Authorization";
+const TYPES: [&str; 2] = [ADDRESS_TYPE, AUTHORIZATION_TYPE];
+
+const BACKOFF_START: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(15);
+const MAX_MESSAGE: usize = 200 * 1024 * 1024;
+/// gRPC INVALID_ARGUMENT, the code a NACK carries.
+const INVALID_ARGUMENT: i32 = 3;
+
+/// Where and as whom to connect.
+#[derive(Clone, Debug)]
+pub struct XdsConfig {
+    pub target: ControlPlaneAddress,
+    pub auth: AuthSource,
+    pub cluster_id: String,
+    pub node: NodeInfo,
+}
+
+/// What the proxy says about itself in the first request of each type.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    pub instance_ip: String,
+    pub pod_name: String,
+    pub pod_namespace: String,
+    pub node_name: String,
+}
+
+impl NodeInfo {
+    /// `ztunnel~<ip>~<pod>.<ns>~<ns>.svc.cluster.local` with Istio's metadata.
+    pub fn to_proto(&self) -> Node {
+        let s = |v: &str| prost_types::Value {
+            kind: Some(prost_types::value::Kind::StringValue(v.to_string())),
+        };
+        Node {
+            id: format!(
+                "ztunnel~{}~{}.{}~{}.svc.cluster.local",
+                self.instance_ip, self.pod_name, self.pod_namespace, self.pod_namespace
+            ),
+            cluster: String::new(),
+            metadata: Some(prost_types::Struct {
+                fields: [
+                    ("NAME".to_string(), s(&self.pod_name)),
+                    ("NAMESPACE".to_string(), s(&self.pod_namespace)),
+                    ("INSTANCE_IPS".to_string(), s(&self.instance_ip)),
+                    ("NODE_NAME".to_string(), s(&self.node_name)),
+                ]
+                .into_iter()
+                .collect(),
+            }),
+            build_version: String::new(),
+        }
+    }
+}
+
+/// Counters for tests and, later, metrics.
+#[derive(Debug, Default)]
+pub struct XdsClientStats {
+    pub connects: AtomicU64,
+    pub responses: AtomicU64,
+    pub resources_received: AtomicU64,
+    pub resources_rejected: AtomicU64,
+    pub removals_received: AtomicU64,
+}
+
+pub struct XdsClient {
+    config: XdsConfig,
+    state: Arc<ProxyState>,
+    /// type URL → name → version: what we hold and applied.
+    held: HashMap<&'static str, HashMap<String, String>>,
+    /// One readiness guard per type, dropped after its first answered response.
+    ready: HashMap<&'static str, BlockReady>,
+    stats: Arc<XdsClientStats>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("building the channel: {0}")]
+    Channel(#[from] mesh_tls::Error),
+    #[error("{0}")]
+    Grpc(#[from] tonic::Status),
+    #[error("reading the token: {0}")]
+    Token(String),
+    #[error("the request stream closed")]
+    Closed,
+}
+
+impl XdsClient {
+    pub fn new(
+        config: XdsConfig,
+        state: Arc<ProxyState>,
+        ready: &mesh_runtime::readiness::Ready,
+        stats: Arc<XdsClientStats>,
+    ) -> Self {
+        let guards = TYPES
+            .iter()
+            .map(|t| (*t, ready.register_task(&format!("xds {t}"))))
+            .collect();
+        Self {
+            config,
+            state,
+            held: HashMap::new(),
+            ready: guards,
+            stats,
+        }
+    }
+
+    /// Runs until a drain starts.
+    pub async fn run(mut self, drain: DrainWatcher) {
+        let mut backoff = BACKOFF_START;
+        loop {
+            let mut worked = false;
+            let result = tokio::select! {
+                r = self.stream_once(&mut worked) => r,
+                _ = drain.signaled() => return,
+            };
+            match result {
+                Ok(()) => {
+                    debug!("xDS stream ended; reconnecting");
+                    backoff = BACKOFF_START;
+                    continue;
+                }
+                Err(e) => {
+                    if worked || immediate_retry(&e) {
+                        backoff = BACKOFF_START;
+                    }
+                    warn!(address = %self.config.target.address, error = %e, retry_in = ?backoff,
+                        "xDS stream failed; keeping the last configuration");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = drain.signaled() => return,
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn stream_once(&mut self, worked: &mut bool) -> Result<(), StreamError> {
+        let channel = mesh_tls::control::channel(&self.config.target)?;
+        let mut client = AggregatedDiscoveryServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
+        let node = self.config.node.to_proto();
+        for t in TYPES {
+            let request = DeltaDiscoveryRequest {
+                node: Some(node.clone()),
+                type_url: t.to_string(),
+                initial_resource_versions: self.held.get(t).cloned().unwrap_or_default(),
+                ..Default::default()
+            };
+            tx.send(request).await.map_err(|_| StreamError::Closed)?;
+        }
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        let token = self
+            .config
+            .auth
+            .token()
+            .await
+            .map_err(|e| StreamError::Token(e.to_string()))?;
+        let bearer = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| StreamError::Token("the token is not a valid header value".into()))?;
+        request.metadata_mut().insert("authorization", bearer);
+        if let Ok(cluster) = MetadataValue::try_from(self.config.cluster_id.as_str()) {
+            request.metadata_mut().insert("clusterid", cluster);
+        }
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        let mut responses = client
+            .delta_aggregated_resources(request)
+            .await?
+            .into_inner();
+        info!(address = %self.config.target.address, "xDS stream connected");
+        while let Some(response) = responses.message().await? {
+            *worked = true;
+            let reply = self.handle(response);
+            let type_url = reply.type_url.clone();
+            tx.send(reply).await.map_err(|_| StreamError::Closed)?;
+            if let Some(t) = TYPES.iter().find(|t| **t == type_url)
+                && self.ready.remove(t).is_some()
+            {
+                info!(type_url = %t, "first xDS response applied");
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one response and builds its ACK or NACK.
+    fn handle(&mut self, response: DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
+        self.stats.responses.fetch_add(1, Ordering::Relaxed);
+        let type_url = response.type_url.clone();
+        let Some(kind) = TYPES.iter().copied().find(|t| *t == type_url) else {
+            warn!(%type_url, "response of a type we did not ask for; rejecting it");
+            return nack(
+                &type_url,
+                &response.nonce,
+                format!("unsupported type {type_url}"),
+            );
+        };
+        let held = self.held.entry(kind).or_default();
+        let mut errors = Vec::new();
+        self.stats
+            .resources_received
+            .fetch_add(response.resources.len() as u64, Ordering::Relaxed);
+        self.stats
+            .removals_received
+            .fetch_add(response.removed_resources.len() as u64, Ordering::Relaxed);
+        for resource in &response.resources {
+            let applied = match &resource.resource {
+                None => Err("the resource has no body".to_string()),
+                Some(any) if any.type_url != kind => Err(format!(
+                    "body has type {} in a {kind} response",
+                    any.type_url
+                )),
+                Some(any) => apply(&self.state, kind, &any.value),
+            };
+            match applied {
+                Ok(()) => {
+                    held.insert(resource.name.clone(), resource.version.clone());
+                }
+                Err(reason) => {
+                    warn!(%type_url, name = %resource.name, %reason, "rejecting resource");
+                    held.remove(&resource.name);
+                    errors.push(format!("{}: {reason}", resource.name));
+                }
+            }
+        }
+        for name in &response.removed_resources {
+            held.remove(name);
+            remove(&self.state, kind, name);
+        }
+        debug!(%type_url, applied = response.resources.len() - errors.len(), rejected = errors.len(),
+            removed = response.removed_resources.len(), "xDS response handled");
+        if errors.is_empty() {
+            DeltaDiscoveryRequest {
+                type_url,
+                response_nonce: response.nonce,
+                ..Default::default()
+            }
+        } else {
+            self.stats
+                .resources_rejected
+                .fetch_add(errors.len() as u64, Ordering::Relaxed);
+            nack(&type_url, &response.nonce, errors.join("; "))
+        }
+    }
+}
+
+fn nack(type_url: &str, nonce: &str, message: String) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: type_url.to_string(),
+        response_nonce: nonce.to_string(),
+        error_detail: Some(RpcStatus {
+            code: INVALID_ARGUMENT,
+            message,
+            details: vec![],
+        }),
+        ..Default::default()
+    }
+}
+
+/// Decodes, converts and applies one resource.
+fn apply(state: &ProxyState, kind: &str, bytes: &[u8]) -> Result<(), String> {
+    if kind == ADDRESS_TYPE {
+        let proto = wpb::Address::decode(bytes).map_err(|e| format!("cannot decode: {e}"))?;
+        match Address::try_from(&proto).map_err(|e| e.to_string())? {
+            Address::Workload(w) => state.insert(w),
+            Address::Service(s) => state.insert_service(s),
+        }
+    } else {
+        let proto = spb::Authorization::decode(bytes).map_err(|e| format!("cannot decode: {e}"))?;
+        state.insert_policy(Authorization::try_from(&proto).map_err(|e| e.to_string())?);
+    }
+    Ok(())
+}
+
+/// Removal names are a workload uid, else a service's `namespace/hostname`;
+/// for policies, `namespace/name`.
+fn remove(state: &ProxyState, kind: &str, name: &str) {
+    let known = if kind == ADDRESS_TYPE {
+        state.remove_workload(name) || state.remove_service(name)
+    } else {
+        state.remove_policy(name)
+    };
+    if !known {
+        debug!(%kind, %name, "removal of an unknown resource");
+    }
+}
+
+/// Errors after which istiod is probably just restarting.
+fn immediate_retry(e: &StreamError) -> bool {
+    let StreamError::Grpc(status) = e else {
+        return false;
+    };
+    match status.code() {
+        tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => true,
+        tonic::Code::Unavailable => {
+            let m = status.message();
+            m.contains("transport is closing") || m.contains("received prior goaway")
+        }
+        _ => false,
+    }
+}
