@@ -88,11 +88,15 @@ impl AggregatedDiscoveryService for FakeControlPlane {
                     let _ = replies.send(req);
                     continue;
                 }
+                // Types without an entry are never answered.
+                let Some(resources) = responses.get(&req.type_url).cloned() else {
+                    continue;
+                };
                 nonce += 1;
                 let resp = DeltaDiscoveryResponse {
                     type_url: req.type_url.clone(),
                     nonce: format!("n{nonce}"),
-                    resources: responses.get(&req.type_url).cloned().unwrap_or_default(),
+                    resources,
                     ..Default::default()
                 };
                 if tx.send(Ok(resp)).await.is_err() {
@@ -102,6 +106,57 @@ impl AggregatedDiscoveryService for FakeControlPlane {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// A ztunnel on node-a whose xDS is a [`FakeControlPlane`] (TLS from the
+/// mesh CA), and the channel of its ACKs and NACKs.
+async fn ztunnel_on_fake(
+    mesh: &Mesh,
+    responses: HashMap<String, Vec<Resource>>,
+) -> (
+    ztunnel::app::Ztunnel,
+    mpsc::UnboundedReceiver<DeltaDiscoveryRequest>,
+) {
+    let (replies_tx, replies) = mpsc::unbounded_channel();
+    let (chain, key) = mesh
+        .istiod()
+        .ca
+        .issue_serving(&["127.0.0.1".to_string()])
+        .unwrap();
+    let tls = istiod_lite::grpc::server_config(&chain, &key).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake_addr = listener.local_addr().unwrap();
+    let router = tonic::transport::Server::builder().add_service(
+        AggregatedDiscoveryServiceServer::new(FakeControlPlane {
+            responses,
+            replies: replies_tx,
+        }),
+    );
+    tokio::spawn(istiod_lite::grpc::serve(
+        listener,
+        tls,
+        router,
+        std::future::pending(),
+    ));
+    let mut env = mesh.ztunnel_env("node-a", &[mesh.subnet.ip(2)]);
+    env.insert(zc::XDS_ADDRESS.into(), fake_addr.to_string());
+    (mesh.ztunnel("node-a", &[], env).await, replies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_both_types() {
+    let mesh = Mesh::start().await;
+    let responses = HashMap::from([(ADDRESS_TYPE.to_string(), vec![])]);
+    let (z, mut replies) = ztunnel_on_fake(&mesh, responses).await;
+    let ack = tokio::time::timeout(Duration::from_secs(10), replies.recv())
+        .await
+        .expect("the Address response is answered")
+        .unwrap();
+    assert_eq!(ack.type_url, ADDRESS_TYPE);
+    assert!(ack.error_detail.is_none());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!z.ready.is_ready());
+    assert_eq!(z.ready.pending(), [format!("xds {AUTHORIZATION_TYPE}")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -337,3 +337,131 @@ fn immediate_retry(e: &StreamError) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_restart_like_errors_skip_the_backoff() {
+        let grpc = |s: tonic::Status| immediate_retry(&StreamError::Grpc(s));
+        assert!(grpc(tonic::Status::unavailable("transport is closing")));
+        assert!(grpc(tonic::Status::unavailable(
+            "received prior goaway: ..."
+        )));
+        assert!(grpc(tonic::Status::cancelled("")));
+        assert!(!grpc(tonic::Status::unavailable("connection refused")));
+        assert!(!grpc(tonic::Status::unauthenticated("token rejected")));
+        assert!(!immediate_retry(&StreamError::Closed));
+    }
+
+    #[test]
+    fn node_id_and_metadata_follow_istio() {
+        let node = NodeInfo {
+            instance_ip: "10.0.0.9".into(),
+            pod_name: "ztunnel-abc".into(),
+            pod_namespace: "istio-system".into(),
+            node_name: "node-a".into(),
+        }
+        .to_proto();
+        assert_eq!(
+            node.id,
+            "ztunnel~10.0.0.9~ztunnel-abc.istio-system~istio-system.svc.cluster.local"
+        );
+        let md = node.metadata.unwrap().fields;
+        let s = |k: &str| match &md[k].kind {
+            Some(prost_types::value::Kind::StringValue(v)) => v.clone(),
+            other => panic!("{k}: {other:?}"),
+        };
+        assert_eq!(
+            [s("NAME"), s("NAMESPACE"), s("INSTANCE_IPS"), s("NODE_NAME")],
+            ["ztunnel-abc", "istio-system", "10.0.0.9", "node-a"]
+        );
+    }
+
+    fn response(resources: Vec<(&str, wpb::Address)>, removed: &[&str]) -> DeltaDiscoveryResponse {
+        DeltaDiscoveryResponse {
+            type_url: ADDRESS_TYPE.into(),
+            nonce: "n".into(),
+            resources: resources
+                .into_iter()
+                .map(
+                    |(name, a)| mesh_proto::envoy::service::discovery::v3::Resource {
+                        name: name.into(),
+                        version: format!("v-{name}"),
+                        resource: Some(prost_types::Any {
+                            type_url: ADDRESS_TYPE.into(),
+                            value: a.encode_to_vec(),
+                        }),
+                        ..Default::default()
+                    },
+                )
+                .collect(),
+            removed_resources: removed.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn service(hostname: &str) -> wpb::Address {
+        wpb::Address {
+            r#type: Some(wpb::address::Type::Service(wpb::Service {
+                name: "s".into(),
+                namespace: "ns".into(),
+                hostname: hostname.into(),
+                addresses: vec![wpb::NetworkAddress {
+                    network: String::new(),
+                    address: vec![10, 96, 0, 1],
+                    length: None,
+                }],
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn rejected_resources_leave_the_held_versions_and_removals_apply() {
+        let state = Arc::new(ProxyState::new());
+        let ready = mesh_runtime::readiness::Ready::new();
+        let config = XdsConfig {
+            target: ControlPlaneAddress {
+                address: "unused:15012".into(),
+                server_name: None,
+                root_pem: String::new(),
+            },
+            auth: AuthSource::Static("t".into()),
+            cluster_id: "Kubernetes".into(),
+            node: NodeInfo {
+                instance_ip: "1.1.1.1".into(),
+                pod_name: "z".into(),
+                pod_namespace: "istio-system".into(),
+                node_name: "n".into(),
+            },
+        };
+        let mut client = XdsClient::new(config, state.clone(), &ready, Default::default());
+        let ack = client.handle(response(
+            vec![
+                ("ns/a.example", service("a.example")),
+                ("ns/b.example", service("")),
+            ],
+            &[],
+        ));
+        let nack = ack.error_detail.expect("one resource is bad");
+        assert!(
+            nack.message.starts_with("ns/b.example: service.hostname"),
+            "{}",
+            nack.message
+        );
+        let held = &client.held[ADDRESS_TYPE];
+        assert_eq!(
+            held.get("ns/a.example").map(String::as_str),
+            Some("v-ns/a.example")
+        );
+        assert!(!held.contains_key("ns/b.example"), "re-sent on reconnect");
+        assert!(state.service("ns/a.example").is_some());
+
+        let ack = client.handle(response(vec![], &["ns/a.example"]));
+        assert!(ack.error_detail.is_none());
+        assert!(state.service("ns/a.example").is_none());
+        assert!(client.held[ADDRESS_TYPE].is_empty());
+    }
+}
