@@ -229,3 +229,115 @@ async fn without_the_control_plane_known_destinations_keep_working_and_reconnect
         .await
         .expect("works after the control plane returns");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_resource_from_istiod_is_nacked_while_the_others_apply() {
+    use istiod_lite::xds::resources::Versioned;
+    use istiod_lite::xds::{ADDRESS_TYPE, AUTHORIZATION_TYPE};
+    use std::sync::Arc;
+
+    let t = cluster().await;
+    let mut set = (**t.mesh.istiod().resources.borrow()).clone();
+    set.generation += 1;
+    // A workload whose address has 5 bytes, next to a valid new policy.
+    let garbage = Versioned {
+        version: "bad".into(),
+        body: prost_types::Any {
+            type_url: ADDRESS_TYPE.into(),
+            value: mesh_proto_bytes_of_bad_workload(),
+        },
+    };
+    set.by_type
+        .get_mut(ADDRESS_TYPE)
+        .unwrap()
+        .insert("Kubernetes//Pod/apps/broken".into(), Arc::new(garbage));
+    // A valid new policy (a DENY without rules: no effect on traffic).
+    let extra = mesh_proto::istio::security::Authorization {
+        name: "extra".into(),
+        namespace: "apps".into(),
+        scope: mesh_proto::istio::security::Scope::Namespace as i32,
+        action: mesh_proto::istio::security::Action::Deny as i32,
+        ..Default::default()
+    };
+    set.by_type.get_mut(AUTHORIZATION_TYPE).unwrap().insert(
+        "apps/extra".into(),
+        Arc::new(Versioned {
+            version: "extra-1".into(),
+            body: prost_types::Any {
+                type_url: AUTHORIZATION_TYPE.into(),
+                value: prost::Message::encode_to_vec(&extra),
+            },
+        }),
+    );
+    t.mesh.istiod().publish(set);
+
+    wait_until("both ztunnels NACK", || {
+        t.mesh.istiod().xds_stats.nacks.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    for z in [&t.a, &t.b] {
+        wait_until("the valid policy applies", || {
+            z.state.policy_by_key("apps/extra").is_some()
+        })
+        .await;
+        assert!(
+            z.state
+                .workload_by_uid("Kubernetes//Pod/apps/broken")
+                .is_none()
+        );
+        assert_eq!(z.xds_stats.resources_rejected.load(Ordering::Relaxed), 1);
+    }
+    sleep_to_echo(&t).await.expect("the mesh keeps working");
+}
+
+fn mesh_proto_bytes_of_bad_workload() -> Vec<u8> {
+    use prost::Message;
+    let w = mesh_proto::istio::workload::Address {
+        r#type: Some(mesh_proto::istio::workload::address::Type::Workload(
+            mesh_proto::istio::workload::Workload {
+                uid: "Kubernetes//Pod/apps/broken".into(),
+                name: "broken".into(),
+                namespace: "apps".into(),
+                addresses: vec![vec![10, 0, 0, 1, 7]],
+                ..Default::default()
+            },
+        )),
+    };
+    w.encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_file_with_a_yaml_error_leaves_the_previous_policy_in_force() {
+    let t = cluster().await;
+    let deny = policy(
+        "deny-apps",
+        "{action: DENY, rules: [{from: [{source: {namespaces: [apps]}}]}]}",
+    );
+    t.mesh.write_manifest("deny.yaml", &deny);
+    wait_until("the DENY applies", || {
+        t.b.state.policy_by_key("apps/deny-apps").is_some()
+    })
+    .await;
+    assert!(sleep_to_echo(&t).await.is_err(), "denied");
+
+    t.mesh
+        .write_manifest("deny.yaml", &deny.replace("rules: [{", "rules: [{{"));
+    wait_until("the error is reported", || {
+        !t.mesh.istiod().manifest_errors.lock().unwrap().is_empty()
+    })
+    .await;
+    let error = t.mesh.istiod().manifest_errors.lock().unwrap()[0].to_string();
+    assert!(error.contains("deny.yaml"), "{error}");
+    assert!(error.contains("not valid YAML at line"), "{error}");
+    assert!(
+        error.contains("AuthorizationPolicy apps/deny-apps"),
+        "{error}"
+    );
+    // Past any debounce and push: still denied.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(t.b.state.policy_by_key("apps/deny-apps").is_some());
+    assert!(
+        sleep_to_echo(&t).await.is_err(),
+        "the last good DENY is still in force"
+    );
+}

@@ -83,6 +83,7 @@ pub struct Istiod {
     /// Problems in the manifest directory, newest per file.
     pub manifest_errors: ErrorLog,
     pub xds_stats: Arc<XdsStats>,
+    resources_tx: watch::Sender<Arc<ResourceSet>>,
     drain: DrainTrigger,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -139,7 +140,7 @@ impl Istiod {
         tasks.push(tokio::spawn(xds::generate(
             models,
             config.translate.clone(),
-            resources_tx,
+            resources_tx.clone(),
             sync,
             stopped(&watcher),
         )));
@@ -185,9 +186,17 @@ impl Istiod {
             resources,
             manifest_errors,
             xds_stats,
+            resources_tx,
             drain: trigger,
             tasks,
         })
+    }
+
+    /// Pushes `set` to every proxy in place of the translated resources,
+    /// until the next model change. This is how tests play a control plane
+    /// that sends garbage; nothing else calls it.
+    pub fn publish(&self, set: ResourceSet) {
+        self.resources_tx.send_replace(Arc::new(set));
     }
 
     /// Stops accepting, lets in-flight calls finish, and waits for the server.

@@ -856,3 +856,48 @@ fn translation_is_deterministic() {
     let cfg = TranslateConfig::default();
     assert_eq!(translate(&m, &cfg), translate(&m, &cfg));
 }
+
+#[test]
+fn every_http_attribute_is_recognised() {
+    let op = |f: &str, v: &str| format!("{{rules: [{{to: [{{operation: {{{f}: [\"{v}\"]}}}}]}}]}}");
+    let src = |f: &str, v: &str| format!("{{rules: [{{from: [{{source: {{{f}: [\"{v}\"]}}}}]}}]}}");
+    let cases = [
+        ("hosts", op("hosts", "a.example")),
+        ("notHosts", op("notHosts", "a.example")),
+        ("methods", op("methods", "GET")),
+        ("notMethods", op("notMethods", "GET")),
+        ("paths", op("paths", "/a")),
+        ("notPaths", op("notPaths", "/a")),
+        ("requestPrincipals", src("requestPrincipals", "iss/sub")),
+        (
+            "notRequestPrincipals",
+            src("notRequestPrincipals", "iss/sub"),
+        ),
+        ("remoteIpBlocks", src("remoteIpBlocks", "10.0.0.0/8")),
+        ("notRemoteIpBlocks", src("notRemoteIpBlocks", "10.0.0.0/8")),
+    ];
+    let mut failures = Vec::new();
+    for (attr, spec) in cases {
+        let (decision, t) = decide(&policy("apps", &spec), &CURL);
+        if decision.is_allowed() {
+            failures.push(format!(
+                "ALLOW with only {attr} must allow nothing at ztunnel"
+            ));
+        }
+        if !t
+            .warnings
+            .iter()
+            .any(|w| w.message.contains(&format!("(found: {attr})")))
+        {
+            failures.push(format!("{attr}: no warning naming it: {:?}", t.warnings));
+        }
+        let deny = spec.replacen('{', "{action: DENY, ", 1);
+        let (decision, _) = decide(&policy("apps", &deny), &CURL);
+        if !decision.is_allowed() {
+            failures.push(format!(
+                "DENY with only {attr} must have no effect at ztunnel"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
