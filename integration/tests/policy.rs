@@ -51,6 +51,12 @@ struct Cluster {
 /// Starts the mesh from manifests, an echo app on `echo:8080`, and both
 /// ztunnels with empty state: all they know comes over xDS.
 async fn cluster() -> Cluster {
+    cluster_sending_to(None).await
+}
+
+/// As [`cluster`], with node-a's outbound aimed at `target` (host part of
+/// the test subnet) instead of the echo pod.
+async fn cluster_sending_to(target: Option<(u8, u16)>) -> Cluster {
     let mesh = Mesh::start().await;
     let (sleep, echo) = (mesh.subnet.ip(2), mesh.subnet.ip(3));
     mesh.write_manifest("base.yaml", &base(sleep, echo));
@@ -70,7 +76,10 @@ async fn cluster() -> Cluster {
         }
     });
     let mut env_a = mesh.ztunnel_env("node-a", &[sleep]);
-    env_a.insert(zc::OUTBOUND_TARGET.into(), app.to_string());
+    let outbound = target.map_or(app, |(host, port)| {
+        SocketAddr::new(mesh.subnet.ip(host), port)
+    });
+    env_a.insert(zc::OUTBOUND_TARGET.into(), outbound.to_string());
     let a = mesh.ztunnel("node-a", &[], env_a).await;
     let mut env_b = mesh.ztunnel_env("node-b", &[echo]);
     env_b.insert(zc::INBOUND_PLAINTEXT_TARGET.into(), app.to_string());
@@ -340,4 +349,52 @@ async fn a_policy_file_with_a_yaml_error_leaves_the_previous_policy_in_force() {
         sleep_to_echo(&t).await.is_err(),
         "the last good DENY is still in force"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_vip_reaches_an_endpoint_on_its_target_port() {
+    // Service `echo` at .100:80 → the echo pod's named port `http` (8080).
+    let t = cluster_sending_to(Some((100, 80))).await;
+    let vip = t.mesh.subnet.ip(100);
+    let echo = t.mesh.subnet.ip(3);
+    let manifests = format!(
+        "{}---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: apps}}
+spec: {{clusterIP: {vip}, selector: {{app: echo}}, ports: [{{port: 80, targetPort: http}}]}}
+",
+        base(t.sleep, echo).replace(
+            "spec: {nodeName: node-b, serviceAccountName: echo}",
+            "spec: {nodeName: node-b, serviceAccountName: echo, containers: [{name: e, ports: [{name: http, containerPort: 8080}]}]}",
+        )
+    );
+    t.mesh.write_manifest("base.yaml", &manifests);
+    wait_until("the service arrives", || {
+        t.a.state
+            .service("apps/echo.apps.svc.cluster.local")
+            .is_some()
+            && t.a
+                .state
+                .workload_by_uid("Kubernetes//Pod/apps/echo")
+                .is_some_and(|w| !w.services.is_empty())
+    })
+    .await;
+    sleep_to_echo(&t)
+        .await
+        .expect("VIP:80 reaches echo:8080 over HBONE");
+
+    // Policy is enforced on the endpoint as for direct traffic.
+    t.mesh.write_manifest(
+        "deny.yaml",
+        &policy(
+            "deny-apps",
+            "{action: DENY, rules: [{from: [{source: {namespaces: [apps]}}]}]}",
+        ),
+    );
+    wait_until("the DENY applies", || {
+        t.b.state.policy_by_key("apps/deny-apps").is_some()
+    })
+    .await;
+    assert!(sleep_to_echo(&t).await.is_err());
 }

@@ -33,6 +33,8 @@ pub enum OutboundError {
         #[source]
         source: std::io::Error,
     },
+    #[error("service {service} has no endpoint for port {port}")]
+    NoEndpoints { service: String, port: u16 },
     #[error("copying: {0}")]
     Copy(#[from] std::io::Error),
 }
@@ -68,7 +70,22 @@ async fn proxy(
         .filter(|w| w.node == inputs.config.node_name)
         .ok_or(OutboundError::UnknownSource(peer))?;
 
-    let destination = inputs.state.workload_by_addr(network, dst.ip());
+    // A Service VIP: pick one of its endpoints (round robin is Istio's
+    // behaviour; a uniform random pick gives the same spread).
+    let (dst, destination) = match inputs.state.service_by_vip(network, dst.ip()) {
+        Some(service) => {
+            let endpoints = inputs.state.endpoints(&service, dst.port());
+            if endpoints.is_empty() {
+                return Err(OutboundError::NoEndpoints {
+                    service: service.key(),
+                    port: dst.port(),
+                });
+            }
+            let (w, port) = &endpoints[rand::random_range(0..endpoints.len())];
+            (SocketAddr::new(w.addresses[0], *port), Some(w.clone()))
+        }
+        None => (dst, inputs.state.workload_by_addr(network, dst.ip())),
+    };
     match destination {
         Some(target) if target.tunnel_protocol == TunnelProtocol::Hbone => {
             let key = WorkloadKey {
