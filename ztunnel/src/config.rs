@@ -324,4 +324,26 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.key, PROXY_MODE);
     }
+
+    #[test]
+    fn xds_follows_the_local_file_unless_named() {
+        let base = [(NODE_NAME, "n"), (CA_ROOT_CA, ROOT), (AUTH_TOKEN, "t")];
+        let c = parse(&base).unwrap();
+        let xds = c.xds.expect("xDS on by default");
+        assert_eq!(xds.target.address, "istiod.istio-system.svc:15012");
+        assert!(xds.node.to_proto().id.starts_with("ztunnel~1.1.1.1~ztunnel-n.istio-system~"));
+        let mut with_file = base.to_vec();
+        with_file.push((LOCAL_XDS_PATH, "/x.yaml"));
+        assert!(parse(&with_file).unwrap().xds.is_none(), "local file alone");
+        with_file.push((XDS_ADDRESS, "127.0.0.1:15012"));
+        assert!(parse(&with_file).unwrap().xds.is_some(), "both when named");
+        let mut off = base.to_vec();
+        off.push((XDS_ADDRESS, ""));
+        off.push((INBOUND_PLAINTEXT_ADDR, ""));
+        let c = parse(&off).unwrap();
+        assert!(c.xds.is_none() && c.inbound_plaintext_addr.is_none());
+        let mut bad = base.to_vec();
+        bad.push((XDS_ROOT_CA, "/nonexistent/xds-root.pem"));
+        assert_eq!(parse(&bad).unwrap_err().key, XDS_ROOT_CA);
+    }
 }

@@ -119,12 +119,16 @@ async fn handle_stream(
         dst: target,
         src_identity: Some(peer_id.clone()),
     };
+    // Registered before deciding, so a policy change racing with this
+    // decision is seen by one or the other.
+    let mut guard = inputs
+        .connections
+        .register(info.clone(), workload.uid.clone());
     if let Decision::Deny(reason) = inputs.state.authorize(&workload, &info) {
         info!(target: "access", src_addr = %peer, src_identity = %peer_id, dst_addr = %target,
             direction = "inbound", %reason, "connection denied by policy");
         return connect.reject(StatusCode::UNAUTHORIZED);
     }
-    let mut guard = inputs.connections.register(info, workload.uid.clone());
     let app = match upstream_from(peer.ip(), target) {
         Ok(socket) => tokio::time::timeout(APP_CONNECT_TIMEOUT, socket.connect(target)).await,
         Err(e) => Ok(Err(e)),

@@ -39,6 +39,10 @@ pub(crate) async fn handle(inputs: Arc<ProxyInputs>, tcp: TcpStream, peer: Socke
         dst,
         src_identity: None,
     };
+    // Registered before deciding, so a racing policy change is not missed.
+    let mut guard = inputs
+        .connections
+        .register(info.clone(), workload.uid.clone());
     if let Decision::Deny(reason) = inputs.state.authorize(&workload, &info) {
         // A reset, as Istio gives: curl sees exit code 56.
         let _ = tcp.set_zero_linger();
@@ -46,7 +50,6 @@ pub(crate) async fn handle(inputs: Arc<ProxyInputs>, tcp: TcpStream, peer: Socke
             %reason, "plaintext connection denied by policy");
         return;
     }
-    let mut guard = inputs.connections.register(info, workload.uid.clone());
     let app = match upstream_from(peer.ip(), dst) {
         Ok(socket) => tokio::time::timeout(APP_CONNECT_TIMEOUT, socket.connect(dst)).await,
         Err(e) => Ok(Err(e)),
