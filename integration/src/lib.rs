@@ -158,9 +158,30 @@ impl Mesh {
         .collect()
     }
 
-    /// Starts a ztunnel for `node` that knows `workloads`; the ones on `node`
-    /// are registered with the CA as running there.
+    /// Starts a ztunnel for `node` that knows `workloads` (besides what
+    /// xDS brings); the ones on `node` are registered with the CA as running
+    /// there. Returns once it is ready (its first xDS responses applied).
     pub async fn ztunnel(
+        &self,
+        node: &str,
+        workloads: &[Workload],
+        env: HashMap<String, String>,
+    ) -> Ztunnel {
+        let z = self.ztunnel_unready(node, workloads, env).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !z.ready.is_ready() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ztunnel for {node} not ready: waiting for {:?}",
+                z.ready.pending()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        z
+    }
+
+    /// As [`Mesh::ztunnel`], without waiting for readiness.
+    pub async fn ztunnel_unready(
         &self,
         node: &str,
         workloads: &[Workload],

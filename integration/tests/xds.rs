@@ -140,7 +140,7 @@ async fn ztunnel_on_fake(
     ));
     let mut env = mesh.ztunnel_env("node-a", &[mesh.subnet.ip(2)]);
     env.insert(zc::XDS_ADDRESS.into(), fake_addr.to_string());
-    (mesh.ztunnel("node-a", &[], env).await, replies)
+    (mesh.ztunnel_unready("node-a", &[], env).await, replies)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

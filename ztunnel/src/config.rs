@@ -331,7 +331,12 @@ mod tests {
         let c = parse(&base).unwrap();
         let xds = c.xds.expect("xDS on by default");
         assert_eq!(xds.target.address, "istiod.istio-system.svc:15012");
-        assert!(xds.node.to_proto().id.starts_with("ztunnel~1.1.1.1~ztunnel-n.istio-system~"));
+        assert!(
+            xds.node
+                .to_proto()
+                .id
+                .starts_with("ztunnel~1.1.1.1~ztunnel-n.istio-system~")
+        );
         let mut with_file = base.to_vec();
         with_file.push((LOCAL_XDS_PATH, "/x.yaml"));
         assert!(parse(&with_file).unwrap().xds.is_none(), "local file alone");

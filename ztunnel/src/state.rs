@@ -6,13 +6,15 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use mesh_core::{
     Authorization, ConnectionInfo, Decision, Network, NetworkAddress, Scope, Service, Workload,
+    WorkloadUid,
 };
 use tokio::sync::watch;
-use tracing::{debug, info};
+use tracing::{info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -54,6 +56,10 @@ pub struct LocalConfig {
 pub struct ProxyState {
     inner: RwLock<Inner>,
     policy_version: watch::Sender<u64>,
+    /// False from the moment an xDS client is attached until its first
+    /// Authorization response is applied: before that, a workload's
+    /// policies may simply not have arrived, and inbound fails closed.
+    policies_synced: AtomicBool,
 }
 
 impl Default for ProxyState {
@@ -61,6 +67,7 @@ impl Default for ProxyState {
         Self {
             inner: RwLock::default(),
             policy_version: watch::Sender::new(0),
+            policies_synced: AtomicBool::new(true),
         }
     }
 }
@@ -112,6 +119,20 @@ impl ProxyState {
         }
     }
 
+    /// Policies come from a control plane that has not answered yet.
+    pub fn expect_policies(&self) {
+        self.policies_synced.store(false, Ordering::Release);
+    }
+
+    /// The first set of policies has been applied.
+    pub fn policies_arrived(&self) {
+        self.policies_synced.store(true, Ordering::Release);
+    }
+
+    pub fn policies_synced(&self) -> bool {
+        self.policies_synced.load(Ordering::Acquire)
+    }
+
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
         // Each critical section leaves the maps consistent, so a poisoned
         // lock still holds a usable state.
@@ -153,20 +174,24 @@ impl ProxyState {
 
     /// Removes a workload by uid; false if it was unknown.
     pub fn remove_workload(&self, uid: &str) -> bool {
-        let mut inner = self.write();
-        let Some(old) = inner.by_uid.remove(uid) else {
-            return false;
-        };
-        for ip in &old.addresses {
-            let key = NetworkAddress::new(old.network.clone(), *ip);
-            if inner
-                .by_addr
-                .get(&key)
-                .is_some_and(|w| Arc::ptr_eq(w, &old))
-            {
-                inner.by_addr.remove(&key);
+        {
+            let mut inner = self.write();
+            let Some(old) = inner.by_uid.remove(uid) else {
+                return false;
+            };
+            for ip in &old.addresses {
+                let key = NetworkAddress::new(old.network.clone(), *ip);
+                if inner
+                    .by_addr
+                    .get(&key)
+                    .is_some_and(|w| Arc::ptr_eq(w, &old))
+                {
+                    inner.by_addr.remove(&key);
+                }
             }
         }
+        // Connections to it are re-checked, and closed.
+        self.policies_changed();
         true
     }
 
@@ -296,9 +321,12 @@ impl ProxyState {
 
     /// The policies that apply to `workload` (`dataplane.md` §7.2): its
     /// namespace's, the mesh-wide ones, and those it lists by name.
-    /// Listed names that are unknown are skipped.
+    /// Listed names that are unknown are skipped with a warning.
     pub fn policies_for(&self, workload: &Workload) -> Vec<Arc<Authorization>> {
-        let inner = self.read();
+        Self::applicable(&self.read(), workload)
+    }
+
+    fn applicable(inner: &Inner, workload: &Workload) -> Vec<Arc<Authorization>> {
         let mut out: Vec<Arc<Authorization>> = inner
             .policies
             .values()
@@ -311,23 +339,32 @@ impl ProxyState {
             .collect();
         for key in &workload.authorization_policies {
             match inner.policies.get(key) {
-                Some(p) if p.scope == Scope::WorkloadSelector => out.push(p.clone()),
+                Some(p) if !out.iter().any(|o| Arc::ptr_eq(o, p)) => out.push(p.clone()),
                 Some(_) => {}
                 None => {
-                    debug!(workload = %workload.uid, policy = %key, "workload lists an unknown policy")
+                    warn!(workload = %workload.uid, policy = %key, "workload lists an unknown policy; skipping it")
                 }
             }
         }
         out
     }
 
-    /// Decides a connection to `workload` by the policies that apply to it.
-    pub fn authorize(&self, workload: &Workload, conn: &ConnectionInfo) -> Decision {
-        let policies = self.policies_for(workload);
+    /// Decides a connection to the workload `uid` as it is now, reading the
+    /// workload and the policies under one lock. `None`: the workload is
+    /// gone, or policies have not arrived yet (callers refuse the
+    /// connection).
+    pub fn authorize(&self, uid: &WorkloadUid, conn: &ConnectionInfo) -> Option<Decision> {
+        if !self.policies_synced() {
+            return None;
+        }
+        let inner = self.read();
+        let workload = inner.by_uid.get(uid.as_str())?;
+        let policies = Self::applicable(&inner, workload);
+        drop(inner);
         for p in mesh_core::authorization::dry_run_matches(policies.iter().map(|p| &**p), conn) {
             info!(policy = %p.key(), action = ?p.action, src_addr = %conn.src, dst_addr = %conn.dst, "dry-run policy matched");
         }
-        mesh_core::evaluate(policies.iter().map(|p| &**p), conn)
+        Some(mesh_core::evaluate(policies.iter().map(|p| &**p), conn))
     }
 }
 

@@ -128,6 +128,7 @@ impl XdsClient {
         ready: &mesh_runtime::readiness::Ready,
         stats: Arc<XdsClientStats>,
     ) -> Self {
+        state.expect_policies();
         let guards = TYPES
             .iter()
             .map(|t| (*t, ready.register_task(&format!("xds {t}"))))
@@ -154,7 +155,6 @@ impl XdsClient {
                 Ok(()) => {
                     debug!("xDS stream ended; reconnecting");
                     backoff = BACKOFF_START;
-                    continue;
                 }
                 Err(e) => {
                     if worked || immediate_retry(&e) {
@@ -256,7 +256,12 @@ impl XdsClient {
                 }
                 Err(reason) => {
                     warn!(%type_url, name = %resource.name, %reason, "rejecting resource");
-                    held.remove(&resource.name);
+                    // A previous version stays applied: offer an empty
+                    // version on reconnect, so the server re-sends it or
+                    // removes it. Never applied: offer nothing.
+                    if let Some(v) = held.get_mut(&resource.name) {
+                        v.clear();
+                    }
                     errors.push(format!("{}: {reason}", resource.name));
                 }
             }
@@ -264,6 +269,9 @@ impl XdsClient {
         for name in &response.removed_resources {
             held.remove(name);
             remove(&self.state, kind, name);
+        }
+        if kind == AUTHORIZATION_TYPE {
+            self.state.policies_arrived();
         }
         debug!(%type_url, applied = response.resources.len() - errors.len(), rejected = errors.len(),
             removed = response.removed_resources.len(), "xDS response handled");
@@ -418,11 +426,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn rejected_resources_leave_the_held_versions_and_removals_apply() {
-        let state = Arc::new(ProxyState::new());
-        let ready = mesh_runtime::readiness::Ready::new();
-        let config = XdsConfig {
+    fn test_config() -> XdsConfig {
+        XdsConfig {
             target: ControlPlaneAddress {
                 address: "unused:15012".into(),
                 server_name: None,
@@ -436,8 +441,14 @@ mod tests {
                 pod_namespace: "istio-system".into(),
                 node_name: "n".into(),
             },
-        };
-        let mut client = XdsClient::new(config, state.clone(), &ready, Default::default());
+        }
+    }
+
+    #[test]
+    fn rejected_resources_leave_the_held_versions_and_removals_apply() {
+        let state = Arc::new(ProxyState::new());
+        let ready = mesh_runtime::readiness::Ready::new();
+        let mut client = XdsClient::new(test_config(), state.clone(), &ready, Default::default());
         let ack = client.handle(response(
             vec![
                 ("ns/a.example", service("a.example")),
@@ -459,9 +470,49 @@ mod tests {
         assert!(!held.contains_key("ns/b.example"), "re-sent on reconnect");
         assert!(state.service("ns/a.example").is_some());
 
+        // A bad update of a resource still applied: it stays applied, and an
+        // empty version is offered on reconnect so the server re-sends it
+        // (or removes it, if it is gone).
+        let nack = client.handle(response(vec![("ns/a.example", service(""))], &[]));
+        assert!(nack.error_detail.is_some());
+        assert!(state.service("ns/a.example").is_some());
+        assert_eq!(client.held[ADDRESS_TYPE]["ns/a.example"], "");
+
         let ack = client.handle(response(vec![], &["ns/a.example"]));
         assert!(ack.error_detail.is_none());
         assert!(state.service("ns/a.example").is_none());
         assert!(client.held[ADDRESS_TYPE].is_empty());
+    }
+
+    #[test]
+    fn inbound_fails_closed_until_the_first_policies_arrive() {
+        let state = Arc::new(ProxyState::new());
+        let w: mesh_core::Workload = serde_yaml::from_str(
+            "{uid: u, name: n, namespace: ns, addresses: [10.0.0.1], tunnelProtocol: HBONE}",
+        )
+        .unwrap();
+        state.insert(w.clone());
+        let conn = mesh_core::ConnectionInfo {
+            src: "10.0.0.9:1000".parse().unwrap(),
+            dst: "10.0.0.1:80".parse().unwrap(),
+            src_identity: None,
+        };
+        assert!(
+            state.authorize(&w.uid, &conn).is_some(),
+            "no xDS: local state decides"
+        );
+        let ready = mesh_runtime::readiness::Ready::new();
+        let mut client = XdsClient::new(test_config(), state.clone(), &ready, Default::default());
+        assert!(state.authorize(&w.uid, &conn).is_none(), "policies pending");
+        client.handle(DeltaDiscoveryResponse {
+            type_url: AUTHORIZATION_TYPE.into(),
+            nonce: "n".into(),
+            ..Default::default()
+        });
+        assert!(
+            state
+                .authorize(&w.uid, &conn)
+                .is_some_and(|d| d.is_allowed())
+        );
     }
 }

@@ -56,6 +56,33 @@ fn header_error(field: &str, problem: &str) -> ObjectError {
     }
 }
 
+/// Kinds of security.istio.io that exist but are not read (yet).
+const KNOWN_SECURITY: [&str; 1] = ["RequestAuthentication"];
+/// Kinds of the Gateway API that exist but are not read (yet).
+const KNOWN_GATEWAY: [&str; 7] = [
+    "GatewayClass",
+    "GRPCRoute",
+    "TCPRoute",
+    "TLSRoute",
+    "UDPRoute",
+    "ReferenceGrant",
+    "BackendTLSPolicy",
+];
+
+/// Kubernetes object names: a DNS-1123 subdomain. (Istio relies on this:
+/// its generated policy names contain `_`, which no user object can.)
+fn dns1123_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
 /// Reads one YAML (or JSON) document.
 pub fn parse_object(doc: Value) -> Result<Parsed, ObjectError> {
     let text = |v: &Value, field: &str| -> Result<String, ObjectError> {
@@ -71,6 +98,20 @@ pub fn parse_object(doc: Value) -> Result<Parsed, ObjectError> {
     let api_version = text(&doc, "apiVersion")?;
     let kind_name = text(&doc, "kind")?;
     let Some(kind) = Kind::from_type(&api_version, &kind_name) else {
+        // In the groups we read, an unknown kind is more likely a typo than
+        // something to ignore: refuse it, keeping what was there.
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let known_elsewhere = match group {
+            "security.istio.io" => KNOWN_SECURITY.contains(&kind_name.as_str()),
+            "gateway.networking.k8s.io" => KNOWN_GATEWAY.contains(&kind_name.as_str()),
+            _ => true,
+        };
+        if !known_elsewhere {
+            return Err(header_error(
+                "kind",
+                &format!("{kind_name:?} is not a kind of {group}"),
+            ));
+        }
         return Ok(Parsed::Ignored {
             api_version,
             kind: kind_name,
@@ -92,6 +133,15 @@ pub fn parse_object(doc: Value) -> Result<Parsed, ObjectError> {
     } else {
         String::new()
     };
+    if !dns1123_subdomain(&name) {
+        return Err(ObjectError {
+            object: None,
+            field: Some("metadata.name".into()),
+            problem: format!(
+                "{name:?} is not a valid name (lowercase letters, digits, '-' and '.', at most 253)"
+            ),
+        });
+    }
     let key = ObjectKey {
         kind,
         namespace,

@@ -117,7 +117,7 @@ impl ManifestDir {
                 Ok(t) => t,
                 Err(e) => {
                     // Being rewritten, or unreadable: keep what we had.
-                    debug!(file = %path.display(), error = %e, "cannot read manifest");
+                    warn!(file = %path.display(), error = %e, "cannot read manifest; keeping what it defined before");
                     continue;
                 }
             };
@@ -168,7 +168,10 @@ impl ManifestDir {
         };
 
         let mut keys = BTreeSet::new();
-        for (i, doc) in docs.into_iter().enumerate() {
+        // An error before a document names its object could be hiding any
+        // object the file had: then nothing the file had is dropped.
+        let mut unidentified = false;
+        for (i, doc) in docs {
             match parse_object(doc) {
                 Ok(Parsed::Object(key, object)) => {
                     let fresh = (*object, path.to_path_buf());
@@ -190,11 +193,13 @@ impl ManifestDir {
                 }
                 Err(error) => {
                     let mut kept = Vec::new();
-                    if let Some(key) = &error.object
-                        && previous.contains(key)
-                    {
-                        keys.insert(key.clone());
-                        kept.push(key.clone());
+                    match &error.object {
+                        Some(key) if previous.contains(key) => {
+                            keys.insert(key.clone());
+                            kept.push(key.clone());
+                        }
+                        Some(_) => {}
+                        None => unidentified = true,
                     }
                     report.errors.push(ManifestError {
                         file: path.to_path_buf(),
@@ -204,6 +209,9 @@ impl ManifestDir {
                     });
                 }
             }
+        }
+        if unidentified {
+            keys.extend(previous.iter().cloned());
         }
         for key in previous.difference(&keys) {
             if self.objects.get(key).is_some_and(|(_, f)| f == path) {
@@ -216,13 +224,14 @@ impl ManifestDir {
     }
 }
 
-/// Splits a multi-document YAML text; empty documents are dropped.
-fn split_documents(text: &str) -> Result<Vec<serde_yaml::Value>, serde_yaml::Error> {
+/// Splits a multi-document YAML text into (document index, document);
+/// empty documents are dropped but still counted.
+fn split_documents(text: &str) -> Result<Vec<(usize, serde_yaml::Value)>, serde_yaml::Error> {
     let mut docs = Vec::new();
-    for de in serde_yaml::Deserializer::from_str(text) {
+    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let v = serde_yaml::Value::deserialize(de)?;
         if !v.is_null() {
-            docs.push(v);
+            docs.push((i, v));
         }
     }
     Ok(docs)

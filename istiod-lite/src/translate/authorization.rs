@@ -159,25 +159,16 @@ pub fn http_attributes(rule: &AuthorizationRule) -> Vec<String> {
 /// One rule → one `Rule` whose clauses are AND-ed: the sources (OR), the
 /// operations (OR), then each condition.
 ///
-/// HTTP parts (only present in DENY rules by now) are stripped: a clause
-/// left with nothing but empty matches is dropped, so the L4 parts deny on
-/// their own (broader than asked). A rule that was HTTP-only throughout
-/// becomes a single empty match, which never matches (no effect).
+/// HTTP fields (present only in DENY rules by now) are stripped from each
+/// entry. An entry that mixed L4 and HTTP fields keeps its L4 part and so
+/// denies more than asked; an entry that was HTTP-only becomes an empty
+/// match, which never matches, so its clause (and the rule) cannot fire:
+/// istiod's handling (`dataplane.md` §7.5), which leaves a DENY that
+/// depended on HTTP attributes without effect rather than denying all.
 fn convert_rule(rule: &AuthorizationRule, ns: &str) -> pb::Rule {
-    let clauses = l4_clauses(rule, ns);
-    let had_clauses = !clauses.is_empty();
-    let kept: Vec<pb::Clause> = clauses
-        .into_iter()
-        .filter(|c| c.matches.iter().any(|m| *m != pb::Match::default()))
-        .collect();
-    if had_clauses && kept.is_empty() {
-        return pb::Rule {
-            clauses: vec![pb::Clause {
-                matches: vec![pb::Match::default()],
-            }],
-        };
+    pb::Rule {
+        clauses: l4_clauses(rule, ns),
     }
-    pb::Rule { clauses: kept }
 }
 
 fn l4_clauses(rule: &AuthorizationRule, ns: &str) -> Vec<pb::Clause> {

@@ -133,6 +133,12 @@ pub fn translate(model: &Model, cfg: &TranslateConfig) -> Translation {
     // Pods.
     let mut converted_pa = BTreeMap::new();
     for ((ns, name), pod) in &model.pods {
+        // Finished pods give their IP back (it may be reused by another
+        // pod); host-network pods have the node's IP, never indexed.
+        let finished = matches!(pod.status.phase.as_deref(), Some("Succeeded" | "Failed"));
+        if finished || pod.spec.host_network {
+            continue;
+        }
         let ips = match workload::pod_ips(pod) {
             Ok(ips) if !ips.is_empty() => ips,
             Ok(_) => continue, // not scheduled yet: nothing to address

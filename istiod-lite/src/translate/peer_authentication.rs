@@ -54,13 +54,21 @@ fn mode(pa: &PeerAuthentication) -> MtlsMode {
 }
 
 /// The oldest wins in Istio; without creation times, the first by name.
+/// A selector with no labels counts as none (namespace or mesh level).
+fn selects_workloads(pa: &PeerAuthentication) -> bool {
+    pa.spec
+        .selector
+        .as_ref()
+        .is_some_and(|s| !s.match_labels.is_empty())
+}
+
 fn first_without_selector<'a>(model: &'a Model, ns: &str) -> Option<&'a PeerAuthentication> {
     model
         .peer_authentications
         .range((ns.to_string(), String::new())..)
         .take_while(|((n, _), _)| n == ns)
         .map(|(_, pa)| pa)
-        .find(|pa| pa.spec.selector.is_none())
+        .find(|pa| !selects_workloads(pa))
 }
 
 /// Decides mTLS for a pod in `ns` with `labels`: workload, then namespace,
@@ -75,7 +83,11 @@ pub fn for_workload(
         .peer_authentications
         .range((ns.to_string(), String::new())..)
         .take_while(|((n, _), _)| n == ns)
-        .find(|(_, pa)| pa.spec.selector.as_ref().is_some_and(|s| s.matches(labels)));
+        // Selector policies in the root namespace are ignored, as in Istio.
+        .filter(|_| ns != root_namespace)
+        .find(|(_, pa)| {
+            selects_workloads(pa) && pa.spec.selector.as_ref().is_some_and(|s| s.matches(labels))
+        });
     let inherited = [
         first_without_selector(model, ns),
         first_without_selector(model, root_namespace),

@@ -580,7 +580,11 @@ fn http_attributes_at_ztunnel() {
     );
     let deny_mixed = policy(
         "apps",
-        "{action: DENY, rules: [{from: [{source: {namespaces: [clients]}}], to: [{operation: {methods: [POST]}}]}]}",
+        "{action: DENY, rules: [{from: [{source: {namespaces: [clients]}}], to: [{operation: {ports: [\"8080\"], methods: [POST]}}]}]}",
+    );
+    let deny_jwt = policy(
+        "apps",
+        "{action: DENY, rules: [{from: [{source: {notRequestPrincipals: [\"*\"]}}], to: [{operation: {ports: [\"8080\"]}}]}]}",
     );
     let deny_l7_only = policy(
         "apps",
@@ -615,10 +619,21 @@ fn http_attributes_at_ztunnel() {
                 "DENY policy with HTTP attributes is enforced without the HTTP rules. This will be more restrictive than requested.",
             ),
             ..row(
-                "DENY mixing L4 and HTTP enforces the L4 part",
+                "DENY entry mixing L4 and HTTP enforces its L4 part",
                 deny_mixed,
                 CURL,
                 false,
+            )
+        },
+        Row {
+            warning: Some(
+                "this DENY policy has no enforceable rules at ztunnel and will have no effect",
+            ),
+            ..row(
+                "DENY whose sources are HTTP-only has no effect, whatever its ports",
+                deny_jwt,
+                CURL,
+                true,
             )
         },
         Row {

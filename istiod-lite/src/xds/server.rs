@@ -115,7 +115,9 @@ impl AdsStream {
             tokio::select! {
                 r = requests.message() => match r {
                     Ok(Some(req)) => {
-                        let current = resources.borrow_and_update().clone();
+                        // Not marked seen: a change published meanwhile must
+                        // still wake the `changed()` branch (diffs are idempotent).
+                        let current = resources.borrow().clone();
                         if self.on_request(req, &current).await.is_err() {
                             break;
                         }

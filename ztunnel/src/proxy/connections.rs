@@ -37,6 +37,10 @@ pub struct ConnectionGuard {
 }
 
 impl ConnectionGuard {
+    pub fn is_revoked(&self) -> bool {
+        *self.closed.borrow()
+    }
+
     /// Resolves when a policy change has revoked this connection.
     pub async fn revoked(&mut self) {
         // An error means the manager is gone: nothing will revoke us.
@@ -86,20 +90,25 @@ impl ConnectionManager {
     /// Re-decides every tracked connection and revokes the ones now denied
     /// (or whose destination workload is gone). Returns how many.
     pub fn recheck(&self, state: &ProxyState) -> usize {
-        let open = self.lock();
+        // Decide outside the lock: registrations and closes go on meanwhile.
+        let open: Vec<(ConnectionInfo, WorkloadUid, watch::Sender<bool>)> = self
+            .lock()
+            .values()
+            .filter(|t| !*t.close.borrow())
+            .map(|t| (t.info.clone(), t.destination.clone(), t.close.clone()))
+            .collect();
         let mut closed = 0;
-        for t in open.values() {
-            let decision = match state.workload_by_uid(t.destination.as_str()) {
-                Some(w) => state.authorize(&w, &t.info),
-                None => continue,
+        for (info, destination, close) in open {
+            let reason = match state.authorize(&destination, &info) {
+                Some(Decision::Allow) => continue,
+                Some(Decision::Deny(reason)) => reason.to_string(),
+                None => "the destination workload is gone".to_string(),
             };
-            if let Decision::Deny(reason) = decision {
-                info!(target: "access", src_addr = %t.info.src, dst_addr = %t.info.dst,
-                    src_identity = ?t.info.src_identity.as_ref().map(ToString::to_string),
-                    %reason, "closing connection: policy changed (AuthorizationPolicyLateRejection)");
-                let _ = t.close.send(true);
-                closed += 1;
-            }
+            info!(target: "access", src_addr = %info.src, dst_addr = %info.dst,
+                src_identity = ?info.src_identity.as_ref().map(ToString::to_string),
+                %reason, "closing connection: policy changed (AuthorizationPolicyLateRejection)");
+            let _ = close.send(true);
+            closed += 1;
         }
         closed
     }

@@ -124,10 +124,14 @@ async fn handle_stream(
     let mut guard = inputs
         .connections
         .register(info.clone(), workload.uid.clone());
-    if let Decision::Deny(reason) = inputs.state.authorize(&workload, &info) {
-        info!(target: "access", src_addr = %peer, src_identity = %peer_id, dst_addr = %target,
-            direction = "inbound", %reason, "connection denied by policy");
-        return connect.reject(StatusCode::UNAUTHORIZED);
+    match inputs.state.authorize(&workload.uid, &info) {
+        Some(Decision::Allow) => {}
+        Some(Decision::Deny(reason)) => {
+            info!(target: "access", src_addr = %peer, src_identity = %peer_id, dst_addr = %target,
+                direction = "inbound", %reason, "connection denied by policy");
+            return connect.reject(StatusCode::UNAUTHORIZED);
+        }
+        None => return connect.reject(StatusCode::SERVICE_UNAVAILABLE),
     }
     let app = match upstream_from(peer.ip(), target) {
         Ok(socket) => tokio::time::timeout(APP_CONNECT_TIMEOUT, socket.connect(target)).await,
@@ -145,6 +149,9 @@ async fn handle_stream(
         }
     };
     let _ = app.set_nodelay(true);
+    if guard.is_revoked() {
+        return connect.reject(StatusCode::UNAUTHORIZED);
+    }
     let stream = match connect.accept(HeaderMap::new()) {
         Ok(s) => s,
         Err(e) => {

@@ -43,7 +43,12 @@ pub(crate) async fn handle(inputs: Arc<ProxyInputs>, tcp: TcpStream, peer: Socke
     let mut guard = inputs
         .connections
         .register(info.clone(), workload.uid.clone());
-    if let Decision::Deny(reason) = inputs.state.authorize(&workload, &info) {
+    let denied = match inputs.state.authorize(&workload.uid, &info) {
+        Some(Decision::Allow) => None,
+        Some(Decision::Deny(reason)) => Some(reason.to_string()),
+        None => Some("the destination workload is gone".to_string()),
+    };
+    if let Some(reason) = denied {
         // A reset, as Istio gives: curl sees exit code 56.
         let _ = tcp.set_zero_linger();
         info!(target: "access", src_addr = %peer, dst_addr = %dst, direction = "inbound",

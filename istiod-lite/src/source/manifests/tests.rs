@@ -226,3 +226,27 @@ async fn the_error_log_clears_when_a_file_is_fixed() {
     assert!(log.lock().unwrap().is_empty());
     assert_eq!(tx.borrow().pods.len(), 1);
 }
+
+#[test]
+fn an_error_before_the_object_is_named_keeps_everything_the_file_had() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("p.yaml");
+    std::fs::write(&file, format!("{POD}---\n{POLICY_V1}")).unwrap();
+    let mut dir = ManifestDir::new(tmp.path());
+    dir.scan().unwrap();
+    for broken in [
+        POLICY_V1.replace("namespace: apps}", "namespace: 123}"),
+        POLICY_V1.replace("kind: AuthorizationPolicy", "kind: AuthorizationPolicys"),
+        POLICY_V1.replace("name: allow-curl,", "name: Allow_Curl,"),
+    ] {
+        std::fs::write(&file, format!("{POD}---\n{broken}")).unwrap();
+        let report = dir.scan().unwrap();
+        assert_eq!(report.errors.len(), 1, "{broken}");
+        assert_eq!(report.errors[0].document, Some(2));
+        assert_eq!(
+            policy_principals(&dir),
+            ["cluster.local/ns/apps/sa/curl"],
+            "{broken}"
+        );
+    }
+}
