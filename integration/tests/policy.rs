@@ -150,6 +150,7 @@ async fn a_policy_change_closes_open_connections_it_no_longer_allows() {
     let took = closed_within(&mut open)
         .await
         .expect("the open connection is closed");
+    eprintln!("open connection closed {took:?} after the policy manifest was written");
     assert!(took < Duration::from_secs(2), "closed after {took:?}");
     assert!(
         sleep_to_echo(&t).await.is_err(),
@@ -174,6 +175,7 @@ async fn a_policy_change_closes_open_connections_it_no_longer_allows() {
     let took = closed_within(&mut open)
         .await
         .expect("the open connection is closed");
+    eprintln!("open connection closed {took:?} after the policy manifest was written");
     assert!(took < Duration::from_secs(2), "closed after {took:?}");
     assert!(t.b.connections.is_empty());
 }
