@@ -224,3 +224,15 @@ pub async fn connect_from(from: IpAddr, via: SocketAddr) -> std::io::Result<toki
     socket.bind(SocketAddr::new(from, 0))?;
     socket.connect(via).await
 }
+
+/// Polls `f` every 20 ms until it holds; panics after 20 s naming `what`.
+pub async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::Stream;
-use integration::Mesh;
+use integration::{Mesh, wait_until};
 use istiod_lite::ca::Caller;
 use istiod_lite::xds::{ADDRESS_TYPE, AUTHORIZATION_TYPE};
 use mesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -24,14 +24,6 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use ztunnel::config as zc;
-
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn any(type_url: &str, name: &str, m: &impl Message) -> Resource {
     Resource {
@@ -201,31 +193,7 @@ async fn a_malformed_resource_is_nacked_by_name_while_the_others_apply() {
             vec![any(AUTHORIZATION_TYPE, "apps/p", &policy)],
         ),
     ]);
-    let (replies_tx, mut replies) = mpsc::unbounded_channel();
-    let (chain, key) = mesh
-        .istiod()
-        .ca
-        .issue_serving(&["127.0.0.1".to_string()])
-        .unwrap();
-    let tls = istiod_lite::grpc::server_config(&chain, &key).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let fake_addr = listener.local_addr().unwrap();
-    let router = tonic::transport::Server::builder().add_service(
-        AggregatedDiscoveryServiceServer::new(FakeControlPlane {
-            responses,
-            replies: replies_tx,
-        }),
-    );
-    tokio::spawn(istiod_lite::grpc::serve(
-        listener,
-        tls,
-        router,
-        std::future::pending(),
-    ));
-
-    let mut env = mesh.ztunnel_env("node-a", &[good_ip]);
-    env.insert(zc::XDS_ADDRESS.into(), fake_addr.to_string());
-    let z = mesh.ztunnel("node-a", &[], env).await;
+    let (z, mut replies) = ztunnel_on_fake(&mesh, responses).await;
     wait_until("ztunnel is ready", || z.ready.is_ready()).await;
 
     let mut by_type = HashMap::new();
