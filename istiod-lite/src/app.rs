@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use mesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use mesh_proto::istio::v1::auth::istio_certificate_service_server::IstioCertificateServiceServer;
-use mesh_runtime::drain::{self, DrainMode, DrainTrigger, DrainWatcher};
+use mesh_runtime::drain::{self, DrainMode, DrainTrigger};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -20,15 +20,7 @@ use crate::model::Model;
 use crate::source::manifests::{self, ErrorLog, ManifestDir};
 use crate::xds::{self, AdsService, ResourceSet, XdsStats};
 
-/// xDS messages can carry a whole mesh; Istio allows this much.
-const MAX_XDS_MESSAGE: usize = 200 * 1024 * 1024;
-
-fn stopped(w: &DrainWatcher) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    let w = w.clone();
-    Box::pin(async move {
-        w.signaled().await;
-    })
-}
+use mesh_proto::xds::MAX_MESSAGE_SIZE;
 
 /// Keeps the CA's pods-per-node index in step with the model's pods, so a
 /// node proxy may fetch certificates for the pods scheduled on its node.
@@ -40,13 +32,7 @@ fn pod_index_sync(pods: Arc<PodIndex>) -> impl FnMut(&Model) + Send {
             .iter()
             .filter_map(|((ns, _), p)| {
                 let node = p.spec.node_name.clone()?;
-                let sa = p
-                    .spec
-                    .service_account_name
-                    .clone()
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| "default".into());
-                Some((node, ns.clone(), sa))
+                Some((node, ns.clone(), p.service_account().to_string()))
             })
             .collect();
         for (node, ns, sa) in &known {
@@ -124,7 +110,7 @@ impl Istiod {
                 config.config_poll_interval,
                 models_tx.clone(),
                 manifest_errors.clone(),
-                stopped(&watcher),
+                watcher.clone(),
             )));
         } else {
             info!("no --config-dir: serving an empty mesh");
@@ -142,7 +128,7 @@ impl Istiod {
             config.translate.clone(),
             resources_tx.clone(),
             sync,
-            stopped(&watcher),
+            watcher.clone(),
         )));
         drop(models_tx);
 
@@ -157,8 +143,8 @@ impl Istiod {
             .add_service(IstioCertificateServiceServer::new(service))
             .add_service(
                 AggregatedDiscoveryServiceServer::new(ads)
-                    .max_decoding_message_size(MAX_XDS_MESSAGE)
-                    .max_encoding_message_size(MAX_XDS_MESSAGE),
+                    .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                    .max_encoding_message_size(MAX_MESSAGE_SIZE),
             );
 
         let listener = TcpListener::bind(config.grpc_addr)

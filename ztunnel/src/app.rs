@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use mesh_hbone::Pool;
 use mesh_hbone::pool::DefaultSocketFactory;
-use mesh_runtime::drain::{self, DrainMode, DrainTrigger, DrainWatcher};
+use mesh_runtime::drain::{self, DrainMode, DrainTrigger};
 use mesh_runtime::readiness::Ready;
 use mesh_tls::{CaClient, CertificateSource, SecretManager, SecretManagerConfig};
 use tokio::net::TcpListener;
@@ -19,10 +19,6 @@ use crate::proxy::connections::ConnectionManager;
 use crate::proxy::{ProxyInputs, accept_loop, inbound, inbound_plaintext, outbound};
 use crate::state::ProxyState;
 use crate::xds::{XdsClient, XdsClientStats};
-
-async fn stopped(w: DrainWatcher) {
-    w.signaled().await;
-}
 
 /// A running ztunnel.
 pub struct Ztunnel {
@@ -125,7 +121,7 @@ impl Ztunnel {
         tasks.push(tokio::spawn(
             connections
                 .clone()
-                .watch_policies(state.clone(), stopped(watcher.clone())),
+                .watch_policies(state.clone(), watcher.clone()),
         ));
         if let Some(listener) = plaintext_listener {
             let inputs = inputs.clone();

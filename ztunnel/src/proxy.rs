@@ -25,6 +25,56 @@ use crate::state::ProxyState;
 /// Ports that belong to the proxy itself; traffic aimed at them is a loop.
 pub const PROXY_PORTS: [u16; 3] = [15001, 15006, 15008];
 
+/// Why an inbound connection is refused.
+pub(crate) enum Refusal {
+    Denied(mesh_core::DenyReason),
+    /// The destination workload is gone, or policies have not arrived yet.
+    Unknown,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Denied(r) => r.fmt(f),
+            Refusal::Unknown => {
+                f.write_str("the destination workload is unknown or its policies have not arrived")
+            }
+        }
+    }
+}
+
+/// Registers an inbound connection and then decides it: registered first,
+/// so a policy change racing with the decision is seen by one or the other.
+pub(crate) fn admit(
+    inputs: &ProxyInputs,
+    destination: &mesh_core::WorkloadUid,
+    info: mesh_core::ConnectionInfo,
+) -> Result<connections::ConnectionGuard, Refusal> {
+    let guard = inputs
+        .connections
+        .register(info.clone(), destination.clone());
+    match inputs.state.authorize(destination, &info) {
+        Some(mesh_core::Decision::Allow) => Ok(guard),
+        Some(mesh_core::Decision::Deny(reason)) => Err(Refusal::Denied(reason)),
+        None => Err(Refusal::Unknown),
+    }
+}
+
+const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to the local application at `dst` from the client's address.
+pub(crate) async fn connect_app(
+    src: std::net::IpAddr,
+    dst: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = crate::socket::upstream_from(src, dst)?;
+    let app = tokio::time::timeout(APP_CONNECT_TIMEOUT, socket.connect(dst))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let _ = app.set_nodelay(true);
+    Ok(app)
+}
+
 /// The local workload (on this node) at `ip`, if any.
 pub(crate) fn local_workload(
     inputs: &ProxyInputs,

@@ -3,7 +3,7 @@
 //! Fed by the xDS client (and a local file, `LOCAL_XDS_PATH`); read by every
 //! connection. One writer, many readers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,6 +79,40 @@ struct Inner {
     services: HashMap<String, Arc<Service>>,
     services_by_vip: HashMap<NetworkAddress, Arc<Service>>,
     policies: HashMap<String, Arc<Authorization>>,
+    /// Service key → uids of the workloads that list it (its endpoints).
+    endpoints: HashMap<String, BTreeSet<String>>,
+}
+
+impl Inner {
+    fn index(&mut self, w: &Arc<Workload>) {
+        for ip in &w.addresses {
+            self.by_addr
+                .insert(NetworkAddress::new(w.network.clone(), *ip), w.clone());
+        }
+        for service in w.services.keys() {
+            self.endpoints
+                .entry(service.clone())
+                .or_default()
+                .insert(w.uid.to_string());
+        }
+    }
+
+    fn unindex(&mut self, old: &Arc<Workload>) {
+        for ip in &old.addresses {
+            let key = NetworkAddress::new(old.network.clone(), *ip);
+            if self.by_addr.get(&key).is_some_and(|w| Arc::ptr_eq(w, old)) {
+                self.by_addr.remove(&key);
+            }
+        }
+        for service in old.services.keys() {
+            if let Some(uids) = self.endpoints.get_mut(service) {
+                uids.remove(old.uid.as_str());
+                if uids.is_empty() {
+                    self.endpoints.remove(service);
+                }
+            }
+        }
+    }
 }
 
 impl ProxyState {
@@ -154,17 +188,9 @@ impl ProxyState {
             let mut inner = self.write();
             let old = inner.by_uid.insert(w.uid.to_string(), w.clone());
             if let Some(old) = &old {
-                for ip in &old.addresses {
-                    inner
-                        .by_addr
-                        .remove(&NetworkAddress::new(old.network.clone(), *ip));
-                }
+                inner.unindex(old);
             }
-            for ip in &w.addresses {
-                inner
-                    .by_addr
-                    .insert(NetworkAddress::new(w.network.clone(), *ip), w.clone());
-            }
+            inner.index(&w);
             old.is_none_or(|o| o.authorization_policies != w.authorization_policies)
         };
         if policies_differ {
@@ -172,25 +198,16 @@ impl ProxyState {
         }
     }
 
-    /// Removes a workload by uid; false if it was unknown.
+    /// Removes a workload by uid; false if it was unknown. Connections to
+    /// it are re-checked (and closed).
     pub fn remove_workload(&self, uid: &str) -> bool {
         {
             let mut inner = self.write();
             let Some(old) = inner.by_uid.remove(uid) else {
                 return false;
             };
-            for ip in &old.addresses {
-                let key = NetworkAddress::new(old.network.clone(), *ip);
-                if inner
-                    .by_addr
-                    .get(&key)
-                    .is_some_and(|w| Arc::ptr_eq(w, &old))
-                {
-                    inner.by_addr.remove(&key);
-                }
-            }
+            inner.unindex(&old);
         }
-        // Connections to it are re-checked, and closed.
         self.policies_changed();
         true
     }
@@ -303,12 +320,16 @@ impl ProxyState {
         let Some(declared) = declared else {
             return Vec::new();
         };
-        self.read()
-            .by_uid
-            .values()
-            .filter_map(|w| {
-                let mapping = w.services.get(&key)?;
-                let target = mapping
+        let inner = self.read();
+        let Some(uids) = inner.endpoints.get(&key) else {
+            return Vec::new();
+        };
+        uids.iter()
+            .filter_map(|uid| {
+                let w = inner.by_uid.get(uid)?;
+                let target = w
+                    .services
+                    .get(&key)?
                     .iter()
                     .find(|p| p.service_port == service_port)
                     .map(|p| p.target_port)

@@ -29,18 +29,15 @@ use mesh_tls::control::ControlPlaneAddress;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::metadata::MetadataValue;
 use tracing::{debug, info, warn};
 
 use crate::state::ProxyState;
 
-pub const ADDRESS_TYPE: &str = "type.googleapis.com/istio.workload.Address";
-pub const AUTHORIZATION_TYPE: &str = "type.googleapis.com/istio.security.Authorization";
+pub use mesh_proto::xds::{ADDRESS_TYPE, AUTHORIZATION_TYPE};
 const TYPES: [&str; 2] = [ADDRESS_TYPE, AUTHORIZATION_TYPE];
 
 const BACKOFF_START: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
-const MAX_MESSAGE: usize = 200 * 1024 * 1024;
 /// gRPC INVALID_ARGUMENT, the code a NACK carries.
 const INVALID_ARGUMENT: i32 = 3;
 
@@ -175,8 +172,8 @@ impl XdsClient {
     async fn stream_once(&mut self, worked: &mut bool) -> Result<(), StreamError> {
         let channel = mesh_tls::control::channel(&self.config.target)?;
         let mut client = AggregatedDiscoveryServiceClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+            .max_decoding_message_size(mesh_proto::xds::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(mesh_proto::xds::MAX_MESSAGE_SIZE);
         let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
         let node = self.config.node.to_proto();
         for t in TYPES {
@@ -189,18 +186,11 @@ impl XdsClient {
             tx.send(request).await.map_err(|_| StreamError::Closed)?;
         }
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
-        let token = self
-            .config
+        self.config
             .auth
-            .token()
+            .authorize(request.metadata_mut(), &self.config.cluster_id)
             .await
             .map_err(|e| StreamError::Token(e.to_string()))?;
-        let bearer = MetadataValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| StreamError::Token("the token is not a valid header value".into()))?;
-        request.metadata_mut().insert("authorization", bearer);
-        if let Ok(cluster) = MetadataValue::try_from(self.config.cluster_id.as_str()) {
-            request.metadata_mut().insert("clusterid", cluster);
-        }
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         let mut responses = client
             .delta_aggregated_resources(request)

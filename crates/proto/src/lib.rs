@@ -18,6 +18,15 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/mesh_descriptor.bin"));
 
+/// The xDS type URLs of the resources the mesh exchanges, and the largest
+/// xDS message either side accepts.
+pub mod xds {
+    pub const ADDRESS_TYPE: &str = "type.googleapis.com/istio.workload.Address";
+    pub const AUTHORIZATION_TYPE: &str = "type.googleapis.com/istio.security.Authorization";
+    /// 200 MiB, as Istio: one message can carry a whole mesh.
+    pub const MAX_MESSAGE_SIZE: usize = 200 * 1024 * 1024;
+}
+
 /// Packages under `istio.*`.
 pub mod istio {
     /// `istio.workload`: workload and service discovery (`Address`).

@@ -35,7 +35,24 @@ pub enum AuthSource {
 }
 
 impl AuthSource {
-    pub async fn token(&self) -> Result<String, Error> {
+    /// Adds `authorization: Bearer <token>` and `clusterid` to a call to
+    /// istiod (CA or xDS), reading the token afresh.
+    pub async fn authorize(
+        &self,
+        metadata: &mut tonic::metadata::MetadataMap,
+        cluster_id: &str,
+    ) -> Result<(), Error> {
+        let token = self.token().await?;
+        let bearer = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| Error::Bug("token is not a valid header value".into()))?;
+        metadata.insert("authorization", bearer);
+        if let Ok(cluster) = MetadataValue::try_from(cluster_id) {
+            metadata.insert("clusterid", cluster);
+        }
+        Ok(())
+    }
+
+    async fn token(&self) -> Result<String, Error> {
         match self {
             AuthSource::Static(t) => Ok(t.clone()),
             AuthSource::File(path) => tokio::fs::read_to_string(path)
@@ -93,13 +110,10 @@ impl CaClient {
             validity_duration: self.config.ttl.as_secs() as i64,
             metadata,
         });
-        let token = self.config.auth.token().await?;
-        let bearer = MetadataValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| Error::Bug("token is not a valid header value".into()))?;
-        request.metadata_mut().insert("authorization", bearer);
-        if let Ok(cluster) = MetadataValue::try_from(self.config.cluster_id.as_str()) {
-            request.metadata_mut().insert("clusterid", cluster);
-        }
+        self.config
+            .auth
+            .authorize(request.metadata_mut(), &self.config.cluster_id)
+            .await?;
 
         let response = self
             .client

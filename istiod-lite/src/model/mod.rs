@@ -92,6 +92,17 @@ pub enum Object {
 /// `(namespace, name)`.
 pub type NsName = (String, String);
 
+/// The entries of a by-`(namespace, name)` map that are in `ns`.
+pub fn in_namespace<'a, V>(
+    map: &'a BTreeMap<NsName, V>,
+    ns: &str,
+) -> impl Iterator<Item = (&'a str, &'a V)> + 'a {
+    let ns = ns.to_string();
+    map.range((ns.clone(), String::new())..)
+        .take_while(move |((n, _), _)| *n == ns)
+        .map(|((_, name), v)| (name.as_str(), v))
+}
+
 /// A snapshot of everything the sources know.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Model {

@@ -51,6 +51,17 @@ pub struct Pod {
     pub status: PodStatus,
 }
 
+impl Pod {
+    /// `spec.serviceAccountName`, or Kubernetes' `default`.
+    pub fn service_account(&self) -> &str {
+        self.spec
+            .service_account_name
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default")
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpec {
@@ -195,10 +206,13 @@ pub struct WorkloadSelector {
 impl WorkloadSelector {
     /// Every selector label is on the object (an empty selector selects all).
     pub fn matches(&self, labels: &Labels) -> bool {
-        self.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
+        labels_match(&self.match_labels, labels)
     }
+}
+
+/// Every label of `selector` is in `labels` with the same value.
+pub fn labels_match(selector: &Labels, labels: &Labels) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]

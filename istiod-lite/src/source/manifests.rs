@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use mesh_runtime::drain::DrainWatcher;
 use serde::Deserialize;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -269,14 +270,14 @@ pub async fn watch_dir(
     interval: Duration,
     models: watch::Sender<Arc<Model>>,
     errors: ErrorLog,
-    mut stop: impl std::future::Future<Output = ()> + Unpin,
+    drain: DrainWatcher,
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = &mut stop => return,
+            _ = drain.signaled() => return,
         }
         match dir.scan() {
             Ok(report) => {

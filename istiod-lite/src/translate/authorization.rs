@@ -12,8 +12,6 @@
 //! Each lossy case carries the operator-facing message Istio puts in the
 //! policy's `ZtunnelAccepted` condition.
 
-use std::net::IpAddr;
-
 use mesh_core::IpNet;
 use mesh_proto::istio::security as pb;
 
@@ -288,10 +286,7 @@ fn addresses(values: &[String]) -> Vec<pb::Address> {
         .iter()
         .filter_map(|v| v.parse::<IpNet>().ok())
         .map(|net| pb::Address {
-            address: match net.addr() {
-                IpAddr::V4(a) => a.octets().to_vec(),
-                IpAddr::V6(a) => a.octets().to_vec(),
-            },
+            address: super::workload::ip_bytes(net.addr()),
             length: u32::from(net.prefix_len()),
         })
         .collect()

@@ -15,7 +15,7 @@ use mesh_core::TrustDomain;
 use mesh_proto::istio::security as spb;
 use mesh_proto::istio::workload as wpb;
 
-use crate::model::{Kind, Model, ObjectKey};
+use crate::model::{Kind, Model, ObjectKey, in_namespace, labels_match};
 
 /// Mesh-wide settings the translation needs.
 #[derive(Clone, Debug)]
@@ -105,19 +105,11 @@ pub fn translate(model: &Model, cfg: &TranslateConfig) -> Translation {
         let resource = workload::service(svc, ns, &ips, cfg);
         let svc_key = format!("{ns}/{}", resource.hostname);
         if !svc.spec.selector.is_empty() {
-            let selects = model
-                .pods
-                .range((ns.clone(), String::new())..)
-                .take_while(|((n, _), _)| n == ns)
-                .filter(|(_, pod)| {
-                    svc.spec
-                        .selector
-                        .iter()
-                        .all(|(k, v)| pod.metadata.labels.get(k) == Some(v))
-                });
-            for ((_, pod_name), pod) in selects {
+            let selects = in_namespace(&model.pods, ns)
+                .filter(|(_, pod)| labels_match(&svc.spec.selector, &pod.metadata.labels));
+            for (pod_name, pod) in selects {
                 endpoints
-                    .entry((ns.clone(), pod_name.clone()))
+                    .entry((ns.clone(), pod_name.to_string()))
                     .or_default()
                     .insert(svc_key.clone(), workload::endpoint_ports(svc, pod));
             }

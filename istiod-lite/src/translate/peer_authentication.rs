@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use mesh_proto::istio::security as pb;
 
 use super::authorization::string_match;
-use crate::model::{Labels, Model, MtlsMode, PeerAuthentication};
+use crate::model::{Labels, Model, MtlsMode, PeerAuthentication, in_namespace};
 
 /// Name of the static policy every STRICT workload lists.
 pub const STATIC_STRICT: &str = "istio_converted_static_strict";
@@ -63,10 +63,7 @@ fn selects_workloads(pa: &PeerAuthentication) -> bool {
 }
 
 fn first_without_selector<'a>(model: &'a Model, ns: &str) -> Option<&'a PeerAuthentication> {
-    model
-        .peer_authentications
-        .range((ns.to_string(), String::new())..)
-        .take_while(|((n, _), _)| n == ns)
+    in_namespace(&model.peer_authentications, ns)
         .map(|(_, pa)| pa)
         .find(|pa| !selects_workloads(pa))
 }
@@ -79,10 +76,7 @@ pub fn for_workload(
     labels: &Labels,
     root_namespace: &str,
 ) -> WorkloadMtls {
-    let workload = model
-        .peer_authentications
-        .range((ns.to_string(), String::new())..)
-        .take_while(|((n, _), _)| n == ns)
+    let workload = in_namespace(&model.peer_authentications, ns)
         // Selector policies in the root namespace are ignored, as in Istio.
         .filter(|_| ns != root_namespace)
         .find(|(_, pa)| {
@@ -103,8 +97,7 @@ pub fn for_workload(
         .unwrap_or(inherited);
     let static_key = format!("{root_namespace}/{STATIC_STRICT}");
 
-    let Some(((_, pa_name), pa)) = workload.filter(|(_, pa)| !pa.spec.port_level_mtls.is_empty())
-    else {
+    let Some((pa_name, pa)) = workload.filter(|(_, pa)| !pa.spec.port_level_mtls.is_empty()) else {
         return WorkloadMtls {
             keys: (base == MtlsMode::Strict)
                 .then_some(static_key)

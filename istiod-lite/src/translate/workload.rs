@@ -15,7 +15,8 @@ pub fn service_hostname(name: &str, ns: &str, domain: &str) -> String {
     format!("{name}.{ns}.svc.{domain}")
 }
 
-fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+/// The 4 or 16 raw bytes the protos carry for an IP.
+pub fn ip_bytes(ip: IpAddr) -> Vec<u8> {
     match ip {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
@@ -78,12 +79,7 @@ pub fn pod_workload(
             pb::TunnelProtocol::None
         } as i32,
         trust_domain: cfg.trust_domain.to_string(),
-        service_account: pod
-            .spec
-            .service_account_name
-            .clone()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "default".into()),
+        service_account: pod.service_account().to_string(),
         node: pod.spec.node_name.clone().unwrap_or_default(),
         canonical_name: first_label(
             labels,

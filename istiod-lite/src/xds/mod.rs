@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh_runtime::drain::DrainWatcher;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -40,14 +41,14 @@ pub async fn generate(
     cfg: TranslateConfig,
     out: watch::Sender<Arc<ResourceSet>>,
     mut on_model: impl FnMut(&Model) + Send,
-    mut stop: impl std::future::Future<Output = ()> + Unpin,
+    drain: DrainWatcher,
 ) {
     let mut generation = out.borrow().generation;
     let mut warned: HashSet<(String, String)> = HashSet::new();
     loop {
         tokio::select! {
             r = models.changed() => if r.is_err() { return },
-            _ = &mut stop => return,
+            _ = drain.signaled() => return,
         }
         tokio::time::sleep(DEBOUNCE).await;
         let model = models.borrow_and_update().clone();

@@ -11,8 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::translate::Translation;
 
-pub const ADDRESS_TYPE: &str = "type.googleapis.com/istio.workload.Address";
-pub const AUTHORIZATION_TYPE: &str = "type.googleapis.com/istio.security.Authorization";
+pub use mesh_proto::xds::{ADDRESS_TYPE, AUTHORIZATION_TYPE};
 
 /// The type URLs this server answers, in the order proxies subscribe.
 pub const SUPPORTED_TYPES: [&str; 2] = [ADDRESS_TYPE, AUTHORIZATION_TYPE];

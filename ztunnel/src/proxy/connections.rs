@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mesh_core::{ConnectionInfo, Decision, WorkloadUid};
+use mesh_runtime::drain::DrainWatcher;
 use tokio::sync::watch;
 use tracing::info;
 
@@ -113,18 +114,13 @@ impl ConnectionManager {
         closed
     }
 
-    /// Re-checks on every policy change until `stop` resolves.
-    pub async fn watch_policies(
-        self,
-        state: Arc<ProxyState>,
-        stop: impl std::future::Future<Output = ()>,
-    ) {
+    /// Re-checks on every policy change until a drain starts.
+    pub async fn watch_policies(self, state: Arc<ProxyState>, drain: DrainWatcher) {
         let mut changes = state.policy_changes();
-        tokio::pin!(stop);
         loop {
             tokio::select! {
                 r = changes.changed() => if r.is_err() { return },
-                _ = &mut stop => return,
+                _ = drain.signaled() => return,
             }
             self.recheck(&state);
         }

@@ -4,20 +4,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{HeaderMap, Method, StatusCode};
-use mesh_core::{ConnectionInfo, Decision, Identity, Workload};
+use mesh_core::{ConnectionInfo, Identity, Workload};
 use mesh_hbone::copy;
 use mesh_hbone::server::{self, InboundConnect};
 use mesh_runtime::drain::{DrainWatcher, run_with_drain};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use super::{PROXY_PORTS, ProxyInputs};
-use crate::socket::upstream_from;
-
-const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+use super::{PROXY_PORTS, ProxyInputs, Refusal};
 
 pub(crate) async fn handle(
     inputs: Arc<ProxyInputs>,
@@ -107,48 +103,31 @@ async fn handle_stream(
     if PROXY_PORTS.contains(&target.port()) {
         return connect.reject(StatusCode::SERVICE_UNAVAILABLE);
     }
-    // The workload as it is now: a pooled connection outlives updates to
-    // it (such as the list of policies that select it).
-    let Some(workload) =
-        super::local_workload(&inputs, local.ip()).filter(|w| w.uid == workload.uid)
-    else {
-        return connect.reject(StatusCode::SERVICE_UNAVAILABLE);
-    };
     let info = ConnectionInfo {
         src: peer,
         dst: target,
         src_identity: Some(peer_id.clone()),
     };
-    // Registered before deciding, so a policy change racing with this
-    // decision is seen by one or the other.
-    let mut guard = inputs
-        .connections
-        .register(info.clone(), workload.uid.clone());
-    match inputs.state.authorize(&workload.uid, &info) {
-        Some(Decision::Allow) => {}
-        Some(Decision::Deny(reason)) => {
+    // Decided against the workload as it is now (by uid, not the copy this
+    // pooled connection started with), whose policies may have changed.
+    let mut guard = match super::admit(&inputs, &workload.uid, info) {
+        Ok(guard) => guard,
+        Err(refusal) => {
             info!(target: "access", src_addr = %peer, src_identity = %peer_id, dst_addr = %target,
-                direction = "inbound", %reason, "connection denied by policy");
-            return connect.reject(StatusCode::UNAUTHORIZED);
+                direction = "inbound", reason = %refusal, "connection refused");
+            return connect.reject(match refusal {
+                Refusal::Denied(_) => StatusCode::UNAUTHORIZED,
+                Refusal::Unknown => StatusCode::SERVICE_UNAVAILABLE,
+            });
         }
-        None => return connect.reject(StatusCode::SERVICE_UNAVAILABLE),
-    }
-    let app = match upstream_from(peer.ip(), target) {
-        Ok(socket) => tokio::time::timeout(APP_CONNECT_TIMEOUT, socket.connect(target)).await,
-        Err(e) => Ok(Err(e)),
     };
-    let app = match app {
-        Ok(Ok(app)) => app,
-        Ok(Err(e)) => {
+    let app = match super::connect_app(peer.ip(), target).await {
+        Ok(app) => app,
+        Err(e) => {
             warn!(target: "access", src_addr = %peer, src_identity = %peer_id, dst_addr = %target, error = %e, "connecting to the application failed");
             return connect.reject(StatusCode::SERVICE_UNAVAILABLE);
         }
-        Err(_) => {
-            warn!(target: "access", src_addr = %peer, dst_addr = %target, "connecting to the application timed out");
-            return connect.reject(StatusCode::SERVICE_UNAVAILABLE);
-        }
     };
-    let _ = app.set_nodelay(true);
     if guard.is_revoked() {
         return connect.reject(StatusCode::UNAUTHORIZED);
     }

@@ -5,16 +5,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use mesh_core::{ConnectionInfo, Decision};
+use mesh_core::ConnectionInfo;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use super::{PROXY_PORTS, ProxyInputs, local_workload};
-use crate::socket::{original_dst, upstream_from};
-
-const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::socket::original_dst;
 
 pub(crate) async fn handle(inputs: Arc<ProxyInputs>, tcp: TcpStream, peer: SocketAddr) {
     let started = std::time::Instant::now();
@@ -39,34 +36,20 @@ pub(crate) async fn handle(inputs: Arc<ProxyInputs>, tcp: TcpStream, peer: Socke
         dst,
         src_identity: None,
     };
-    // Registered before deciding, so a racing policy change is not missed.
-    let mut guard = inputs
-        .connections
-        .register(info.clone(), workload.uid.clone());
-    let denied = match inputs.state.authorize(&workload.uid, &info) {
-        Some(Decision::Allow) => None,
-        Some(Decision::Deny(reason)) => Some(reason.to_string()),
-        None => Some("the destination workload is gone".to_string()),
-    };
-    if let Some(reason) = denied {
-        // A reset, as Istio gives: curl sees exit code 56.
-        let _ = tcp.set_zero_linger();
-        info!(target: "access", src_addr = %peer, dst_addr = %dst, direction = "inbound",
-            %reason, "plaintext connection denied by policy");
-        return;
-    }
-    let app = match upstream_from(peer.ip(), dst) {
-        Ok(socket) => tokio::time::timeout(APP_CONNECT_TIMEOUT, socket.connect(dst)).await,
-        Err(e) => Ok(Err(e)),
-    };
-    let mut app = match app {
-        Ok(Ok(app)) => app,
-        Ok(Err(e)) => {
-            warn!(target: "access", src_addr = %peer, dst_addr = %dst, error = %e, "connecting to the application failed");
+    let mut guard = match super::admit(&inputs, &workload.uid, info) {
+        Ok(guard) => guard,
+        Err(refusal) => {
+            // A reset, as Istio gives: curl sees exit code 56.
+            let _ = tcp.set_zero_linger();
+            info!(target: "access", src_addr = %peer, dst_addr = %dst, direction = "inbound",
+                reason = %refusal, "plaintext connection refused");
             return;
         }
-        Err(_) => {
-            warn!(target: "access", src_addr = %peer, dst_addr = %dst, "connecting to the application timed out");
+    };
+    let mut app = match super::connect_app(peer.ip(), dst).await {
+        Ok(app) => app,
+        Err(e) => {
+            warn!(target: "access", src_addr = %peer, dst_addr = %dst, error = %e, "connecting to the application failed");
             return;
         }
     };
