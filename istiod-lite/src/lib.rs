@@ -14,7 +14,14 @@ pub mod app;
 pub mod ca;
 pub mod config;
 pub mod grpc;
-pub mod model;
-pub mod source;
+
+/// The model lives in its own crate, shared with the CNI node agent.
+pub use mesh_model as model;
+/// Where the model comes from: every source publishes whole [`model::Model`]
+/// snapshots on a watch channel; the translation does not know which source
+/// it is reading.
+pub mod source {
+    pub use mesh_model::manifests::{self, ManifestDir, ManifestError};
+}
 pub mod translate;
 pub mod xds;

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::model::{Model, Object, ObjectError, ObjectKey, Parsed, parse_object};
+use crate::{Model, Object, ObjectError, ObjectKey, Parsed, parse_object};
 
 /// One problem in one file.
 #[derive(Clone, Debug, PartialEq, Eq)]

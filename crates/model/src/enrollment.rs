@@ -68,7 +68,7 @@ pub fn enrollment(pod: &Pod, namespace_labels: Option<&Labels>, excluded: &[Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::objects::{ObjectMeta, PodSpec, PodStatus};
+    use crate::objects::{ObjectMeta, PodSpec, PodStatus};
 
     fn pod(labels: &[(&str, &str)], annotations: &[(&str, &str)], host_network: bool) -> Pod {
         let map = |kv: &[(&str, &str)]| {

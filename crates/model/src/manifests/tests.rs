@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::Kind;
+use crate::Kind;
 
 const POLICY_V1: &str = "apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy

@@ -1,9 +1,15 @@
-//! The mesh as the control plane knows it: Kubernetes-shaped objects, fed by
-//! a source (a manifest directory today, the API server later) and read by
-//! the translation to xDS. A [`Model`] is an immutable snapshot; sources
-//! publish a new one on every change.
+//! The mesh as its components know it: Kubernetes-shaped objects, fed by a
+//! source (a manifest directory today, the API server later) and read by the
+//! control plane's translation to xDS and by the CNI node agent. A [`Model`]
+//! is an immutable snapshot; sources publish a new one on every change.
+//!
+//! - [`objects`]: the Kubernetes and Istio types we read;
+//! - [`enrollment`]: which pods are in ambient mode (labels and precedence);
+//! - [`manifests`]: the manifest-directory source.
+#![forbid(unsafe_code)]
 
 pub mod enrollment;
+pub mod manifests;
 pub mod objects;
 mod parse;
 mod validate;
