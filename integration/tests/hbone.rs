@@ -112,7 +112,12 @@ async fn transfers_256_mib_intact_both_ways_and_half_closes_from_the_client() {
         (peer, received, sent)
     });
 
-    let mut c = connect_from(t.client_ip, t.a.outbound_addr).await.unwrap();
+    let mut c = connect_from(
+        t.client_ip,
+        t.a.outbound_addr.expect("node-level listeners"),
+    )
+    .await
+    .unwrap();
     let sent = write_pattern(&mut c, size, 1).await;
     c.shutdown().await.unwrap();
     let received = read_hashed(&mut c).await;
@@ -140,7 +145,12 @@ async fn half_close_from_the_server_side() {
         s.read_to_end(&mut got).await.unwrap();
         got
     });
-    let mut c = connect_from(t.client_ip, t.a.outbound_addr).await.unwrap();
+    let mut c = connect_from(
+        t.client_ip,
+        t.a.outbound_addr.expect("node-level listeners"),
+    )
+    .await
+    .unwrap();
     let mut greeting = Vec::new();
     c.read_to_end(&mut greeting).await.unwrap();
     assert_eq!(greeting, b"greeting");
@@ -160,7 +170,12 @@ async fn server_with_the_wrong_identity_is_refused_before_any_byte_reaches_the_a
         .pods
         .add_pod("node-b", "default", "impostor");
     let listener = TcpListener::bind(t.app_addr).await.unwrap();
-    let mut c = connect_from(t.client_ip, t.a.outbound_addr).await.unwrap();
+    let mut c = connect_from(
+        t.client_ip,
+        t.a.outbound_addr.expect("node-level listeners"),
+    )
+    .await
+    .unwrap();
     let _ = c.write_all(b"secret").await;
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut buf)).await;
@@ -392,14 +407,23 @@ async fn certificates_rotate_under_continuous_traffic_without_failures() {
     });
 
     // One connection that stays open across every rotation.
-    let mut long = connect_from(t.client_ip, t.a.outbound_addr).await.unwrap();
+    let mut long = connect_from(
+        t.client_ip,
+        t.a.outbound_addr.expect("node-level listeners"),
+    )
+    .await
+    .unwrap();
     let mut serials = HashSet::new();
     let (mut ok, mut failed) = (0u32, 0u32);
     let started = Instant::now();
     let mut buf = [0u8; 1024];
     while started.elapsed() < Duration::from_secs(23) {
         let result: std::io::Result<()> = async {
-            let mut c = connect_from(t.client_ip, t.a.outbound_addr).await?;
+            let mut c = connect_from(
+                t.client_ip,
+                t.a.outbound_addr.expect("node-level listeners"),
+            )
+            .await?;
             c.write_all(&[7u8; 1024]).await?;
             c.read_exact(&mut buf).await?;
             long.write_all(b"ping").await?;

@@ -108,7 +108,7 @@ async fn round_trip(c: &mut TcpStream) -> std::io::Result<()> {
 }
 
 async fn sleep_to_echo(t: &Cluster) -> std::io::Result<TcpStream> {
-    let mut c = connect_from(t.sleep, t.a.outbound_addr).await?;
+    let mut c = connect_from(t.sleep, t.a.outbound_addr.expect("node-level listeners")).await?;
     round_trip(&mut c).await?;
     Ok(c)
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use mesh_hbone::Pool;
-use mesh_hbone::pool::DefaultSocketFactory;
+use mesh_runtime::drain::DrainWatcher;
 use mesh_runtime::drain::{self, DrainMode, DrainTrigger};
 use mesh_runtime::readiness::Ready;
 use mesh_tls::{CaClient, CertificateSource, SecretManager, SecretManagerConfig};
@@ -15,14 +15,18 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::config::Config;
+use crate::inpod::PodStates;
+use crate::inpod::manager::WorkloadManager;
 use crate::proxy::connections::ConnectionManager;
 use crate::proxy::{ProxyInputs, accept_loop, inbound, inbound_plaintext, outbound};
+use crate::socket::Sockets;
 use crate::state::ProxyState;
 use crate::xds::{XdsClient, XdsClientStats};
 
 /// A running ztunnel.
 pub struct Ztunnel {
-    pub outbound_addr: SocketAddr,
+    /// The node-level outbound listener; `None` in in-pod mode.
+    pub outbound_addr: Option<SocketAddr>,
     pub inbound_addrs: Vec<SocketAddr>,
     pub inbound_plaintext_addr: Option<SocketAddr>,
     pub certs: SecretManager,
@@ -33,6 +37,8 @@ pub struct Ztunnel {
     pub xds_stats: Arc<XdsClientStats>,
     /// Open, authorized inbound connections.
     pub connections: ConnectionManager,
+    /// In-pod mode: the pods the node agent handed over.
+    pub pods: Option<PodStates>,
     drain: DrainTrigger,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -55,11 +61,7 @@ impl Ztunnel {
         ca: Arc<dyn CertificateSource>,
     ) -> anyhow::Result<Self> {
         let certs = SecretManager::new(ca, SecretManagerConfig::default());
-        let pool = Pool::new(
-            certs.clone(),
-            config.h2.clone(),
-            Arc::new(DefaultSocketFactory),
-        );
+        let pool = Pool::new(certs.clone(), config.h2.clone(), Arc::new(Sockets::Host));
 
         // Warm up the certificates of this node's workloads.
         for w in state.workloads() {
@@ -70,33 +72,12 @@ impl Ztunnel {
             }
         }
 
-        let outbound_listener = TcpListener::bind(config.outbound_addr)
-            .await
-            .with_context(|| format!("binding the outbound listener {}", config.outbound_addr))?;
-        let outbound_addr = outbound_listener.local_addr()?;
-        let mut inbound_listeners = Vec::new();
-        for addr in &config.inbound_addrs {
-            let l = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the HBONE listener {addr}"))?;
-            inbound_listeners.push(l);
-        }
-        let inbound_addrs = inbound_listeners
-            .iter()
-            .map(|l| l.local_addr())
-            .collect::<Result<Vec<_>, _>>()?;
-        let plaintext_listener = match config.inbound_plaintext_addr {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding the plaintext inbound listener {addr}"))?,
-            ),
-            None => None,
+        // In in-pod mode every listener lives inside a pod; none at node level.
+        let host = if config.inpod.is_none() {
+            Some(HostListeners::bind(&config).await?)
+        } else {
+            None
         };
-        let inbound_plaintext_addr = plaintext_listener
-            .as_ref()
-            .map(|l| l.local_addr())
-            .transpose()?;
         let ready = Ready::new();
         let xds_stats = Arc::new(XdsClientStats::default());
         let xds = config
@@ -112,6 +93,7 @@ impl Ztunnel {
             certs: certs.clone(),
             pool: pool.clone(),
             connections: connections.clone(),
+            sockets: Sockets::Host,
         });
         let (trigger, watcher) = drain::new();
         let mut tasks = Vec::new();
@@ -123,7 +105,102 @@ impl Ztunnel {
                 .clone()
                 .watch_policies(state.clone(), watcher.clone()),
         ));
-        if let Some(listener) = plaintext_listener {
+        let (mut outbound_addr, mut inbound_addrs, mut inbound_plaintext_addr) =
+            (None, vec![], None);
+        if let Some(host) = host {
+            outbound_addr = Some(host.outbound.local_addr()?);
+            inbound_addrs = host
+                .inbound
+                .iter()
+                .map(|l| l.local_addr())
+                .collect::<Result<_, _>>()?;
+            inbound_plaintext_addr = host
+                .plaintext
+                .as_ref()
+                .map(|l| l.local_addr())
+                .transpose()?;
+            tasks.extend(host.serve(&inputs, &watcher, deadline));
+        }
+        let mut pods = None;
+        if let Some(inpod) = inputs.config.inpod.clone() {
+            let manager = WorkloadManager::new(inputs.clone(), inpod.clone(), &ready);
+            pods = Some(manager.states());
+            tasks.push(tokio::spawn(crate::inpod::client::run(
+                manager,
+                inpod.uds,
+                watcher.clone(),
+            )));
+        }
+        drop(watcher);
+        info!(?outbound_addr, ?inbound_addrs, inpod = inputs.config.inpod.is_some(), node = %inputs.config.node_name, "ztunnel started");
+        Ok(Self {
+            outbound_addr,
+            inbound_addrs,
+            inbound_plaintext_addr,
+            certs,
+            state,
+            pool,
+            ready,
+            xds_stats,
+            connections,
+            pods,
+            drain: trigger,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, gives open connections the termination deadline, and
+    /// returns when everything has finished.
+    pub async fn shutdown(self) {
+        self.drain.drain(DrainMode::Graceful).await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// The node-level listeners (not in-pod mode).
+struct HostListeners {
+    outbound: TcpListener,
+    inbound: Vec<TcpListener>,
+    plaintext: Option<TcpListener>,
+}
+
+impl HostListeners {
+    async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let outbound = TcpListener::bind(config.outbound_addr)
+            .await
+            .with_context(|| format!("binding the outbound listener {}", config.outbound_addr))?;
+        let mut inbound = Vec::new();
+        for addr in &config.inbound_addrs {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the HBONE listener {addr}"))?;
+            inbound.push(l);
+        }
+        let plaintext = match config.inbound_plaintext_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the plaintext inbound listener {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            outbound,
+            inbound,
+            plaintext,
+        })
+    }
+
+    fn serve(
+        self,
+        inputs: &Arc<ProxyInputs>,
+        watcher: &DrainWatcher,
+        deadline: std::time::Duration,
+    ) -> Vec<JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        if let Some(listener) = self.plaintext {
             let inputs = inputs.clone();
             tasks.push(tokio::spawn(accept_loop(
                 "inbound-plaintext",
@@ -137,13 +214,13 @@ impl Ztunnel {
             let inputs = inputs.clone();
             tasks.push(tokio::spawn(accept_loop(
                 "outbound",
-                outbound_listener,
+                self.outbound,
                 watcher.clone(),
                 deadline,
                 move |tcp, peer, _drain| outbound::handle(inputs.clone(), tcp, peer),
             )));
         }
-        for listener in inbound_listeners {
+        for listener in self.inbound {
             let inputs = inputs.clone();
             tasks.push(tokio::spawn(accept_loop(
                 "inbound",
@@ -153,29 +230,6 @@ impl Ztunnel {
                 move |tcp, peer, drain| inbound::handle(inputs.clone(), tcp, peer, drain),
             )));
         }
-        drop(watcher);
-        info!(%outbound_addr, ?inbound_addrs, node = %inputs.config.node_name, "ztunnel started");
-        Ok(Self {
-            outbound_addr,
-            inbound_addrs,
-            inbound_plaintext_addr,
-            certs,
-            state,
-            pool,
-            ready,
-            xds_stats,
-            connections,
-            drain: trigger,
-            tasks,
-        })
-    }
-
-    /// Stops accepting, gives open connections the termination deadline, and
-    /// returns when everything has finished.
-    pub async fn shutdown(self) {
-        self.drain.drain(DrainMode::Graceful).await;
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        tasks
     }
 }

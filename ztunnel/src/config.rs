@@ -42,6 +42,10 @@ pub const POD_NAME: &str = "POD_NAME";
 pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
 pub const INBOUND_PLAINTEXT_ADDR: &str = "INBOUND_PLAINTEXT_ADDR";
 pub const INBOUND_PLAINTEXT_TARGET: &str = "INBOUND_PLAINTEXT_TARGET";
+pub const INPOD_ENABLED: &str = "INPOD_ENABLED";
+pub const INPOD_UDS: &str = "INPOD_UDS";
+pub const INPOD_MARK: &str = "INPOD_MARK";
+pub const INPOD_PORT_REUSE: &str = "INPOD_PORT_REUSE";
 
 const DEFAULT_CA_ADDRESS: &str = "istiod.istio-system.svc:15012";
 const DEFAULT_ROOT_CA: &str = "./var/run/secrets/istio/root-cert.pem";
@@ -85,6 +89,22 @@ pub struct Config {
     /// How long open connections may run on after a drain starts.
     pub termination_deadline: Duration,
     pub h2: H2Config,
+    /// In-pod mode: pods arrive over ZDS and get listeners inside their own
+    /// network namespace; the node-level listeners above are not bound.
+    pub inpod: Option<InpodConfig>,
+}
+
+/// How ztunnel serves pods from inside their network namespaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InpodConfig {
+    /// The node agent's ZDS socket.
+    pub uds: PathBuf,
+    /// `SO_MARK` on every socket in a pod, so the pod's redirection lets
+    /// ztunnel's own traffic pass (1337, 0x539).
+    pub mark: u32,
+    /// `SO_REUSEPORT` on the in-pod listeners, so a new ztunnel can bind
+    /// beside a draining one.
+    pub port_reuse: bool,
 }
 
 impl Config {
@@ -242,6 +262,28 @@ impl Config {
             None => None,
         };
 
+        let boolean = |key: &'static str, default: bool| match get(key).as_deref() {
+            None => Ok(default),
+            Some("true" | "1") => Ok(true),
+            Some("false" | "0") => Ok(false),
+            Some(other) => Err(invalid(key, other, "must be true or false")),
+        };
+        let inpod = if boolean(INPOD_ENABLED, false)? {
+            let mark = number(INPOD_MARK, 1337)?;
+            Some(InpodConfig {
+                uds: get(INPOD_UDS)
+                    .unwrap_or_else(|| mesh_zds::DEFAULT_SOCKET.into())
+                    .into(),
+                mark: u32::try_from(mark)
+                    .ok()
+                    .filter(|m| *m != 0)
+                    .ok_or_else(|| invalid(INPOD_MARK, &mark.to_string(), "must be 1..2^32-1"))?,
+                port_reuse: boolean(INPOD_PORT_REUSE, true)?,
+            })
+        } else {
+            None
+        };
+
         Ok(Self {
             node_name,
             proxy_mode,
@@ -267,6 +309,7 @@ impl Config {
             hbone_port: mesh_hbone::HBONE_PORT,
             termination_deadline: duration(CONNECTION_TERMINATION_DEADLINE, "5s")?,
             h2,
+            inpod,
         })
     }
 }
@@ -350,5 +393,32 @@ mod tests {
         let mut bad = base.to_vec();
         bad.push((XDS_ROOT_CA, "/nonexistent/xds-root.pem"));
         assert_eq!(parse(&bad).unwrap_err().key, XDS_ROOT_CA);
+    }
+
+    #[test]
+    fn inpod_is_opt_in_and_checked() {
+        let base = [
+            (NODE_NAME, "n1"),
+            (CA_ROOT_CA, ROOT),
+            (LOCAL_XDS_PATH, "/x"),
+        ];
+        assert!(parse(&base).unwrap().inpod.is_none());
+        let mut on = base.to_vec();
+        on.push((INPOD_ENABLED, "true"));
+        let c = parse(&on).unwrap().inpod.unwrap();
+        assert_eq!(
+            c,
+            InpodConfig {
+                uds: "/var/run/ztunnel/ztunnel.sock".into(),
+                mark: 1337,
+                port_reuse: true
+            }
+        );
+        let mut bad = on.clone();
+        bad.push((INPOD_MARK, "0"));
+        assert_eq!(parse(&bad).unwrap_err().key, INPOD_MARK);
+        let mut bad = base.to_vec();
+        bad.push((INPOD_ENABLED, "yes"));
+        assert_eq!(parse(&bad).unwrap_err().key, INPOD_ENABLED);
     }
 }

@@ -4,11 +4,15 @@
 //! - [`state`]: the workloads this proxy knows about.
 //! - [`proxy`]: the outbound listener (capture → HBONE) and the inbound HBONE
 //!   server (→ application).
+//! - [`inpod`]: in-pod mode: pods handed over by the node agent (ZDS),
+//!   served from inside their network namespaces.
+//! - [`socket`]: where sockets are created (ztunnel's namespace or a pod's).
 //! - [`app`]: wiring and lifecycle.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod config;
+pub mod inpod;
 pub mod proxy;
 pub mod socket;
 pub mod state;

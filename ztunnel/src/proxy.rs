@@ -22,8 +22,16 @@ use tracing::{debug, warn};
 use crate::config::Config;
 use crate::state::ProxyState;
 
+/// Where captured outbound connections arrive.
+pub const OUTBOUND_PORT: u16 = 15001;
+/// Where captured plaintext inbound connections arrive.
+pub const INBOUND_PLAINTEXT_PORT: u16 = 15006;
 /// Ports that belong to the proxy itself; traffic aimed at them is a loop.
-pub const PROXY_PORTS: [u16; 3] = [15001, 15006, 15008];
+pub const PROXY_PORTS: [u16; 3] = [
+    OUTBOUND_PORT,
+    INBOUND_PLAINTEXT_PORT,
+    mesh_hbone::HBONE_PORT,
+];
 
 /// Why an inbound connection is refused.
 pub(crate) enum Refusal {
@@ -64,10 +72,11 @@ const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects to the local application at `dst` from the client's address.
 pub(crate) async fn connect_app(
+    inputs: &ProxyInputs,
     src: std::net::IpAddr,
     dst: std::net::SocketAddr,
 ) -> std::io::Result<tokio::net::TcpStream> {
-    let socket = crate::socket::upstream_from(src, dst)?;
+    let socket = crate::socket::upstream_from(&inputs.sockets, src, dst)?;
     let app = tokio::time::timeout(APP_CONNECT_TIMEOUT, socket.connect(dst))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
@@ -93,6 +102,29 @@ pub struct ProxyInputs {
     pub certs: SecretManager,
     pub pool: Pool,
     pub connections: connections::ConnectionManager,
+    /// Where this proxy's upstream sockets are created: ztunnel's own
+    /// namespace, or (in-pod mode) the pod's.
+    pub sockets: crate::socket::Sockets,
+}
+
+impl ProxyInputs {
+    /// The inputs of one pod's proxy in in-pod mode: the same state,
+    /// certificates and connection registry, with sockets (and so an HBONE
+    /// pool) of the pod's own.
+    pub fn for_pod(&self, sockets: crate::socket::Sockets) -> ProxyInputs {
+        ProxyInputs {
+            config: self.config.clone(),
+            state: self.state.clone(),
+            certs: self.certs.clone(),
+            pool: Pool::new(
+                self.certs.clone(),
+                self.config.h2.clone(),
+                Arc::new(sockets.clone()),
+            ),
+            connections: self.connections.clone(),
+            sockets,
+        }
+    }
 }
 
 /// Accepts on `listener` until a drain starts, running `handle` for each

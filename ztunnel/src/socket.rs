@@ -1,9 +1,76 @@
-//! Socket facts the kernel knows and tokio does not expose.
+//! Where ztunnel's sockets are created, and socket facts the kernel knows
+//! and tokio does not expose.
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
+use mesh_hbone::pool::SocketFactory;
+use mesh_netns::Netns;
 use socket2::{Domain, SockRef, Socket, Type};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// Where a proxy's sockets live.
+#[derive(Clone, Debug)]
+pub enum Sockets {
+    /// ztunnel's own network namespace (the node-level listeners).
+    Host,
+    /// A pod's network namespace (in-pod mode). Every socket carries `mark`,
+    /// which the pod's redirection rules let pass, so ztunnel's own
+    /// connections are not captured again.
+    Pod { netns: Arc<Netns>, mark: u32 },
+}
+
+impl Sockets {
+    /// A non-blocking TCP socket of `domain`.
+    pub fn tcp(&self, domain: Domain) -> io::Result<Socket> {
+        let create = || -> io::Result<Socket> {
+            let s = Socket::new(domain, Type::STREAM.cloexec(), None)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        };
+        match self {
+            Sockets::Host => create(),
+            Sockets::Pod { netns, mark } => {
+                let s = netns.run(create).map_err(io::Error::other)??;
+                s.set_mark(*mark)?;
+                Ok(s)
+            }
+        }
+    }
+
+    /// A listener on `addr` (in the pod: `SO_REUSEPORT` when `reuse_port`,
+    /// and `IP_TRANSPARENT` where allowed).
+    pub fn listener(&self, addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+        let s = self.tcp(Domain::for_address(addr))?;
+        s.set_reuse_address(true)?;
+        if reuse_port {
+            s.set_reuse_port(true)?;
+        }
+        let transparent = if addr.is_ipv4() {
+            s.set_ip_transparent_v4(true)
+        } else {
+            s.set_ip_transparent_v6(true)
+        };
+        tracing::debug!(%addr, transparent = transparent.is_ok(), "binding");
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        TcpListener::from_std(s.into())
+    }
+
+    /// A socket for connecting to `dst`.
+    pub fn connector(&self, dst: &SocketAddr) -> io::Result<TcpSocket> {
+        Ok(TcpSocket::from_std_stream(
+            self.tcp(Domain::for_address(*dst))?.into(),
+        ))
+    }
+}
+
+impl SocketFactory for Sockets {
+    fn tcp_socket(&self, dst: &SocketAddr) -> io::Result<TcpSocket> {
+        self.connector(dst)
+    }
+}
 
 /// The destination a connection had before nat REDIRECT sent it to us
 /// (`SO_ORIGINAL_DST`, then its IPv6 form). `None` when it was not redirected.
@@ -22,14 +89,12 @@ pub fn original_dst(tcp: &TcpStream) -> Option<SocketAddr> {
 /// client's IP), so the application sees who is calling. Binding a foreign
 /// address needs `IP_TRANSPARENT`; where that is refused the socket falls
 /// back to the node's own address (best effort, as Istio's default).
-pub fn upstream_from(source: IpAddr, dst: SocketAddr) -> std::io::Result<TcpSocket> {
-    let domain = if dst.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let socket = Socket::new(domain, Type::STREAM, None)?;
-    socket.set_nonblocking(true)?;
+pub fn upstream_from(
+    sockets: &Sockets,
+    source: IpAddr,
+    dst: SocketAddr,
+) -> std::io::Result<TcpSocket> {
+    let socket = sockets.tcp(Domain::for_address(dst))?;
     if source != dst.ip() && source.is_ipv4() == dst.is_ipv4() {
         let transparent = if dst.is_ipv4() {
             socket
@@ -44,18 +109,8 @@ pub fn upstream_from(source: IpAddr, dst: SocketAddr) -> std::io::Result<TcpSock
             && let Err(e) = socket.bind(&SocketAddr::new(source, 0).into())
         {
             tracing::debug!(%source, error = %e, "cannot bind the client's address; connecting from our own");
-            return upstream_plain(dst);
+            return sockets.connector(&dst);
         }
     }
-    Ok(TcpSocket::from_std_stream(std::net::TcpStream::from(
-        socket,
-    )))
-}
-
-fn upstream_plain(dst: SocketAddr) -> std::io::Result<TcpSocket> {
-    if dst.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
+    Ok(TcpSocket::from_std_stream(socket.into()))
 }

@@ -18,6 +18,9 @@ pub struct ObjectMeta {
     pub name: String,
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Kubernetes' `metadata.uid`; ZDS names pods by it.
+    #[serde(default)]
+    pub uid: Option<String>,
     #[serde(default)]
     pub labels: Labels,
     #[serde(default)]
@@ -42,7 +45,7 @@ pub struct Namespace {
     pub metadata: ObjectMeta,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Pod {
     pub metadata: ObjectMeta,
     #[serde(default)]

@@ -192,6 +192,9 @@ mod tests {
         let dir = std::env::temp_dir();
         assert!(matches!(Netns::open(&dir), Err(NetnsError::NotNetns(_))));
         let missing = Netns::open("/nonexistent/netns").unwrap_err();
-        assert!(missing.to_string().contains("/nonexistent/netns"), "{missing}");
+        assert!(
+            missing.to_string().contains("/nonexistent/netns"),
+            "{missing}"
+        );
     }
 }

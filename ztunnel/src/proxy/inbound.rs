@@ -121,7 +121,7 @@ async fn handle_stream(
             });
         }
     };
-    let app = match super::connect_app(peer.ip(), target).await {
+    let app = match super::connect_app(&inputs, peer.ip(), target).await {
         Ok(app) => app,
         Err(e) => {
             warn!(target: "access", src_addr = %peer, src_identity = %peer_id, dst_addr = %target, error = %e, "connecting to the application failed");

@@ -46,7 +46,7 @@ pub(crate) async fn handle(inputs: Arc<ProxyInputs>, tcp: TcpStream, peer: Socke
             return;
         }
     };
-    let mut app = match super::connect_app(peer.ip(), dst).await {
+    let mut app = match super::connect_app(&inputs, peer.ip(), dst).await {
         Ok(app) => app,
         Err(e) => {
             warn!(target: "access", src_addr = %peer, dst_addr = %dst, error = %e, "connecting to the application failed");

@@ -104,7 +104,8 @@ async fn proxy(
         }
         _ => {
             debug!(%peer, %dst, "destination not in the mesh; passing through");
-            let mut upstream = TcpStream::connect(dst)
+            let connect = async { inputs.sockets.connector(&dst)?.connect(dst).await };
+            let mut upstream = connect
                 .await
                 .map_err(|source| OutboundError::Passthrough { dst, source })?;
             let mut tcp = tcp;

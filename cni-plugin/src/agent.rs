@@ -1,0 +1,187 @@
+//! The node agent (`cni-agent`): one per node. It learns pod sandboxes from
+//! the CNI plugin, enrollment from the model, captures enrolled pods with
+//! in-pod redirection, and hands them to ztunnel over ZDS.
+//!
+//! - [`config`]: flags and environment;
+//! - [`pods`]: the decisions (capture, release, repair), one event at a time;
+//! - [`redirect`]: the nftables rules inside a pod;
+//! - [`zds`]: the server ztunnel connects to;
+//! - [`plugin_server`]: the socket the CNI plugin calls;
+//! - [`discover`]: finding a pod's namespace by its IP.
+//!
+//! **Architecture Invariant:** a pod's redirection rules exist only while a
+//! ztunnel has acknowledged the pod (or the agent has it in the snapshot it
+//! gives every ztunnel that connects), so capture never outlives the
+//! agent's intent, and traffic of a captured pod never leaves it in
+//! plaintext: with no ztunnel, its connections are refused.
+
+pub mod config;
+pub mod discover;
+pub mod plugin_server;
+pub mod pods;
+pub mod redirect;
+pub mod zds;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use mesh_model::Model;
+use mesh_model::manifests::{self, ManifestDir};
+use mesh_runtime::drain::{self, DrainMode, DrainTrigger};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+pub use config::Config;
+
+use crate::protocol::{AgentReply, PluginEvent};
+
+/// What the agent writes to its status file.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub node: String,
+    pub redirection: config::Redirection,
+    pub ztunnels_connected: usize,
+    pub pods: BTreeMap<String, pods::PodStatus>,
+}
+
+/// A running agent.
+pub struct Agent {
+    drain: DrainTrigger,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+type PluginRequest = (PluginEvent, oneshot::Sender<AgentReply>);
+
+impl Agent {
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        check_tools()?;
+        let (trigger, watcher) = drain::new();
+        let zds = zds::ZdsServer::default();
+        let mut tasks = Vec::new();
+
+        let mut dir = ManifestDir::new(&config.manifest_dir);
+        let first = dir.scan().map_err(|e| {
+            anyhow::anyhow!(
+                "reading the manifest directory {}: {e}",
+                config.manifest_dir.display()
+            )
+        })?;
+        for e in &first.errors {
+            warn!("invalid manifest: {e}");
+        }
+        let (models_tx, mut models) = watch::channel(Arc::new(dir.model()));
+        tasks.push(tokio::spawn(manifests::watch_dir(
+            dir,
+            config.manifest_poll_interval,
+            models_tx,
+            Default::default(),
+            watcher.clone(),
+        )));
+
+        // Bound before returning, so a ztunnel started next finds it.
+        let zds_listener = zds::ZdsServer::listen(&config.zds_socket).map_err(|e| {
+            anyhow::anyhow!(
+                "listening for ztunnel at {}: {e}",
+                config.zds_socket.display()
+            )
+        })?;
+        tasks.push(tokio::spawn(
+            zds.clone().serve(zds_listener, watcher.clone()),
+        ));
+
+        let (plugin_tx, mut plugin_rx) = mpsc::channel::<PluginRequest>(64);
+        let plugin_listener = plugin_server::bind(&config.plugin_socket)?;
+        tasks.push(tokio::spawn(plugin_server::serve(
+            plugin_listener,
+            plugin_tx,
+            watcher.clone(),
+        )));
+
+        let mut pods = pods::Pods::new(config.clone(), zds.clone());
+        let status_file = config.status_file.clone();
+        let interval = config.reconcile_interval;
+        let watcher_main = watcher.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let model: Arc<Model> = models.borrow_and_update().clone();
+            pods.model_changed(model).await;
+            loop {
+                tokio::select! {
+                    Some((event, reply)) = plugin_rx.recv() => {
+                        let answer = pods.plugin_event(event).await;
+                        let _ = reply.send(answer);
+                    }
+                    Ok(()) = models.changed() => {
+                        let model = models.borrow_and_update().clone();
+                        pods.model_changed(model).await;
+                    }
+                    _ = tick.tick() => pods.reconcile().await,
+                    _ = watcher_main.signaled() => break,
+                }
+                if let Some(path) = &status_file {
+                    write_status(
+                        path,
+                        &Status {
+                            node: pods_node(&pods),
+                            redirection: config.redirection,
+                            ztunnels_connected: zds.connected(),
+                            pods: pods.status(),
+                        },
+                    );
+                }
+            }
+            // Captured pods keep their rules: traffic stays captured (and
+            // fails closed) while the agent is away, as upgrades need.
+            info!("node agent stopping; pods stay captured");
+        }));
+        drop(watcher);
+        info!(node = %config.node_name, redirection = ?config.redirection, "node agent started");
+        Ok(Self {
+            drain: trigger,
+            tasks,
+        })
+    }
+
+    pub async fn shutdown(self) {
+        self.drain.drain(DrainMode::Graceful).await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn pods_node(pods: &pods::Pods) -> String {
+    pods.node().to_string()
+}
+
+fn write_status(path: &std::path::Path, status: &Status) {
+    let Ok(json) = serde_json::to_vec_pretty(status) else {
+        return;
+    };
+    let tmp = path.with_extension("tmp");
+    if let Err(e) = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, path)) {
+        warn!(path = %path.display(), error = %e, "cannot write the status file");
+    }
+}
+
+/// The agent is useless without nft and ip; say so at start, not at the
+/// first pod.
+fn check_tools() -> anyhow::Result<()> {
+    for (tool, args) in [("nft", ["--version"]), ("ip", ["-V"])] {
+        let ok = std::process::Command::new(tool)
+            .args(args)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !ok {
+            anyhow::bail!(
+                "`{tool}` is not available; the nftables redirection needs it (apt-get install nftables iproute2)"
+            );
+        }
+    }
+    Ok(())
+}
