@@ -53,6 +53,9 @@ pub struct Agent {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// How long a CNI ADD waits for the model to learn of its pod.
+const MODEL_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
 type PluginRequest = (PluginEvent, oneshot::Sender<AgentReply>);
 
 impl Agent {
@@ -112,6 +115,19 @@ impl Agent {
             loop {
                 tokio::select! {
                     Some((event, reply)) = plugin_rx.recv() => {
+                        // The API object exists before its sandbox; give a
+                        // model that lags behind it a moment to catch up, so
+                        // the pod is handed over with its real identity.
+                        let key = (event.pod_namespace.clone(), event.pod_name.clone());
+                        let known = models.borrow().pods.contains_key(&key);
+                        if event.command == crate::protocol::Command::Add && !known {
+                            let wait = async {
+                                models.wait_for(|m| m.pods.contains_key(&key)).await.is_ok()
+                            };
+                            let _caught_up = tokio::time::timeout(MODEL_CATCH_UP, wait).await;
+                            let model = models.borrow_and_update().clone();
+                            pods.model_changed(model).await;
+                        }
                         let answer = pods.plugin_event(event).await;
                         let _ = reply.send(answer);
                     }

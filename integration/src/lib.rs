@@ -1,8 +1,13 @@
 //! Test harness for whole-mesh tests.
 //!
+//! Network-namespace tier ([`cluster`]): nodes and pods as network
+//! namespaces, real CNI plugins, every component as its own process.
+//!
 //! In-process tier: istiod-lite and several ztunnels in one process, each
 //! test on its own `127.a.b.0/24` loopback range so tests run in parallel and
 //! every workload has a distinct IP (as pods do) with the real HBONE port.
+
+pub mod cluster;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -1,0 +1,886 @@
+//! The network-namespace cluster: nodes and pods as network namespaces on
+//! this machine, wired as a small Kubernetes cluster would be.
+//!
+//! - an underlay namespace (`lan`) with a bridge joins the nodes; istiod-lite
+//!   runs there, as a control plane reachable from every node;
+//! - each node namespace has an uplink to the bridge, routes to the other
+//!   nodes' pod ranges, a ztunnel in in-pod mode, a node agent, and a
+//!   kube-proxy stand-in (nftables DNAT for service VIPs);
+//! - each pod namespace gets its network from the real CNI plugins (`bridge`
+//!   + `host-local`), then our chained `mesh-cni`, invoked as a runtime
+//!   would; its application is `pod-echo`.
+//!
+//! istiod-lite and the node agents read the cluster's manifest directory,
+//! which the harness keeps in step with the pods and services it creates.
+//! Everything is torn down on drop, also when a test panics.
+
+pub mod capture;
+pub mod cni;
+pub mod host;
+mod manifests;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use host::{Proc, ns_output, ns_sh, sh};
+
+/// Where Debian's containernetworking-plugins puts the reference plugins.
+pub const CNI_PLUGIN_DIR: &str = "/usr/lib/cni";
+const LAN_IP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+const ISTIOD_NAME: &str = "istiod.istio-system.svc";
+
+/// A node.
+pub struct Node {
+    pub name: String,
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    pub pod_subnet: String,
+    pub uplink: String,
+    dir: PathBuf,
+    ztunnel: Option<Proc>,
+    agent: Option<Proc>,
+    network: cni::NetworkConfig,
+}
+
+/// A pod: its namespace, address and application process.
+pub struct Pod {
+    pub name: String,
+    pub namespace: String,
+    pub node: String,
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    pub uid: String,
+    pub app: Proc,
+    labels: BTreeMap<String, String>,
+    service_account: String,
+    cni_result: serde_json::Value,
+}
+
+/// What a test asks for when it creates a pod.
+pub struct PodSpec {
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    pub service_account: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl PodSpec {
+    /// A pod labelled `app: <name>`, with service account `<name>`.
+    pub fn new(namespace: &str, name: &str, node: &str) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+            node: node.into(),
+            service_account: name.into(),
+            labels: [("app".to_string(), name.to_string())].into(),
+        }
+    }
+
+    pub fn label(mut self, k: &str, v: &str) -> Self {
+        self.labels.insert(k.into(), v.into());
+        self
+    }
+}
+
+/// The ports `pod-echo` serves in every pod.
+pub const HTTP_PORT: u16 = 80;
+pub const TCP_PORT: u16 = 9000;
+
+pub struct Cluster {
+    pub prefix: String,
+    pub dir: tempfile::TempDir,
+    pub lan: String,
+    pub nodes: Vec<Node>,
+    pub pods: Vec<Pod>,
+    bin: PathBuf,
+    istiod: Option<Proc>,
+    root_cert: PathBuf,
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    services: BTreeMap<(String, String), manifests::ServiceDef>,
+    next_vip: u8,
+}
+
+impl Cluster {
+    /// Starts istiod-lite and the given nodes, each with a ztunnel and a
+    /// node agent. Needs root; fails loudly otherwise.
+    pub fn start(nodes: &[&str]) -> Cluster {
+        host::require_root();
+        remove_stale_clusters();
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let prefix = format!(
+            "mt{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{prefix}-"))
+            .tempdir()
+            .expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("manifests")).expect("manifest dir");
+        let lan = format!("{prefix}-lan");
+        let mut cluster = Cluster {
+            prefix,
+            lan,
+            nodes: Vec::new(),
+            pods: Vec::new(),
+            bin: binaries_dir(),
+            istiod: None,
+            root_cert: dir.path().join("root-cert.pem"),
+            namespaces: BTreeMap::new(),
+            services: BTreeMap::new(),
+            next_vip: 10,
+            dir,
+        };
+        cluster.build_underlay();
+        cluster.start_istiod();
+        for (i, name) in nodes.iter().enumerate() {
+            cluster.add_node(name, i as u8);
+        }
+        for i in 0..cluster.nodes.len() {
+            cluster.start_agent_at(i);
+            cluster.start_ztunnel_at(i);
+        }
+        for n in 0..cluster.nodes.len() {
+            let node = cluster.nodes[n].name.clone();
+            cluster.wait_for(
+                &format!("ztunnel on {node} connects to its node agent"),
+                |c| {
+                    c.agent_status(&node)["ztunnelsConnected"]
+                        .as_u64()
+                        .unwrap_or(0)
+                        >= 1
+                },
+            );
+        }
+        cluster
+    }
+
+    fn build_underlay(&mut self) {
+        sh("ip", &["netns", "add", &self.lan]);
+        sh("ip", &["-n", &self.lan, "link", "set", "lo", "up"]);
+        sh(
+            "ip",
+            &["-n", &self.lan, "link", "add", "br0", "type", "bridge"],
+        );
+        sh(
+            "ip",
+            &[
+                "-n",
+                &self.lan,
+                "addr",
+                "add",
+                &format!("{LAN_IP}/24"),
+                "dev",
+                "br0",
+            ],
+        );
+        sh("ip", &["-n", &self.lan, "link", "set", "br0", "up"]);
+    }
+
+    fn add_node(&mut self, name: &str, index: u8) {
+        let netns = format!("{}-{name}", self.prefix);
+        let ip = Ipv4Addr::new(10, 200, 0, 10 + index);
+        let uplink = format!("up{index}");
+        let pod_subnet = format!("10.244.{}.0/24", index + 1);
+        sh("ip", &["netns", "add", &netns]);
+        sh("ip", &["-n", &netns, "link", "set", "lo", "up"]);
+        sh(
+            "ip",
+            &[
+                "-n", &self.lan, "link", "add", &uplink, "type", "veth", "peer", "name", "eth0",
+                "netns", &netns,
+            ],
+        );
+        sh(
+            "ip",
+            &[
+                "-n", &self.lan, "link", "set", &uplink, "master", "br0", "up",
+            ],
+        );
+        sh(
+            "ip",
+            &[
+                "-n",
+                &netns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                "eth0",
+            ],
+        );
+        sh("ip", &["-n", &netns, "link", "set", "eth0", "up"]);
+        ns_sh(&netns, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        // Routes between nodes' pod ranges, both ways, and from the underlay.
+        for other in &self.nodes {
+            sh(
+                "ip",
+                &[
+                    "-n",
+                    &netns,
+                    "route",
+                    "add",
+                    &other.pod_subnet,
+                    "via",
+                    &other.ip.to_string(),
+                ],
+            );
+            sh(
+                "ip",
+                &[
+                    "-n",
+                    &other.netns,
+                    "route",
+                    "add",
+                    &pod_subnet,
+                    "via",
+                    &ip.to_string(),
+                ],
+            );
+        }
+        sh(
+            "ip",
+            &[
+                "-n",
+                &self.lan,
+                "route",
+                "add",
+                &pod_subnet,
+                "via",
+                &ip.to_string(),
+            ],
+        );
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(dir.join("ipam")).expect("node dir");
+        let network = cni::NetworkConfig::for_node(
+            &netns,
+            &pod_subnet,
+            &dir.join("ipam"),
+            &dir.join("plugin.sock"),
+            &self.manifests(),
+            &self.bin,
+        );
+        self.nodes.push(Node {
+            name: name.into(),
+            netns,
+            ip,
+            pod_subnet,
+            uplink,
+            dir,
+            ztunnel: None,
+            agent: None,
+            network,
+        });
+        self.sync_kube_proxy();
+    }
+
+    fn start_istiod(&mut self) {
+        let state = self.dir.path().join("istiod");
+        let state_arg = state.display().to_string();
+        let istiod = self.bin.join("istiod-lite");
+        let root = sh(
+            &istiod.display().to_string(),
+            &["root-cert", "--state-dir", &state_arg],
+        );
+        std::fs::write(&self.root_cert, root).expect("root cert");
+        let manifests = self.manifests().display().to_string();
+        let grpc = format!("{LAN_IP}:15012");
+        self.istiod = Some(Proc::spawn(
+            "istiod-lite",
+            &self.lan,
+            &istiod,
+            &[
+                "serve",
+                "--state-dir",
+                &state_arg,
+                "--config-dir",
+                &manifests,
+                "--grpc-addr",
+                &grpc,
+                "--config-poll-interval",
+                "100ms",
+            ],
+            &[("RUST_LOG", log_level())],
+            self.dir.path().join("istiod.log"),
+        ));
+    }
+
+    /// The token a node's ztunnel authenticates with, as its DaemonSet pod
+    /// would have: the ztunnel service account, bound to the node.
+    fn ztunnel_token(&self, node: &str) -> String {
+        let state = self.dir.path().join("istiod").display().to_string();
+        sh(
+            &self.bin.join("istiod-lite").display().to_string(),
+            &[
+                "token",
+                "--state-dir",
+                &state,
+                "--namespace",
+                "istio-system",
+                "--service-account",
+                "ztunnel",
+                "--node",
+                node,
+                "--ttl",
+                "2h",
+            ],
+        )
+        .trim()
+        .to_string()
+    }
+
+    fn node_index(&self, node: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == node)
+            .unwrap_or_else(|| panic!("no node {node}"))
+    }
+
+    pub fn node(&self, node: &str) -> &Node {
+        &self.nodes[self.node_index(node)]
+    }
+
+    fn start_ztunnel_at(&mut self, i: usize) {
+        let n = &self.nodes[i];
+        let istiod = format!("{LAN_IP}:15012");
+        let env = [
+            ("NODE_NAME", n.name.clone()),
+            ("INPOD_ENABLED", "true".into()),
+            (
+                "INPOD_UDS",
+                n.dir.join("ztunnel.sock").display().to_string(),
+            ),
+            ("CA_ADDRESS", istiod.clone()),
+            ("XDS_ADDRESS", istiod),
+            ("ALT_CA_HOSTNAME", ISTIOD_NAME.into()),
+            ("ALT_XDS_HOSTNAME", ISTIOD_NAME.into()),
+            ("CA_ROOT_CA", self.root_cert.display().to_string()),
+            ("AUTH_TOKEN", self.ztunnel_token(&n.name)),
+            ("RUST_LOG", log_level()),
+        ];
+        let log = n.dir.join(format!("ztunnel-{}.log", unique()));
+        let proc = Proc::spawn(
+            &format!("ztunnel on {}", n.name),
+            &n.netns,
+            &self.bin.join("ztunnel"),
+            &[],
+            &env,
+            log,
+        );
+        self.nodes[i].ztunnel = Some(proc);
+    }
+
+    fn start_agent_at(&mut self, i: usize) {
+        let n = &self.nodes[i];
+        let dir = n.dir.clone();
+        let args = [
+            "--node-name".to_string(),
+            n.name.clone(),
+            "--manifest-dir".into(),
+            self.manifests().display().to_string(),
+            "--manifest-poll-interval".into(),
+            "100ms".into(),
+            "--plugin-socket".into(),
+            dir.join("plugin.sock").display().to_string(),
+            "--zds-socket".into(),
+            dir.join("ztunnel.sock").display().to_string(),
+            "--status-file".into(),
+            dir.join("agent-status.json").display().to_string(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let log = dir.join(format!("agent-{}.log", unique()));
+        let proc = Proc::spawn(
+            &format!("node agent on {}", n.name),
+            &n.netns,
+            &self.bin.join("cni-agent"),
+            &args,
+            &[("RUST_LOG", log_level())],
+            log,
+        );
+        self.nodes[i].agent = Some(proc);
+        let plugin_socket = dir.join("plugin.sock");
+        self.wait_for("the node agent listens", |_| plugin_socket.exists());
+    }
+
+    /// Stops a node's ztunnel (SIGTERM).
+    pub fn stop_ztunnel(&mut self, node: &str) {
+        let i = self.node_index(node);
+        if let Some(mut z) = self.nodes[i].ztunnel.take() {
+            z.stop();
+        }
+    }
+
+    pub fn start_ztunnel(&mut self, node: &str) {
+        let i = self.node_index(node);
+        self.start_ztunnel_at(i);
+    }
+
+    pub fn stop_agent(&mut self, node: &str) {
+        let i = self.node_index(node);
+        if let Some(mut a) = self.nodes[i].agent.take() {
+            a.stop();
+        }
+        let _ = std::fs::remove_file(self.nodes[i].dir.join("plugin.sock"));
+    }
+
+    pub fn start_agent(&mut self, node: &str) {
+        let i = self.node_index(node);
+        let _ = std::fs::remove_file(self.nodes[i].dir.join("agent-status.json"));
+        self.start_agent_at(i);
+    }
+
+    /// The node agent's status file.
+    pub fn agent_status(&self, node: &str) -> serde_json::Value {
+        let path = self.node(node).dir.join("agent-status.json");
+        std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Whether the node agent reports `pod` (namespace/name) captured.
+    pub fn captured(&self, pod: &Pod) -> bool {
+        self.agent_status(&pod.node)["pods"][format!("{}/{}", pod.namespace, pod.name)]["captured"]
+            .as_bool()
+            .unwrap_or(false)
+    }
+
+    pub fn manifests(&self) -> PathBuf {
+        self.dir.path().join("manifests")
+    }
+
+    /// Creates or relabels a namespace.
+    pub fn namespace(&mut self, name: &str, labels: &[(&str, &str)]) {
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.write_manifest(
+            &format!("ns-{name}.yaml"),
+            &manifests::namespace(name, &labels),
+        );
+        self.namespaces.insert(name.into(), labels);
+    }
+
+    /// Creates a pod as a kubelet would: the API object first, then the
+    /// sandbox and its network (the CNI chain), then the application. An
+    /// error is the CNI chain's, and nothing of the pod is left.
+    pub fn try_pod(&mut self, spec: PodSpec) -> Result<&Pod, String> {
+        if !self.namespaces.contains_key(&spec.namespace) {
+            self.namespace(&spec.namespace, &[]);
+        }
+        let node_i = self.node_index(&spec.node);
+        let uid = format!(
+            "{:08x}-0000-4000-8000-{:012x}",
+            rand::random::<u32>(),
+            rand::random::<u64>() & 0xffff_ffff_ffff
+        );
+        let netns = format!("{}-{}-{}", self.prefix, spec.namespace, spec.name);
+        let file = format!("pod-{}-{}.yaml", spec.namespace, spec.name);
+        self.write_manifest(&file, &manifests::pod(&spec, &uid, None));
+        sh("ip", &["netns", "add", &netns]);
+        let container_id = format!("{:016x}", rand::random::<u64>());
+        let sandbox = cni::Sandbox {
+            container_id: &container_id,
+            netns: &netns,
+            pod_name: &spec.name,
+            pod_namespace: &spec.namespace,
+            pod_uid: &uid,
+        };
+        let result = match self.nodes[node_i].network.add(&sandbox) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = sh("ip", &["netns", "del", &netns]);
+                let _ = std::fs::remove_file(self.manifests().join(&file));
+                return Err(e);
+            }
+        };
+        let ip = cni::first_ip(&result).expect("the bridge plugin assigned an address");
+        self.write_manifest(&file, &manifests::pod(&spec, &uid, Some(ip)));
+        let pod_dir = self.dir.path().join("pods");
+        std::fs::create_dir_all(&pod_dir).expect("pods dir");
+        let app = Proc::spawn(
+            &format!("pod {}/{}", spec.namespace, spec.name),
+            &netns,
+            &self.bin.join("pod-echo"),
+            &[
+                "--name",
+                &spec.name,
+                "--http",
+                &HTTP_PORT.to_string(),
+                "--tcp",
+                &TCP_PORT.to_string(),
+            ],
+            &[],
+            pod_dir.join(format!("{}-{}.log", spec.namespace, spec.name)),
+        );
+        self.pods.push(Pod {
+            name: spec.name,
+            namespace: spec.namespace,
+            node: spec.node,
+            netns,
+            ip,
+            uid,
+            app,
+            labels: spec.labels,
+            service_account: spec.service_account,
+            cni_result: result,
+        });
+        let pod = self.pods.last().expect("just pushed");
+        // The application is up when it accepts connections.
+        let (ns, url) = (pod.netns.clone(), format!("http://127.0.0.1:{HTTP_PORT}/"));
+        self.wait_for("the pod's application listens", |_| {
+            ns_output(
+                &ns,
+                "curl",
+                &["-s", "--max-time", "1", "-o", "/dev/null", &url],
+            )
+            .status
+            .success()
+        });
+        Ok(self.pods.last().expect("just pushed"))
+    }
+
+    /// As [`Cluster::try_pod`], panicking if the CNI chain fails.
+    pub fn pod(&mut self, spec: PodSpec) -> &Pod {
+        let what = format!("{}/{}", spec.namespace, spec.name);
+        match self.try_pod(spec) {
+            Ok(_) => self.pods.last().expect("just pushed"),
+            Err(e) => panic!("creating pod {what}: {e}"),
+        }
+    }
+
+    /// The pod named `namespace/name`.
+    pub fn get(&self, namespace: &str, name: &str) -> &Pod {
+        self.pods
+            .iter()
+            .find(|p| p.namespace == namespace && p.name == name)
+            .unwrap_or_else(|| panic!("no pod {namespace}/{name}"))
+    }
+
+    /// Changes a pod's labels (the pod keeps running, as with kubectl label).
+    pub fn relabel_pod(&mut self, namespace: &str, name: &str, labels: &[(&str, Option<&str>)]) {
+        let i = self
+            .pods
+            .iter()
+            .position(|p| p.namespace == namespace && p.name == name)
+            .expect("pod exists");
+        for (k, v) in labels {
+            match v {
+                Some(v) => self.pods[i].labels.insert(k.to_string(), v.to_string()),
+                None => self.pods[i].labels.remove(*k),
+            };
+        }
+        let p = &self.pods[i];
+        let spec = PodSpec {
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            node: p.node.clone(),
+            service_account: p.service_account.clone(),
+            labels: p.labels.clone(),
+        };
+        let yaml = manifests::pod(&spec, &p.uid, Some(p.ip));
+        self.write_manifest(&format!("pod-{namespace}-{name}.yaml"), &yaml);
+    }
+
+    /// Deletes a pod as a kubelet would: CNI DEL, then the sandbox.
+    pub fn delete_pod(&mut self, namespace: &str, name: &str) {
+        let i = self
+            .pods
+            .iter()
+            .position(|p| p.namespace == namespace && p.name == name)
+            .expect("pod exists");
+        let pod = self.pods.remove(i);
+        let node_i = self.node_index(&pod.node);
+        let sandbox = cni::Sandbox {
+            container_id: "deleted",
+            netns: &pod.netns,
+            pod_name: &pod.name,
+            pod_namespace: &pod.namespace,
+            pod_uid: &pod.uid,
+        };
+        self.nodes[node_i]
+            .network
+            .del(&sandbox, Some(&pod.cni_result));
+        drop(pod.app);
+        let _ = std::fs::remove_file(
+            self.manifests()
+                .join(format!("pod-{namespace}-{name}.yaml")),
+        );
+        let _ = host::output("ip", &["netns", "del", &pod.netns], None);
+    }
+
+    /// A Service selecting `app: <selector>` on HTTP_PORT and TCP_PORT;
+    /// returns its VIP.
+    pub fn service(&mut self, namespace: &str, name: &str, selector: &str) -> Ipv4Addr {
+        let vip = Ipv4Addr::new(10, 96, 0, self.next_vip);
+        self.next_vip += 1;
+        let def = manifests::ServiceDef {
+            namespace: namespace.into(),
+            name: name.into(),
+            vip,
+            selector: selector.into(),
+        };
+        self.write_manifest(
+            &format!("svc-{namespace}-{name}.yaml"),
+            &manifests::service(&def),
+        );
+        self.services.insert((namespace.into(), name.into()), def);
+        self.sync_kube_proxy();
+        vip
+    }
+
+    /// Writes one manifest file atomically.
+    pub fn write_manifest(&self, file: &str, yaml: &str) {
+        let tmp = self.dir.path().join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, yaml).expect("write manifest");
+        std::fs::rename(&tmp, self.manifests().join(file)).expect("rename manifest");
+    }
+
+    /// The kube-proxy stand-in: DNAT from each VIP to its endpoints, in
+    /// every node, for clients outside the mesh (captured clients never get
+    /// here: ztunnel resolves the VIP itself).
+    fn sync_kube_proxy(&self) {
+        let mut rules = String::from(
+            "table ip kube-proxy\ndelete table ip kube-proxy\ntable ip kube-proxy {\n\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n",
+        );
+        for def in self.services.values() {
+            let endpoints: Vec<Ipv4Addr> = self
+                .pods
+                .iter()
+                .filter(|p| {
+                    p.namespace == def.namespace && p.labels.get("app") == Some(&def.selector)
+                })
+                .map(|p| p.ip)
+                .collect();
+            if endpoints.is_empty() {
+                continue;
+            }
+            let map: Vec<String> = endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, ip)| format!("{i} : {ip}"))
+                .collect();
+            rules.push_str(&format!(
+                "\t\tip daddr {} tcp dport {{ {HTTP_PORT}, {TCP_PORT} }} dnat to numgen random mod {} map {{ {} }}\n",
+                def.vip,
+                endpoints.len(),
+                map.join(", ")
+            ));
+        }
+        rules.push_str("\t}\n}\n");
+        for n in &self.nodes {
+            let argv = host::in_netns(&n.netns, "nft", &["-f", "-"]);
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let out = host::output("nsenter", &argv, Some(rules.as_bytes()));
+            assert!(
+                out.status.success(),
+                "kube-proxy rules: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// Re-syncs the service DNAT after pods changed.
+    pub fn refresh_services(&self) {
+        self.sync_kube_proxy();
+    }
+
+    /// Polls `f` every 50 ms for up to 30 s; panics naming `what`.
+    pub fn wait_for(&self, what: &str, mut f: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f(self) {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `curl` from inside `from` to `url`: its stdout, or its exit code and
+    /// stderr.
+    pub fn curl(&self, from: &Pod, url: &str) -> Result<String, String> {
+        let out = ns_output(&from.netns, "curl", &["-sS", "--max-time", "5", url]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "curl exit {}: {}",
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// Sends `data` with `socat` from inside `from` to `addr` (TCP echo)
+    /// and returns everything the server wrote back.
+    pub fn socat(&self, from: &Pod, addr: &str, data: &str) -> Result<String, String> {
+        let argv = host::in_netns(
+            &from.netns,
+            "socat",
+            &[
+                "-t",
+                "2",
+                "-T",
+                "5",
+                "-",
+                &format!("TCP:{addr},connect-timeout=5"),
+            ],
+        );
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = host::output("nsenter", &argv, Some(data.as_bytes()));
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "socat exit {}: {}",
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// Retries `curl` until it succeeds (the mesh converging); returns the body.
+    pub fn curl_eventually(&self, from: &Pod, url: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.curl(from, url) {
+                Ok(body) => return body,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("{}/{} cannot reach {url}: {e}", from.namespace, from.name)
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// The pod's nftables table as nft lists it, if present.
+    pub fn pod_rules(&self, pod: &Pod) -> Option<String> {
+        let out = ns_output(
+            &pod.netns,
+            "nft",
+            &["list", "table", "inet", "mesh-ambient"],
+        );
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The identity of the pod's network namespace (inode).
+    pub fn pod_netns_inode(&self, pod: &Pod) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/var/run/netns/{}", pod.netns))
+            .expect("pod netns")
+            .ino()
+    }
+
+    /// What a pod's application logged (`accepted <port> <peer>` lines).
+    pub fn app_log(&self, pod: &Pod) -> String {
+        pod.app.logs()
+    }
+
+    /// Logs of the node's ztunnel and agent, for failure messages.
+    pub fn node_logs(&self, node: &str) -> String {
+        let n = self.node(node);
+        let mut out = String::new();
+        for p in [&n.ztunnel, &n.agent].into_iter().flatten() {
+            out.push_str(&format!("----- {} -----\n{}\n", p.name, p.logs()));
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                eprintln!("{}", self.node_logs(&n.name));
+            }
+            if let Some(i) = &self.istiod {
+                eprintln!("----- istiod-lite -----\n{}", i.logs());
+            }
+        }
+        // Processes first (they hold the namespaces), then the namespaces.
+        self.pods.clear();
+        for n in &mut self.nodes {
+            n.ztunnel = None;
+            n.agent = None;
+        }
+        self.istiod = None;
+        let names: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| n.netns.clone())
+            .chain(std::iter::once(self.lan.clone()))
+            .collect();
+        for name in names {
+            let _ = host::output("ip", &["netns", "del", &name], None);
+        }
+        for name in list_netns() {
+            if name.starts_with(&format!("{}-", self.prefix)) {
+                let _ = host::output("ip", &["netns", "del", &name], None);
+            }
+        }
+    }
+}
+
+fn list_netns() -> Vec<String> {
+    std::fs::read_dir("/var/run/netns")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Namespaces left by a run that was killed (its pid is gone).
+fn remove_stale_clusters() {
+    for name in list_netns() {
+        let Some(rest) = name.strip_prefix("mt") else {
+            continue;
+        };
+        let Some(pid) = rest.split('x').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = host::output("ip", &["netns", "del", &name], None);
+        }
+    }
+}
+
+/// Where cargo put the workspace's binaries: next to the test binary's
+/// `deps` directory.
+fn binaries_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target directory")
+        .to_path_buf();
+    for bin in [
+        "istiod-lite",
+        "ztunnel",
+        "cni-agent",
+        "mesh-cni",
+        "pod-echo",
+    ] {
+        assert!(
+            dir.join(bin).exists(),
+            "{} is not built; run `cargo xtask e2e` (it builds every binary first) or `cargo build --bins`",
+            dir.join(bin).display()
+        );
+    }
+    dir
+}
+
+fn log_level() -> String {
+    std::env::var("MESH_E2E_LOG").unwrap_or_else(|_| "info".into())
+}
+
+fn unique() -> u32 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,324 @@
+//! Transparent capture in the network-namespace cluster: unmodified
+//! clients in pods, the real CNI plugins, our chained plugin and node agent,
+//! ztunnel in in-pod mode. Needs root; `cargo xtask e2e` runs it.
+
+use integration::cluster::capture::{self, Capture};
+use integration::cluster::{Cluster, HTTP_PORT, PodSpec, TCP_PORT};
+
+const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
+
+/// A client on node-a and servers on both nodes, all enrolled, with a
+/// service over the server on node-b.
+fn two_node_mesh() -> Cluster {
+    let mut c = Cluster::start(&["node-a", "node-b"]);
+    c.namespace("apps", &[AMBIENT]);
+    c.pod(PodSpec::new("apps", "client", "node-a"));
+    c.pod(PodSpec::new("apps", "local", "node-a"));
+    c.pod(PodSpec::new("apps", "remote", "node-b"));
+    for name in ["client", "local", "remote"] {
+        let pod = c.get("apps", name);
+        c.wait_for(&format!("apps/{name} is captured"), |c| c.captured(pod));
+    }
+    c
+}
+
+#[test]
+fn unmodified_clients_reach_servers_by_pod_ip_and_vip_and_servers_see_the_client() {
+    let mut c = two_node_mesh();
+    let vip = c.service("apps", "remote", "remote");
+    let client = c.get("apps", "client");
+    let client_ip = client.ip.to_string();
+
+    for server in ["local", "remote"] {
+        let ip = c.get("apps", server).ip;
+        let body = c.curl_eventually(client, &format!("http://{ip}:{HTTP_PORT}/"));
+        assert_eq!(
+            body,
+            format!("hello from {server}, you are {client_ip}\n"),
+            "curl to {server} by pod IP"
+        );
+        let echoed = c
+            .socat(client, &format!("{ip}:{TCP_PORT}"), "ping\n")
+            .unwrap();
+        assert_eq!(
+            echoed,
+            format!("{server} {client_ip}\nping\n"),
+            "socat to {server}"
+        );
+    }
+    let body = c.curl_eventually(client, &format!("http://{vip}:{HTTP_PORT}/"));
+    assert_eq!(
+        body,
+        format!("hello from remote, you are {client_ip}\n"),
+        "curl by service VIP"
+    );
+    let echoed = c
+        .socat(client, &format!("{vip}:{TCP_PORT}"), "pong\n")
+        .unwrap();
+    assert_eq!(
+        echoed,
+        format!("remote {client_ip}\npong\n"),
+        "socat by service VIP"
+    );
+}
+
+#[test]
+fn between_nodes_the_payload_is_never_in_clear_and_every_tunnel_is_tls() {
+    let mut c = two_node_mesh();
+    // STRICT mTLS: a request that succeeds went through the tunnel, so the
+    // warm-up below proves node-a's ztunnel knows the destination. (Before
+    // that, a destination unknown to the source ztunnel is treated as
+    // outside the mesh, as Istio's ztunnel does, and STRICT refuses it.)
+    c.write_manifest(
+        "strict.yaml",
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: apps}\nspec:\n  mtls: {mode: STRICT}\n",
+    );
+    let remote_ip = c.get("apps", "remote").ip;
+    c.curl_eventually(
+        c.get("apps", "client"),
+        &format!("http://{remote_ip}:{HTTP_PORT}/"),
+    );
+    c.pod(PodSpec::new("apps", "client2", "node-a"));
+    let client = c.get("apps", "client2");
+    c.wait_for("apps/client2 is captured", |c| c.captured(client));
+    let remote = c.get("apps", "remote");
+    // The capture starts before client2's first connection, so it sees
+    // every tunnel from its first packet.
+    let uplink = &c.node("node-a").uplink;
+    let cap = Capture::start(&c.lan, uplink, c.dir.path());
+    c.curl_eventually(client, &format!("http://{}:{HTTP_PORT}/", remote.ip));
+    let marker = format!("MARKER-{:016x}", rand_u64());
+    for _ in 0..3 {
+        let echoed = c
+            .socat(
+                client,
+                &format!("{}:{TCP_PORT}", remote.ip),
+                &format!("{marker}\n"),
+            )
+            .unwrap();
+        assert!(echoed.ends_with(&format!("{marker}\n")), "echo: {echoed:?}");
+        let body = c
+            .curl(
+                client,
+                &format!("http://{}:{HTTP_PORT}/{marker}", remote.ip),
+            )
+            .unwrap();
+        assert!(body.starts_with("hello from remote"), "{body}");
+    }
+    let segments = cap.finish();
+
+    assert!(
+        !capture::contains(&segments, marker.as_bytes()),
+        "the payload marker crossed the link between nodes in clear"
+    );
+    let opened: Vec<_> = segments
+        .iter()
+        .filter(|s| s.syn && s.dst.1 == 15008)
+        .map(|s| (s.src, s.dst))
+        .collect();
+    let tunnels = capture::flows_to_port(&segments, 15008);
+    for flow in tunnels.keys() {
+        assert!(
+            opened.contains(flow),
+            "{flow:?} was not seen from its first packet"
+        );
+    }
+    assert!(
+        tunnels.len() >= 1,
+        "no HBONE connection was captured: {} segments",
+        segments.len()
+    );
+    for ((client_end, server_end), (hello, reply)) in &tunnels {
+        assert_eq!(
+            hello.first(),
+            Some(&0x16),
+            "{client_end:?} -> {server_end:?} did not start with a TLS handshake"
+        );
+        // A tunnel the server refused early (the mesh still converging) may
+        // carry nothing back; whatever it carries starts as TLS.
+        if let Some(first) = reply.first() {
+            assert_eq!(
+                *first, 0x16,
+                "{server_end:?} did not answer with a TLS handshake"
+            );
+        }
+    }
+    assert!(
+        tunnels
+            .values()
+            .any(|(_, reply)| reply.first() == Some(&0x16)),
+        "no tunnel completed a TLS handshake"
+    );
+    for app_port in [HTTP_PORT, TCP_PORT] {
+        assert!(
+            capture::flows_to_port(&segments, app_port).is_empty(),
+            "a plaintext connection to port {app_port} crossed between nodes"
+        );
+    }
+}
+
+#[test]
+fn labelling_a_namespace_enrolls_running_pods_and_unlabelling_releases_them() {
+    let mut c = Cluster::start(&["node-a", "node-b"]);
+    c.namespace("shop", &[]);
+    c.pod(PodSpec::new("shop", "client", "node-a"));
+    c.pod(PodSpec::new("shop", "server", "node-b"));
+    let (client, server) = (c.get("shop", "client"), c.get("shop", "server"));
+    let pids = (client.app.pid(), server.app.pid());
+    let inodes = (c.pod_netns_inode(client), c.pod_netns_inode(server));
+    assert!(
+        c.pod_rules(client).is_none(),
+        "a pod outside the mesh got rules"
+    );
+    let url = format!("http://{}:{HTTP_PORT}/", server.ip);
+    c.curl_eventually(client, &url);
+    // A policy that only applies in the mesh: nobody may call the server.
+    c.write_manifest(
+        "deny.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all, namespace: shop}\nspec:\n  selector: {matchLabels: {app: server}}\n  action: DENY\n  rules: [{}]\n",
+    );
+
+    c.namespace("shop", &[AMBIENT]);
+    let (client, server) = (c.get("shop", "client"), c.get("shop", "server"));
+    c.wait_for("both pods are captured", |c| {
+        c.captured(client) && c.captured(server)
+    });
+    assert!(c.pod_rules(client).is_some() && c.pod_rules(server).is_some());
+    c.wait_for("the mesh enforces the DENY policy", |c| {
+        c.curl(client, &url).is_err()
+    });
+
+    c.namespace("shop", &[]);
+    let (client, server) = (c.get("shop", "client"), c.get("shop", "server"));
+    c.wait_for("both pods are released", |c| {
+        c.pod_rules(client).is_none() && c.pod_rules(server).is_none()
+    });
+    let body = c.curl_eventually(client, &url);
+    assert_eq!(body, format!("hello from server, you are {}\n", client.ip));
+
+    // Neither pod was restarted or re-created.
+    assert_eq!((client.app.pid(), server.app.pid()), pids);
+    assert_eq!(
+        (c.pod_netns_inode(client), c.pod_netns_inode(server)),
+        inodes
+    );
+}
+
+#[test]
+fn with_ztunnel_stopped_enrolled_pods_fail_closed_and_the_snapshot_restores_them() {
+    let mut c = two_node_mesh();
+    let url = format!("http://{}:{HTTP_PORT}/", c.get("apps", "local").ip);
+    c.curl_eventually(c.get("apps", "client"), &url);
+    let pid = c.get("apps", "client").app.pid();
+
+    c.stop_ztunnel("node-a");
+    let client = c.get("apps", "client");
+    let local = c.get("apps", "local");
+    let served_before = c.app_log(local).lines().count();
+    let err = c
+        .curl(client, &url)
+        .expect_err("a captured pod's connection must fail without ztunnel");
+    assert!(
+        err.contains("exit 7"),
+        "expected a refused connection, got {err}"
+    );
+    let err = c
+        .socat(
+            client,
+            &format!("{}:{TCP_PORT}", c.get("apps", "remote").ip),
+            "x\n",
+        )
+        .expect_err("cross-node too");
+    assert!(!err.is_empty());
+    assert_eq!(
+        c.app_log(local).lines().count(),
+        served_before,
+        "nothing may reach the application while ztunnel is down"
+    );
+    assert!(
+        c.pod_rules(client).is_some(),
+        "the rules stay while ztunnel is down"
+    );
+
+    c.start_ztunnel("node-a");
+    let body = c.curl_eventually(c.get("apps", "client"), &url);
+    assert_eq!(
+        body,
+        format!("hello from local, you are {}\n", c.get("apps", "client").ip)
+    );
+    assert_eq!(
+        c.get("apps", "client").app.pid(),
+        pid,
+        "the pod was not restarted"
+    );
+}
+
+#[test]
+fn cni_add_fails_closed_without_the_agent_and_pods_outside_the_mesh_are_untouched() {
+    let mut c = Cluster::start(&["node-a"]);
+    c.namespace("apps", &[AMBIENT]);
+    c.namespace("plain", &[]);
+    c.stop_agent("node-a");
+
+    let err = c
+        .try_pod(PodSpec::new("apps", "web", "node-a"))
+        .err()
+        .expect("CNI ADD of an enrolled pod must fail without the node agent");
+    assert!(
+        err.contains("apps/web") && err.contains("node agent") && err.contains("unreachable"),
+        "unclear error: {err}"
+    );
+    assert!(!std::path::Path::new(&format!("/var/run/netns/{}-apps-web", c.prefix)).exists());
+
+    // A pod outside the mesh starts and works, agent or not.
+    c.pod(PodSpec::new("plain", "a", "node-a"));
+    c.pod(PodSpec::new("plain", "b", "node-a"));
+    let (a, b) = (c.get("plain", "a"), c.get("plain", "b"));
+    assert!(c.pod_rules(a).is_none());
+    let body = c.curl(a, &format!("http://{}:{HTTP_PORT}/", b.ip)).unwrap();
+    assert_eq!(body, format!("hello from b, you are {}\n", a.ip));
+    // A pod that opts out inside an enrolled namespace starts too.
+    c.pod(PodSpec::new("apps", "opted-out", "node-a").label("istio.io/dataplane-mode", "none"));
+
+    // With the agent back, the enrolled pod starts and is captured.
+    c.start_agent("node-a");
+    c.wait_for("ztunnel reconnects", |c| {
+        c.agent_status("node-a")["ztunnelsConnected"].as_u64() == Some(1)
+    });
+    c.pod(PodSpec::new("apps", "web", "node-a"));
+    assert!(c.pod_rules(c.get("apps", "web")).is_some());
+}
+
+#[test]
+fn flushed_rules_are_put_back_within_five_seconds() {
+    let c = two_node_mesh();
+    let client = c.get("apps", "client");
+    let rules = c.pod_rules(client).expect("captured pod has rules");
+    let out = std::process::Command::new("nsenter")
+        .args([
+            format!("--net=/var/run/netns/{}", client.netns),
+            "nft".into(),
+            "flush".into(),
+            "ruleset".into(),
+        ])
+        .status()
+        .unwrap();
+    assert!(out.success());
+    assert!(c.pod_rules(client).is_none(), "the flush took effect");
+    let flushed = std::time::Instant::now();
+    while c.pod_rules(client).is_none() {
+        assert!(
+            flushed.elapsed() < std::time::Duration::from_secs(5),
+            "rules not repaired within 5s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(c.pod_rules(client).unwrap(), rules);
+    let url = format!("http://{}:{HTTP_PORT}/", c.get("apps", "remote").ip);
+    c.curl_eventually(client, &url);
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
