@@ -6,9 +6,9 @@
 //! - each node namespace has an uplink to the bridge, routes to the other
 //!   nodes' pod ranges, a ztunnel in in-pod mode, a node agent, and a
 //!   kube-proxy stand-in (nftables DNAT for service VIPs);
-//! - each pod namespace gets its network from the real CNI plugins (`bridge`
-//!   + `host-local`), then our chained `mesh-cni`, invoked as a runtime
-//!   would; its application is `pod-echo`.
+//! - each pod namespace gets its network from the real CNI plugins
+//!   (`bridge` with `host-local`), then our chained `mesh-cni`, invoked as
+//!   a runtime would; its application is `pod-echo`.
 //!
 //! istiod-lite and the node agents read the cluster's manifest directory,
 //! which the harness keeps in step with the pods and services it creates.

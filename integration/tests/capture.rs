@@ -124,7 +124,7 @@ fn between_nodes_the_payload_is_never_in_clear_and_every_tunnel_is_tls() {
         );
     }
     assert!(
-        tunnels.len() >= 1,
+        !tunnels.is_empty(),
         "no HBONE connection was captured: {} segments",
         segments.len()
     );

@@ -4,12 +4,25 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-const TASKS: &[(&str, &str)] = &[("ci", "fmt --check, clippy -D warnings, and every test")];
+const TASKS: &[(&str, &str)] = &[
+    (
+        "ci",
+        "fmt --check, clippy -D warnings, and every test (e2e included)",
+    ),
+    (
+        "e2e",
+        "the network-namespace cluster suite (root; nftables, CNI plugins)",
+    ),
+];
+
+/// The binaries the network-namespace cluster runs as processes.
+const CLUSTER_BINARIES: &[&str] = &["istiod-lite", "ztunnel", "cni-plugin", "integration"];
 
 fn main() -> anyhow::Result<()> {
     let task = std::env::args().nth(1);
     match task.as_deref() {
         Some("ci") => ci(),
+        Some("e2e") => e2e(),
         other => {
             if let Some(t) = other {
                 eprintln!("unknown task {t:?}");
@@ -33,9 +46,27 @@ fn ci() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ])?;
+    build_cluster_binaries()?;
     cargo(&["test", "--workspace"])?;
     eprintln!("xtask ci: all checks passed");
     Ok(())
+}
+
+/// Builds the binaries the cluster runs, then the suite. `cargo test` alone
+/// does not build other packages' binaries.
+fn e2e() -> anyhow::Result<()> {
+    build_cluster_binaries()?;
+    cargo(&["test", "-p", "integration", "--test", "capture"])?;
+    eprintln!("xtask e2e: passed");
+    Ok(())
+}
+
+fn build_cluster_binaries() -> anyhow::Result<()> {
+    let mut args = vec!["build", "--bins"];
+    for p in CLUSTER_BINARIES {
+        args.extend(["-p", p]);
+    }
+    cargo(&args)
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
