@@ -56,7 +56,15 @@ fn ci() -> anyhow::Result<()> {
 /// does not build other packages' binaries.
 fn e2e() -> anyhow::Result<()> {
     build_cluster_binaries()?;
-    cargo(&["test", "-p", "integration", "--test", "capture"])?;
+    cargo(&[
+        "test",
+        "-p",
+        "integration",
+        "--test",
+        "capture",
+        "--test",
+        "zds",
+    ])?;
     eprintln!("xtask e2e: passed");
     Ok(())
 }
