@@ -112,6 +112,7 @@ impl Agent {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let model: Arc<Model> = models.borrow_and_update().clone();
             pods.model_changed(model).await;
+            zds.open();
             loop {
                 tokio::select! {
                     Some((event, reply)) = plugin_rx.recv() => {

@@ -256,6 +256,7 @@ impl Cluster {
         );
         let dir = self.dir.path().join(name);
         std::fs::create_dir_all(dir.join("ipam")).expect("node dir");
+        std::fs::create_dir_all(dir.join("netns")).expect("node netns dir");
         let network = cni::NetworkConfig::for_node(
             &netns,
             &pod_subnet,
@@ -388,6 +389,8 @@ impl Cluster {
             dir.join("plugin.sock").display().to_string(),
             "--zds-socket".into(),
             dir.join("ztunnel.sock").display().to_string(),
+            "--netns-dir".into(),
+            dir.join("netns").display().to_string(),
             "--status-file".into(),
             dir.join("agent-status.json").display().to_string(),
         ];
@@ -483,6 +486,11 @@ impl Cluster {
         let file = format!("pod-{}-{}.yaml", spec.namespace, spec.name);
         self.write_manifest(&file, &manifests::pod(&spec, &uid, None));
         sh("ip", &["netns", "add", &netns]);
+        // The node's view of its pods' namespaces (what a runtime keeps per
+        // node); the agent searches it by IP after a restart. Clusters on
+        // this machine reuse pod addresses, so they must not share one.
+        let link = self.nodes[node_i].dir.join("netns").join(&netns);
+        std::os::unix::fs::symlink(format!("/var/run/netns/{netns}"), &link).expect("netns link");
         let container_id = format!("{:016x}", rand::random::<u64>());
         let sandbox = cni::Sandbox {
             container_id: &container_id,
@@ -494,6 +502,7 @@ impl Cluster {
         let result = match self.nodes[node_i].network.add(&sandbox) {
             Ok(r) => r,
             Err(e) => {
+                let _ = std::fs::remove_file(&link);
                 let _ = sh("ip", &["netns", "del", &netns]);
                 let _ = std::fs::remove_file(self.manifests().join(&file));
                 return Err(e);
@@ -607,6 +616,7 @@ impl Cluster {
             .network
             .del(&sandbox, Some(&pod.cni_result));
         drop(pod.app);
+        let _ = std::fs::remove_file(self.nodes[node_i].dir.join("netns").join(&pod.netns));
         let _ = std::fs::remove_file(
             self.manifests()
                 .join(format!("pod-{namespace}-{name}.yaml")),

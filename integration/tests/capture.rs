@@ -322,3 +322,28 @@ fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::time::SystemTime::now())
 }
+
+#[test]
+fn an_agent_restart_keeps_captured_pods_served() {
+    let mut c = two_node_mesh();
+    let url = format!("http://{}:{HTTP_PORT}/", c.get("apps", "local").ip);
+    c.curl_eventually(c.get("apps", "client"), &url);
+
+    c.stop_agent("node-a");
+    // Without the agent, ztunnel keeps serving the pods it has.
+    c.curl(c.get("apps", "client"), &url)
+        .expect("served while the agent is away");
+    c.start_agent("node-a");
+    let client = c.get("apps", "client");
+    c.wait_for("the restarted agent adopts the captured pods", |c| {
+        c.captured(client) && c.agent_status("node-a")["ztunnelsConnected"].as_u64() == Some(1)
+    });
+    // The new agent's snapshot named every pod, so ztunnel dropped none.
+    for _ in 0..5 {
+        let body = c
+            .curl(client, &url)
+            .expect("served after the agent restarted");
+        assert_eq!(body, format!("hello from local, you are {}\n", client.ip));
+    }
+    assert!(c.pod_rules(client).is_some());
+}

@@ -273,13 +273,19 @@ impl Pods {
     }
 
     async fn capture(&mut self, key: &PodKey, uid: &str, path: &Path) -> Result<(), String> {
+        let netns = Arc::new(Netns::open(path).map_err(|e| e.to_string())?);
         if let Some(c) = self.captured.get(key) {
-            if c.uid == uid {
+            // The same sandbox: nothing to do. A new sandbox (or uid) for
+            // the same pod: the old capture goes, the new one is made.
+            if c.uid == uid && c.netns.id() == netns.id() {
                 return Ok(());
             }
             self.release(key).await;
         }
-        let netns = Arc::new(Netns::open(path).map_err(|e| e.to_string())?);
+        // Rules already in place: the agent restarted and is adopting a pod
+        // it captured before. It stays captured even if no ztunnel takes it
+        // right now; the next snapshot hands it over.
+        let adopting = matches!(redirect::listing(&netns), Ok(Some(_)));
         let sa = self
             .pod(&key.0, &key.1)
             .and_then(|p| p.spec.service_account_name.clone())
@@ -293,9 +299,13 @@ impl Pods {
             netns: netns.clone(),
         };
         if let Err(e) = self.zds.add(uid, handoff).await {
-            // Not captured: no rules, and not in later snapshots either.
-            self.zds.forget(uid);
-            return Err(e);
+            if !adopting {
+                // Not captured: no rules, and every ztunnel lets it go
+                // (one that NACKed keeps it pending otherwise).
+                self.zds.del(uid).await;
+                return Err(e);
+            }
+            warn!(pod = %format!("{}/{}", key.0, key.1), error = %e, "adopting a captured pod; ztunnel gets it with the next snapshot");
         }
         match redirect::install(&netns) {
             Ok(rules) => {

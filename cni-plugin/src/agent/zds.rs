@@ -48,12 +48,30 @@ struct Inner {
 }
 
 /// The agent's side of ZDS.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ZdsServer {
     inner: Arc<Mutex<Inner>>,
+    /// Snapshots wait until the agent knows its pods (after a restart, the
+    /// first reconcile adopts the pods already captured); an early, empty
+    /// snapshot would make ztunnel drop every pod.
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for ZdsServer {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            open: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
 }
 
 impl ZdsServer {
+    /// Lets snapshots go out: the agent has reconciled once.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
     /// How many ztunnels are connected.
     pub fn connected(&self) -> usize {
         self.lock().connections.len()
@@ -81,11 +99,6 @@ impl ZdsServer {
         }
         rx.await
             .unwrap_or_else(|_| Err("the connection to ztunnel closed before it answered".into()))
-    }
-
-    /// Forgets a pod that was never confirmed (its capture is abandoned).
-    pub fn forget(&self, uid: &str) {
-        self.lock().captured.remove(uid);
     }
 
     /// Tells every ztunnel to release a pod. Best effort: a ztunnel that
@@ -163,6 +176,10 @@ impl ZdsServer {
                 warn!("ztunnel sent no hello within 5s; closing");
                 return;
             }
+        }
+        let mut open = self.open.subscribe();
+        if open.wait_for(|o| *o).await.is_err() {
+            return;
         }
         let (tx, mut rx) = mpsc::unbounded_channel();
         let id = {
