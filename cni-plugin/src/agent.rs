@@ -143,7 +143,7 @@ impl Agent {
                     write_status(
                         path,
                         &Status {
-                            node: pods_node(&pods),
+                            node: pods.node().to_string(),
                             redirection: config.redirection,
                             ztunnels_connected: zds.connected(),
                             pods: pods.status(),
@@ -169,10 +169,6 @@ impl Agent {
             let _ = t.await;
         }
     }
-}
-
-fn pods_node(pods: &pods::Pods) -> String {
-    pods.node().to_string()
 }
 
 fn write_status(path: &std::path::Path, status: &Status) {

@@ -55,8 +55,6 @@ pub struct Pod {
     pub uid: String,
     pub app: Proc,
     labels: BTreeMap<String, String>,
-    service_account: String,
-    cni_result: serde_json::Value,
 }
 
 /// What a test asks for when it creates a pod.
@@ -536,8 +534,6 @@ impl Cluster {
             uid,
             app,
             labels: spec.labels,
-            service_account: spec.service_account,
-            cni_result: result,
         });
         let pod = self.pods.last().expect("just pushed");
         // The application is up when it accepts connections.
@@ -569,59 +565,6 @@ impl Cluster {
             .iter()
             .find(|p| p.namespace == namespace && p.name == name)
             .unwrap_or_else(|| panic!("no pod {namespace}/{name}"))
-    }
-
-    /// Changes a pod's labels (the pod keeps running, as with kubectl label).
-    pub fn relabel_pod(&mut self, namespace: &str, name: &str, labels: &[(&str, Option<&str>)]) {
-        let i = self
-            .pods
-            .iter()
-            .position(|p| p.namespace == namespace && p.name == name)
-            .expect("pod exists");
-        for (k, v) in labels {
-            match v {
-                Some(v) => self.pods[i].labels.insert(k.to_string(), v.to_string()),
-                None => self.pods[i].labels.remove(*k),
-            };
-        }
-        let p = &self.pods[i];
-        let spec = PodSpec {
-            namespace: p.namespace.clone(),
-            name: p.name.clone(),
-            node: p.node.clone(),
-            service_account: p.service_account.clone(),
-            labels: p.labels.clone(),
-        };
-        let yaml = manifests::pod(&spec, &p.uid, Some(p.ip));
-        self.write_manifest(&format!("pod-{namespace}-{name}.yaml"), &yaml);
-    }
-
-    /// Deletes a pod as a kubelet would: CNI DEL, then the sandbox.
-    pub fn delete_pod(&mut self, namespace: &str, name: &str) {
-        let i = self
-            .pods
-            .iter()
-            .position(|p| p.namespace == namespace && p.name == name)
-            .expect("pod exists");
-        let pod = self.pods.remove(i);
-        let node_i = self.node_index(&pod.node);
-        let sandbox = cni::Sandbox {
-            container_id: "deleted",
-            netns: &pod.netns,
-            pod_name: &pod.name,
-            pod_namespace: &pod.namespace,
-            pod_uid: &pod.uid,
-        };
-        self.nodes[node_i]
-            .network
-            .del(&sandbox, Some(&pod.cni_result));
-        drop(pod.app);
-        let _ = std::fs::remove_file(self.nodes[node_i].dir.join("netns").join(&pod.netns));
-        let _ = std::fs::remove_file(
-            self.manifests()
-                .join(format!("pod-{namespace}-{name}.yaml")),
-        );
-        let _ = host::output("ip", &["netns", "del", &pod.netns], None);
     }
 
     /// A Service selecting `app: <selector>` on HTTP_PORT and TCP_PORT;
@@ -693,11 +636,6 @@ impl Cluster {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-    }
-
-    /// Re-syncs the service DNAT after pods changed.
-    pub fn refresh_services(&self) {
-        self.sync_kube_proxy();
     }
 
     /// Polls `f` every 50 ms for up to 30 s; panics naming `what`.

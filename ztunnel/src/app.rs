@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use mesh_hbone::Pool;
-use mesh_runtime::drain::DrainWatcher;
 use mesh_runtime::drain::{self, DrainMode, DrainTrigger};
 use mesh_runtime::readiness::Ready;
 use mesh_tls::{CaClient, CertificateSource, SecretManager, SecretManagerConfig};
@@ -18,7 +17,7 @@ use crate::config::Config;
 use crate::inpod::PodStates;
 use crate::inpod::manager::WorkloadManager;
 use crate::proxy::connections::ConnectionManager;
-use crate::proxy::{ProxyInputs, accept_loop, inbound, inbound_plaintext, outbound};
+use crate::proxy::{Listeners, ProxyInputs};
 use crate::socket::Sockets;
 use crate::state::ProxyState;
 use crate::xds::{XdsClient, XdsClientStats};
@@ -74,7 +73,7 @@ impl Ztunnel {
 
         // In in-pod mode every listener lives inside a pod; none at node level.
         let host = if config.inpod.is_none() {
-            Some(HostListeners::bind(&config).await?)
+            Some(bind_host_listeners(&config).await?)
         } else {
             None
         };
@@ -86,7 +85,6 @@ impl Ztunnel {
             .map(|c| XdsClient::new(c, state.clone(), &ready, xds_stats.clone()));
         let connections = ConnectionManager::default();
 
-        let deadline = config.termination_deadline;
         let inputs = Arc::new(ProxyInputs {
             config: Arc::new(config),
             state: state.clone(),
@@ -119,7 +117,7 @@ impl Ztunnel {
                 .as_ref()
                 .map(|l| l.local_addr())
                 .transpose()?;
-            tasks.extend(host.serve(&inputs, &watcher, deadline));
+            tasks.extend(host.serve(&inputs, &watcher));
         }
         let mut pods = None;
         if let Some(inpod) = inputs.config.inpod.clone() {
@@ -159,77 +157,29 @@ impl Ztunnel {
     }
 }
 
-/// The node-level listeners (not in-pod mode).
-struct HostListeners {
-    outbound: TcpListener,
-    inbound: Vec<TcpListener>,
-    plaintext: Option<TcpListener>,
-}
-
-impl HostListeners {
-    async fn bind(config: &Config) -> anyhow::Result<Self> {
-        let outbound = TcpListener::bind(config.outbound_addr)
+/// Binds the node-level listeners (not in-pod mode).
+async fn bind_host_listeners(config: &Config) -> anyhow::Result<Listeners> {
+    let outbound = TcpListener::bind(config.outbound_addr)
+        .await
+        .with_context(|| format!("binding the outbound listener {}", config.outbound_addr))?;
+    let mut inbound = Vec::new();
+    for addr in &config.inbound_addrs {
+        let l = TcpListener::bind(addr)
             .await
-            .with_context(|| format!("binding the outbound listener {}", config.outbound_addr))?;
-        let mut inbound = Vec::new();
-        for addr in &config.inbound_addrs {
-            let l = TcpListener::bind(addr)
+            .with_context(|| format!("binding the HBONE listener {addr}"))?;
+        inbound.push(l);
+    }
+    let plaintext = match config.inbound_plaintext_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("binding the HBONE listener {addr}"))?;
-            inbound.push(l);
-        }
-        let plaintext = match config.inbound_plaintext_addr {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding the plaintext inbound listener {addr}"))?,
-            ),
-            None => None,
-        };
-        Ok(Self {
-            outbound,
-            inbound,
-            plaintext,
-        })
-    }
-
-    fn serve(
-        self,
-        inputs: &Arc<ProxyInputs>,
-        watcher: &DrainWatcher,
-        deadline: std::time::Duration,
-    ) -> Vec<JoinHandle<()>> {
-        let mut tasks = Vec::new();
-        if let Some(listener) = self.plaintext {
-            let inputs = inputs.clone();
-            tasks.push(tokio::spawn(accept_loop(
-                "inbound-plaintext",
-                listener,
-                watcher.clone(),
-                deadline,
-                move |tcp, peer, _drain| inbound_plaintext::handle(inputs.clone(), tcp, peer),
-            )));
-        }
-        {
-            let inputs = inputs.clone();
-            tasks.push(tokio::spawn(accept_loop(
-                "outbound",
-                self.outbound,
-                watcher.clone(),
-                deadline,
-                move |tcp, peer, _drain| outbound::handle(inputs.clone(), tcp, peer),
-            )));
-        }
-        for listener in self.inbound {
-            let inputs = inputs.clone();
-            tasks.push(tokio::spawn(accept_loop(
-                "inbound",
-                listener,
-                watcher.clone(),
-                deadline,
-                move |tcp, peer, drain| inbound::handle(inputs.clone(), tcp, peer, drain),
-            )));
-        }
-        tasks
-    }
+                .with_context(|| format!("binding the plaintext inbound listener {addr}"))?,
+        ),
+        None => None,
+    };
+    Ok(Listeners {
+        outbound,
+        inbound,
+        plaintext,
+    })
 }

@@ -127,6 +127,57 @@ impl ProxyInputs {
     }
 }
 
+/// One proxy's listeners: node-level ones in ztunnel's namespace, or one
+/// pod's inside its namespace. Both are served the same way.
+pub(crate) struct Listeners {
+    pub outbound: TcpListener,
+    pub inbound: Vec<TcpListener>,
+    pub plaintext: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Starts an accept loop per listener, each under `watcher`.
+    pub fn serve(
+        self,
+        inputs: &Arc<ProxyInputs>,
+        watcher: &DrainWatcher,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let deadline = inputs.config.termination_deadline;
+        let mut tasks = Vec::new();
+        if let Some(listener) = self.plaintext {
+            let inputs = inputs.clone();
+            tasks.push(tokio::spawn(accept_loop(
+                "inbound-plaintext",
+                listener,
+                watcher.clone(),
+                deadline,
+                move |tcp, peer, _drain| inbound_plaintext::handle(inputs.clone(), tcp, peer),
+            )));
+        }
+        {
+            let inputs = inputs.clone();
+            tasks.push(tokio::spawn(accept_loop(
+                "outbound",
+                self.outbound,
+                watcher.clone(),
+                deadline,
+                move |tcp, peer, _drain| outbound::handle(inputs.clone(), tcp, peer),
+            )));
+        }
+        for listener in self.inbound {
+            let inputs = inputs.clone();
+            tasks.push(tokio::spawn(accept_loop(
+                "inbound",
+                listener,
+                watcher.clone(),
+                deadline,
+                move |tcp, peer, drain| inbound::handle(inputs.clone(), tcp, peer, drain),
+            )));
+        }
+        tasks
+    }
+}
+
 /// Accepts on `listener` until a drain starts, running `handle` for each
 /// connection in its own task under the drain (graceful phase of
 /// `deadline`, then closed).

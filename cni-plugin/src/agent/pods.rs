@@ -111,7 +111,7 @@ impl Pods {
                     .pod_uid
                     .clone()
                     .or_else(|| self.pod(&key.0, &key.1).map(uid_of))
-                    .unwrap_or_else(|| format!("{}/{}", key.0, key.1));
+                    .unwrap_or_else(|| name(&key));
                 match self.capture(&key, &uid, &event.netns).await {
                     Ok(()) => AgentReply::Captured,
                     Err(message) => {
@@ -166,7 +166,7 @@ impl Pods {
             .cloned()
             .collect();
         for key in unwanted {
-            info!(pod = %format!("{}/{}", key.0, key.1), "pod is no longer enrolled; releasing it");
+            info!(pod = %name(&key), "pod is no longer enrolled; releasing it");
             self.release(&key).await;
         }
         self.failed.retain(|k, _| desired.contains_key(k));
@@ -175,14 +175,14 @@ impl Pods {
             match redirect::listing(&c.netns) {
                 Ok(Some(now)) if now == c.rules => {}
                 Ok(_) => {
-                    warn!(pod = %format!("{}/{}", key.0, key.1), "redirection rules missing or changed; putting them back");
+                    warn!(pod = %name(key), "redirection rules missing or changed; putting them back");
                     match redirect::install(&c.netns) {
                         Ok(rules) => c.rules = rules,
                         Err(e) => warn!(error = %e, "repairing the rules failed"),
                     }
                 }
                 Err(e) => {
-                    warn!(pod = %format!("{}/{}", key.0, key.1), error = %e, "cannot read the pod's rules")
+                    warn!(pod = %name(key), error = %e, "cannot read the pod's rules")
                 }
             }
         }
@@ -215,7 +215,7 @@ impl Pods {
                 }
                 Err(e) => {
                     if self.failed.get(&key) != Some(&e) {
-                        warn!(pod = %format!("{}/{}", key.0, key.1), error = %e, "capture failed; retrying");
+                        warn!(pod = %name(&key), error = %e, "capture failed; retrying");
                     }
                     self.failed.insert(key, e);
                 }
@@ -282,10 +282,6 @@ impl Pods {
             }
             self.release(key).await;
         }
-        // Rules already in place: the agent restarted and is adopting a pod
-        // it captured before. It stays captured even if no ztunnel takes it
-        // right now; the next snapshot hands it over.
-        let adopting = matches!(redirect::listing(&netns), Ok(Some(_)));
         let sa = self
             .pod(&key.0, &key.1)
             .and_then(|p| p.spec.service_account_name.clone())
@@ -299,17 +295,21 @@ impl Pods {
             netns: netns.clone(),
         };
         if let Err(e) = self.zds.add(uid, handoff).await {
+            // Rules already in place: the agent restarted and is adopting a
+            // pod it captured before. It stays captured even if no ztunnel
+            // takes it right now; the next snapshot hands it over.
+            let adopting = matches!(redirect::listing(&netns), Ok(Some(_)));
             if !adopting {
                 // Not captured: no rules, and every ztunnel lets it go
                 // (one that NACKed keeps it pending otherwise).
                 self.zds.del(uid).await;
                 return Err(e);
             }
-            warn!(pod = %format!("{}/{}", key.0, key.1), error = %e, "adopting a captured pod; ztunnel gets it with the next snapshot");
+            warn!(pod = %name(key), error = %e, "adopting a captured pod; ztunnel gets it with the next snapshot");
         }
         match redirect::install(&netns) {
             Ok(rules) => {
-                info!(pod = %format!("{}/{}", key.0, key.1), uid, "pod captured");
+                info!(pod = %name(key), uid, "pod captured");
                 self.captured.insert(
                     key.clone(),
                     Captured {
@@ -333,11 +333,16 @@ impl Pods {
             return;
         };
         if let Err(e) = redirect::remove(&c.netns) {
-            warn!(pod = %format!("{}/{}", key.0, key.1), error = %e, "removing the rules failed");
+            warn!(pod = %name(key), error = %e, "removing the rules failed");
         }
         self.zds.del(&c.uid).await;
-        info!(pod = %format!("{}/{}", key.0, key.1), uid = c.uid, "pod released");
+        info!(pod = %name(key), uid = c.uid, "pod released");
     }
+}
+
+/// `namespace/name`, for logs.
+fn name(key: &PodKey) -> String {
+    format!("{}/{}", key.0, key.1)
 }
 
 /// The uid ZDS names a pod by: Kubernetes' when set, else namespace/name.

@@ -86,61 +86,23 @@ table inet {TABLE} {{
 /// earlier version. Returns the table as nft lists it, to compare later.
 pub fn install(netns: &Netns) -> Result<String, RedirectError> {
     // The route first: once the rules exist, replies must find it.
-    for v in ["-4", "-6"] {
-        // A stale rule of ours may exist; remove it so there is one.
-        let _ = run(
-            netns,
-            "ip",
-            &[v, "rule", "del", "priority", &RULE_PRIORITY.to_string()],
-            None,
-        );
-    }
-    let mark = format!("{CONN_MARK:#x}/{MARK_MASK:#x}");
-    let table = ROUTE_TABLE.to_string();
-    let priority = RULE_PRIORITY.to_string();
-    run(
+    delete_route_rules(netns);
+    let rule = format!(
+        "rule add fwmark {CONN_MARK:#x}/{MARK_MASK:#x} lookup {ROUTE_TABLE} priority {RULE_PRIORITY}"
+    );
+    ip(netns, &format!("-4 {rule}"))?;
+    ip(
         netns,
-        "ip",
-        &[
-            "-4", "rule", "add", "fwmark", &mark, "lookup", &table, "priority", &priority,
-        ],
-        None,
-    )?;
-    run(
-        netns,
-        "ip",
-        &[
-            "-4",
-            "route",
-            "replace",
-            "local",
-            "0.0.0.0/0",
-            "dev",
-            "lo",
-            "table",
-            &table,
-        ],
-        None,
+        &format!("-4 route replace local 0.0.0.0/0 dev lo table {ROUTE_TABLE}"),
     )?;
     // IPv6 only where the pod has it on lo.
-    if run(
+    if ip(
         netns,
-        "ip",
-        &[
-            "-6", "route", "replace", "local", "::/0", "dev", "lo", "table", &table,
-        ],
-        None,
+        &format!("-6 route replace local ::/0 dev lo table {ROUTE_TABLE}"),
     )
     .is_ok()
     {
-        run(
-            netns,
-            "ip",
-            &[
-                "-6", "rule", "add", "fwmark", &mark, "lookup", &table, "priority", &priority,
-            ],
-            None,
-        )?;
+        ip(netns, &format!("-6 {rule}"))?;
     }
     run(netns, "nft", &["-f", "-"], Some(ruleset().as_bytes()))?;
     listing(netns)?.ok_or_else(|| RedirectError::Failed {
@@ -165,21 +127,24 @@ pub fn remove(netns: &Netns) -> Result<(), RedirectError> {
         Err(RedirectError::Failed { stderr, .. }) if stderr.contains("No such file") => Ok(()),
         Err(e) => Err(e),
     };
+    delete_route_rules(netns);
     for v in ["-4", "-6"] {
-        let _ = run(
-            netns,
-            "ip",
-            &[v, "rule", "del", "priority", &RULE_PRIORITY.to_string()],
-            None,
-        );
-        let _ = run(
-            netns,
-            "ip",
-            &[v, "route", "flush", "table", &ROUTE_TABLE.to_string()],
-            None,
-        );
+        let _ = ip(netns, &format!("{v} route flush table {ROUTE_TABLE}"));
     }
     table_gone
+}
+
+/// Removes our policy-routing rule if present (there is at most one).
+fn delete_route_rules(netns: &Netns) {
+    for v in ["-4", "-6"] {
+        let _ = ip(netns, &format!("{v} rule del priority {RULE_PRIORITY}"));
+    }
+}
+
+/// `ip` with a whitespace-separated command line, inside `netns`.
+fn ip(netns: &Netns, command: &str) -> Result<Output, RedirectError> {
+    let args: Vec<&str> = command.split_whitespace().collect();
+    run(netns, "ip", &args, None)
 }
 
 /// Runs `program args` inside `netns` (the child inherits the namespace of
@@ -203,23 +168,15 @@ fn run(
             .stderr(Stdio::piped())
             .spawn()
     })?;
-    let mut child = spawn.map_err(|source| RedirectError::Spawn {
+    let failed = |source| RedirectError::Spawn {
         command: command.clone(),
         source,
-    })?;
+    };
+    let mut child = spawn.map_err(failed)?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input)
-            .map_err(|source| RedirectError::Spawn {
-                command: command.clone(),
-                source,
-            })?;
+        pipe.write_all(input).map_err(failed)?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|source| RedirectError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
+    let out = child.wait_with_output().map_err(failed)?;
     if out.status.success() {
         Ok(out)
     } else {

@@ -10,10 +10,7 @@ use mesh_runtime::drain::{self, DrainMode, DrainTrigger};
 use tokio::net::TcpListener;
 
 use crate::config::InpodConfig;
-use crate::proxy::{
-    INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT, ProxyInputs, accept_loop, inbound, inbound_plaintext,
-    outbound,
-};
+use crate::proxy::{INBOUND_PLAINTEXT_PORT, Listeners, OUTBOUND_PORT, ProxyInputs};
 use crate::socket::Sockets;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,40 +57,15 @@ impl PodProxy {
                     source,
                 })
         };
-        let outbound_listener = bind(OUTBOUND_PORT)?;
-        let plaintext_listener = bind(INBOUND_PLAINTEXT_PORT)?;
-        let hbone_listener = bind(base.config.hbone_port)?;
-
+        let listeners = Listeners {
+            outbound: bind(OUTBOUND_PORT)?,
+            inbound: vec![bind(base.config.hbone_port)?],
+            plaintext: Some(bind(INBOUND_PLAINTEXT_PORT)?),
+        };
         let inputs = Arc::new(base.for_pod(sockets));
-        let deadline = base.config.termination_deadline;
         let (trigger, watcher) = drain::new();
-        {
-            let inputs = inputs.clone();
-            tokio::spawn(accept_loop(
-                "inpod-outbound",
-                outbound_listener,
-                watcher.clone(),
-                deadline,
-                move |tcp, peer, _drain| outbound::handle(inputs.clone(), tcp, peer),
-            ));
-        }
-        {
-            let inputs = inputs.clone();
-            tokio::spawn(accept_loop(
-                "inpod-inbound-plaintext",
-                plaintext_listener,
-                watcher.clone(),
-                deadline,
-                move |tcp, peer, _drain| inbound_plaintext::handle(inputs.clone(), tcp, peer),
-            ));
-        }
-        tokio::spawn(accept_loop(
-            "inpod-inbound",
-            hbone_listener,
-            watcher,
-            deadline,
-            move |tcp, peer, drain| inbound::handle(inputs.clone(), tcp, peer, drain),
-        ));
+        // The accept loops end with the drain; their handles are not needed.
+        drop(listeners.serve(&inputs, &watcher));
         tracing::info!(pod, netns = %id, "serving pod from inside its network namespace");
         Ok(Self {
             netns: id,
