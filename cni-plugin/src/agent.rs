@@ -4,7 +4,7 @@
 //!
 //! - [`config`]: flags and environment;
 //! - [`pods`]: the decisions (capture, release, repair), one event at a time;
-//! - [`redirect`]: the nftables rules inside a pod;
+//! - [`redirect`]: how a pod's traffic reaches ztunnel (nftables or eBPF);
 //! - [`zds`]: the server ztunnel connects to;
 //! - [`plugin_server`]: the socket the CNI plugin calls;
 //! - [`discover`]: finding a pod's namespace by its IP.
@@ -31,7 +31,7 @@ use mesh_runtime::drain::{self, DrainMode, DrainTrigger};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use config::Config;
 
@@ -42,7 +42,7 @@ use crate::protocol::{AgentReply, PluginEvent};
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     pub node: String,
-    pub redirection: config::Redirection,
+    pub redirection: redirect::RedirectionStatus,
     pub ztunnels_connected: usize,
     pub pods: BTreeMap<String, pods::PodStatus>,
 }
@@ -60,7 +60,15 @@ type PluginRequest = (PluginEvent, oneshot::Sender<AgentReply>);
 
 impl Agent {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
-        check_tools()?;
+        check_tools(config.redirection)?;
+        let redirector =
+            redirect::Redirector::new(config.redirection, config.ebpf_object.as_deref());
+        if let Some(e) = redirector.startup_error() {
+            // Running on lets pods outside the mesh start; enrolled pods
+            // are refused with this message rather than run uncaptured.
+            error!(redirection = ?config.redirection, error = %e,
+                "the redirection cannot capture pods on this node; enrolled pods will be refused");
+        }
         let (trigger, watcher) = drain::new();
         let zds = zds::ZdsServer::default();
         let mut tasks = Vec::new();
@@ -103,7 +111,7 @@ impl Agent {
             watcher.clone(),
         )));
 
-        let mut pods = pods::Pods::new(config.clone(), zds.clone());
+        let mut pods = pods::Pods::new(config.clone(), redirector, zds.clone());
         let status_file = config.status_file.clone();
         let interval = config.reconcile_interval;
         let watcher_main = watcher.clone();
@@ -144,7 +152,7 @@ impl Agent {
                         path,
                         &Status {
                             node: pods.node().to_string(),
-                            redirection: config.redirection,
+                            redirection: pods.redirection(),
                             ztunnels_connected: zds.connected(),
                             pods: pods.status(),
                         },
@@ -181,10 +189,14 @@ fn write_status(path: &std::path::Path, status: &Status) {
     }
 }
 
-/// The agent is useless without nft and ip; say so at start, not at the
-/// first pod.
-fn check_tools() -> anyhow::Result<()> {
-    for (tool, args) in [("nft", ["--version"]), ("ip", ["-V"])] {
+/// The agent is useless without the tools its redirection runs; say so at
+/// start, not at the first pod.
+fn check_tools(mode: config::Redirection) -> anyhow::Result<()> {
+    let tools: &[(&str, [&str; 1])] = match mode {
+        config::Redirection::Nftables => &[("nft", ["--version"]), ("ip", ["-V"])],
+        config::Redirection::Ebpf => &[("tc", ["-V"]), ("ip", ["-V"])],
+    };
+    for (tool, args) in tools {
         let ok = std::process::Command::new(tool)
             .args(args)
             .output()
@@ -192,7 +204,7 @@ fn check_tools() -> anyhow::Result<()> {
             .unwrap_or(false);
         if !ok {
             anyhow::bail!(
-                "`{tool}` is not available; the nftables redirection needs it (apt-get install nftables iproute2)"
+                "`{tool}` is not available; the {mode:?} redirection needs it (apt-get install nftables iproute2)"
             );
         }
     }

@@ -84,6 +84,31 @@ impl PodSpec {
     }
 }
 
+/// How the node agents capture pods: `MESH_E2E_REDIRECT=nftables|ebpf`
+/// (`cargo xtask e2e --redirect ...`), nftables when unset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Redirect {
+    Nftables,
+    Ebpf,
+}
+
+impl Redirect {
+    pub fn from_env() -> Self {
+        match std::env::var("MESH_E2E_REDIRECT").as_deref() {
+            Err(_) | Ok("") | Ok("nftables") => Self::Nftables,
+            Ok("ebpf") => Self::Ebpf,
+            Ok(other) => panic!("MESH_E2E_REDIRECT={other}: expected nftables or ebpf"),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Nftables => "nftables",
+            Self::Ebpf => "ebpf",
+        }
+    }
+}
+
 /// The ports `pod-echo` serves in every pod.
 pub const HTTP_PORT: u16 = 80;
 pub const TCP_PORT: u16 = 9000;
@@ -100,6 +125,9 @@ pub struct Cluster {
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
     services: BTreeMap<(String, String), manifests::ServiceDef>,
     next_vip: u8,
+    pub redirect: Redirect,
+    /// Extra flags for node agents started from now on.
+    agent_args: Vec<String>,
 }
 
 impl Cluster {
@@ -128,6 +156,8 @@ impl Cluster {
             bin: binaries_dir(),
             istiod: None,
             root_cert: dir.path().join("root-cert.pem"),
+            redirect: Redirect::from_env(),
+            agent_args: Vec::new(),
             namespaces: BTreeMap::new(),
             services: BTreeMap::new(),
             next_vip: 10,
@@ -391,8 +421,14 @@ impl Cluster {
             dir.join("netns").display().to_string(),
             "--status-file".into(),
             dir.join("agent-status.json").display().to_string(),
+            "--redirection".into(),
+            self.redirect.as_str().into(),
         ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let args: Vec<&str> = args
+            .iter()
+            .chain(&self.agent_args)
+            .map(String::as_str)
+            .collect();
         let log = dir.join(format!("agent-{}.log", unique()));
         let proc = Proc::spawn(
             &format!("node agent on {}", n.name),
@@ -426,6 +462,12 @@ impl Cluster {
             a.stop();
         }
         let _ = std::fs::remove_file(self.nodes[i].dir.join("plugin.sock"));
+    }
+
+    /// Starts a node agent with extra flags (they stay for later starts).
+    pub fn start_agent_with(&mut self, node: &str, args: &[&str]) {
+        self.agent_args = args.iter().map(|a| a.to_string()).collect();
+        self.start_agent(node);
     }
 
     pub fn start_agent(&mut self, node: &str) {
@@ -704,16 +746,51 @@ impl Cluster {
         }
     }
 
-    /// The pod's nftables table as nft lists it, if present.
+    /// The pod's capture as the kernel shows it, if present: the nftables
+    /// table, or our tc programs on the pod's interface.
     pub fn pod_rules(&self, pod: &Pod) -> Option<String> {
-        let out = ns_output(
-            &pod.netns,
-            "nft",
-            &["list", "table", "inet", "mesh-ambient"],
-        );
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        match self.redirect {
+            Redirect::Nftables => {
+                let out = ns_output(
+                    &pod.netns,
+                    "nft",
+                    &["list", "table", "inet", "mesh-ambient"],
+                );
+                out.status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+            }
+            Redirect::Ebpf => {
+                let mut listing = String::new();
+                for direction in ["ingress", "egress"] {
+                    let out = ns_output(
+                        &pod.netns,
+                        "tc",
+                        &["filter", "show", "dev", cni::POD_INTERFACE, direction],
+                    );
+                    listing.push_str(&String::from_utf8_lossy(&out.stdout));
+                }
+                listing.contains(" mesh_").then_some(listing)
+            }
+        }
+    }
+
+    /// Removes the pod's capture behind the agent's back, as an operator
+    /// or another tool might: `nft flush ruleset`, or deleting the tc
+    /// qdisc that holds our programs.
+    pub fn remove_capture_by_hand(&self, pod: &Pod) {
+        match self.redirect {
+            Redirect::Nftables => {
+                ns_sh(&pod.netns, "nft", &["flush", "ruleset"]);
+            }
+            Redirect::Ebpf => {
+                ns_sh(
+                    &pod.netns,
+                    "tc",
+                    &["qdisc", "del", "dev", cni::POD_INTERFACE, "clsact"],
+                );
+            }
+        }
     }
 
     /// The identity of the pod's network namespace (inode).

@@ -12,6 +12,8 @@ use clap::Parser;
 pub enum Redirection {
     /// Native nftables rules inside each pod's network namespace.
     Nftables,
+    /// tc programs (`bpf_sk_assign`) on each pod's interfaces.
+    Ebpf,
 }
 
 #[derive(Clone, Debug, Parser)]
@@ -44,6 +46,10 @@ pub struct Config {
     /// How the traffic of enrolled pods is captured.
     #[arg(long, env = "REDIRECTION", value_enum, default_value = "nftables")]
     pub redirection: Redirection,
+    /// The eBPF object to load instead of the built-in one (same programs
+    /// and maps; for testing a rebuilt or deliberately broken object).
+    #[arg(long, env = "EBPF_OBJECT")]
+    pub ebpf_object: Option<PathBuf>,
     /// How often captured pods' rules are checked and repaired, and
     /// failed captures retried.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]

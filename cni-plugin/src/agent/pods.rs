@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use super::config::Config;
 use super::discover;
-use super::redirect;
+use super::redirect::{RedirectionStatus, Redirector};
 use super::zds::{Handoff, ZdsServer};
 use crate::protocol::{AgentReply, Command, PluginEvent};
 
@@ -46,6 +46,7 @@ pub struct PodStatus {
 
 pub struct Pods {
     config: Config,
+    redirector: Redirector,
     model: Arc<Model>,
     zds: ZdsServer,
     /// Namespaces of pod sandboxes we were told about, enrolled or not.
@@ -56,9 +57,10 @@ pub struct Pods {
 }
 
 impl Pods {
-    pub fn new(config: Config, zds: ZdsServer) -> Self {
+    pub fn new(config: Config, redirector: Redirector, zds: ZdsServer) -> Self {
         Self {
             config,
+            redirector,
             model: Arc::default(),
             zds,
             sandboxes: HashMap::new(),
@@ -69,6 +71,10 @@ impl Pods {
 
     pub fn node(&self) -> &str {
         &self.config.node_name
+    }
+
+    pub fn redirection(&self) -> RedirectionStatus {
+        self.redirector.status()
     }
 
     pub fn status(&self) -> BTreeMap<String, PodStatus> {
@@ -127,7 +133,7 @@ impl Pods {
                 AgentReply::NotEnrolled
             }
             Command::Check => match self.captured.get(&key) {
-                Some(c) => match redirect::listing(&c.netns) {
+                Some(c) => match self.redirector.listing(&c.netns) {
                     Ok(Some(now)) if now == c.rules => AgentReply::Captured,
                     Ok(_) => AgentReply::Error {
                         message: "the pod's redirection rules are missing or changed".into(),
@@ -172,11 +178,11 @@ impl Pods {
         self.failed.retain(|k, _| desired.contains_key(k));
         // Repair what drifted.
         for (key, c) in self.captured.iter_mut() {
-            match redirect::listing(&c.netns) {
+            match self.redirector.listing(&c.netns) {
                 Ok(Some(now)) if now == c.rules => {}
                 Ok(_) => {
                     warn!(pod = %name(key), "redirection rules missing or changed; putting them back");
-                    match redirect::install(&c.netns) {
+                    match self.redirector.install(&c.netns) {
                         Ok(rules) => c.rules = rules,
                         Err(e) => warn!(error = %e, "repairing the rules failed"),
                     }
@@ -298,7 +304,7 @@ impl Pods {
             // Rules already in place: the agent restarted and is adopting a
             // pod it captured before. It stays captured even if no ztunnel
             // takes it right now; the next snapshot hands it over.
-            let adopting = matches!(redirect::listing(&netns), Ok(Some(_)));
+            let adopting = matches!(self.redirector.listing(&netns), Ok(Some(_)));
             if !adopting {
                 // Not captured: no rules, and every ztunnel lets it go
                 // (one that NACKed keeps it pending otherwise).
@@ -307,7 +313,7 @@ impl Pods {
             }
             warn!(pod = %name(key), error = %e, "adopting a captured pod; ztunnel gets it with the next snapshot");
         }
-        match redirect::install(&netns) {
+        match self.redirector.install(&netns) {
             Ok(rules) => {
                 info!(pod = %name(key), uid, "pod captured");
                 self.captured.insert(
@@ -321,8 +327,26 @@ impl Pods {
                 Ok(())
             }
             Err(e) => {
-                let _ = redirect::remove(&netns);
+                // A capture an earlier agent left in place keeps working:
+                // removing it would send the pod's traffic out in plaintext.
+                if let Ok(Some(rules)) = self.redirector.listing(&netns) {
+                    warn!(pod = %name(key), error = %e,
+                        "cannot renew the capture; keeping the one in place");
+                    self.captured.insert(
+                        key.clone(),
+                        Captured {
+                            uid: uid.to_string(),
+                            netns,
+                            rules,
+                        },
+                    );
+                    return Ok(());
+                }
+                let _ = self.redirector.remove(&netns);
                 self.zds.del(uid).await;
+                if self.captured.is_empty() {
+                    self.redirector.idle();
+                }
                 Err(format!("installing the redirection: {e}"))
             }
         }
@@ -332,10 +356,13 @@ impl Pods {
         let Some(c) = self.captured.remove(key) else {
             return;
         };
-        if let Err(e) = redirect::remove(&c.netns) {
-            warn!(pod = %name(key), error = %e, "removing the rules failed");
+        if let Err(e) = self.redirector.remove(&c.netns) {
+            warn!(pod = %name(key), error = %e, "removing the redirection failed");
         }
         self.zds.del(&c.uid).await;
+        if self.captured.is_empty() {
+            self.redirector.idle();
+        }
         info!(pod = %name(key), uid = c.uid, "pod released");
     }
 }

@@ -1,22 +1,30 @@
-//! In-pod redirection with native nftables, equivalent to
-//! `../shared/spec/dataplane.md` §5.2: inbound TCP (except HBONE on 15008)
-//! to ztunnel's 15006, outbound TCP to 15001, with ztunnel's own sockets
-//! (mark 0x539) and the replies on connections it opened with the client's
-//! address (connmark 0x111, routed back to it through table 100) exempt,
-//! and kubelet probes (SNATed to 169.254.7.127 on the node) never captured.
+//! How an enrolled pod's traffic reaches ztunnel's listeners inside the
+//! pod, chosen per node (`--redirection`):
 //!
-//! Everything lives in one table, `inet mesh-ambient`, replaced in a single
-//! nft transaction: a pod has all of the rules or none of them.
+//! - [`nftables`]: a table of rules in the pod (nat REDIRECT);
+//! - [`ebpf`]: tc programs on the pod's interfaces (`bpf_sk_assign`).
+//!
+//! Both share the contract of `../shared/spec/dataplane.md` §5 (marks,
+//! ports, the probe address) and the policy route: packets carrying the
+//! 0x111 mark are delivered by the pod's own stack (table 100).
+
+pub mod ebpf;
+pub mod nftables;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use mesh_netns::Netns;
+use serde::Serialize;
+
+use super::config::Redirection;
 
 /// The mark ztunnel sets on every socket it creates in a pod.
 pub const INPOD_MARK: u32 = 0x539;
 /// The connmark (and, restored, packet mark) of ztunnel-originated
-/// connections toward the application.
+/// connections toward the application; in eBPF mode, the mark of packets
+/// turned back into the pod.
 pub const CONN_MARK: u32 = 0x111;
 pub const MARK_MASK: u32 = 0xfff;
 pub const ROUTE_TABLE: u32 = 100;
@@ -26,7 +34,6 @@ pub const PROBE_SNAT_V6: &str = "fd16:9254:7127:1337:ffff:ffff:ffff:ffff";
 pub const OUTBOUND_PORT: u16 = 15001;
 pub const INBOUND_PLAINTEXT_PORT: u16 = 15006;
 pub const HBONE_PORT: u16 = 15008;
-pub const TABLE: &str = "mesh-ambient";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedirectError {
@@ -42,50 +49,100 @@ pub enum RedirectError {
     },
     #[error("`{command}` failed in the pod's network namespace: {stderr}")]
     Failed { command: String, stderr: String },
+    #[error("eBPF redirection: {0}")]
+    Ebpf(String),
 }
 
-/// The ruleset: one atomic transaction that replaces the table.
-pub fn ruleset() -> String {
-    let m = format!("meta mark & {MARK_MASK:#x}");
-    format!(
-        "table inet {TABLE}
-delete table inet {TABLE}
-table inet {TABLE} {{
-	chain prerouting-mangle {{
-		type filter hook prerouting priority mangle; policy accept;
-		{m} == {INPOD_MARK:#x} ct mark set ct mark & {keep:#x} | {CONN_MARK:#x}
-	}}
-	chain output-mangle {{
-		type route hook output priority mangle; policy accept;
-		ct mark & {MARK_MASK:#x} == {CONN_MARK:#x} meta mark set ct mark
-	}}
-	chain prerouting-nat {{
-		type nat hook prerouting priority dstnat; policy accept;
-		meta l4proto tcp ip saddr {PROBE_SNAT_V4} accept
-		meta l4proto tcp ip6 saddr {PROBE_SNAT_V6} accept
-		meta l4proto tcp ip daddr != 127.0.0.1 tcp dport != {HBONE_PORT} {m} != {INPOD_MARK:#x} redirect to :{INBOUND_PLAINTEXT_PORT}
-		meta l4proto tcp ip6 daddr != ::1 tcp dport != {HBONE_PORT} {m} != {INPOD_MARK:#x} redirect to :{INBOUND_PLAINTEXT_PORT}
-	}}
-	chain output-nat {{
-		type nat hook output priority -100; policy accept;
-		meta l4proto tcp ip daddr {PROBE_SNAT_V4} accept
-		meta l4proto tcp ip6 daddr {PROBE_SNAT_V6} accept
-		meta l4proto tcp {m} == {CONN_MARK:#x} accept
-		oifname \"lo\" ip daddr != 127.0.0.1 accept
-		oifname \"lo\" ip6 daddr != ::1 accept
-		meta l4proto tcp ip daddr != 127.0.0.1 {m} != {INPOD_MARK:#x} redirect to :{OUTBOUND_PORT}
-		meta l4proto tcp ip6 daddr != ::1 {m} != {INPOD_MARK:#x} redirect to :{OUTBOUND_PORT}
-	}}
-}}
-",
-        keep = !MARK_MASK,
-    )
+/// The node's redirection.
+pub enum Redirector {
+    Nftables,
+    Ebpf(Box<ebpf::EbpfRedirect>),
 }
 
-/// Installs the rules and the policy route in `netns`, replacing any
-/// earlier version. Returns the table as nft lists it, to compare later.
-pub fn install(netns: &Netns) -> Result<String, RedirectError> {
-    // The route first: once the rules exist, replies must find it.
+/// What the status file says about the redirection.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedirectionStatus {
+    pub mode: Redirection,
+    /// Why the mode cannot capture pods (enrolled pods are refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ebpf: Option<ebpf::EbpfStatus>,
+}
+
+impl Redirector {
+    /// The redirection for `mode`. For eBPF the programs are loaded once
+    /// here, so a kernel that cannot run them is reported at start.
+    pub fn new(mode: Redirection, ebpf_object: Option<&Path>) -> Self {
+        match mode {
+            Redirection::Nftables => Self::Nftables,
+            Redirection::Ebpf => Self::Ebpf(Box::new(ebpf::EbpfRedirect::new(ebpf_object))),
+        }
+    }
+
+    /// Why this redirection cannot capture pods, if it cannot.
+    pub fn startup_error(&self) -> Option<&str> {
+        match self {
+            Self::Nftables => None,
+            Self::Ebpf(e) => e.startup_error(),
+        }
+    }
+
+    pub fn status(&self) -> RedirectionStatus {
+        match self {
+            Self::Nftables => RedirectionStatus {
+                mode: Redirection::Nftables,
+                error: None,
+                ebpf: None,
+            },
+            Self::Ebpf(e) => RedirectionStatus {
+                mode: Redirection::Ebpf,
+                error: e.startup_error().map(str::to_string),
+                ebpf: Some(e.status()),
+            },
+        }
+    }
+
+    /// Captures the pod in `netns`, replacing an earlier capture. Returns
+    /// the capture as installed, to compare with [`Self::listing`] later.
+    pub fn install(&mut self, netns: &Netns) -> Result<String, RedirectError> {
+        // The route first: once redirection exists, replies must find it.
+        install_route(netns)?;
+        match self {
+            Self::Nftables => nftables::install(netns),
+            Self::Ebpf(e) => e.install(netns),
+        }
+    }
+
+    /// The pod's capture as it is now, or `None` when none is in place.
+    pub fn listing(&self, netns: &Netns) -> Result<Option<String>, RedirectError> {
+        match self {
+            Self::Nftables => nftables::listing(netns),
+            Self::Ebpf(_) => ebpf::listing(netns),
+        }
+    }
+
+    /// Removes the pod's capture and the route (releasing the pod).
+    pub fn remove(&mut self, netns: &Netns) -> Result<(), RedirectError> {
+        let removed = match self {
+            Self::Nftables => nftables::remove(netns),
+            Self::Ebpf(_) => ebpf::remove(netns),
+        };
+        remove_route(netns);
+        removed
+    }
+
+    /// No pod is captured: let go of what only captured pods need.
+    pub fn idle(&mut self) {
+        if let Self::Ebpf(e) = self {
+            e.unload();
+        }
+    }
+}
+
+/// The policy route: marked packets are delivered by the pod's own stack.
+fn install_route(netns: &Netns) -> Result<(), RedirectError> {
     delete_route_rules(netns);
     let rule = format!(
         "rule add fwmark {CONN_MARK:#x}/{MARK_MASK:#x} lookup {ROUTE_TABLE} priority {RULE_PRIORITY}"
@@ -104,34 +161,14 @@ pub fn install(netns: &Netns) -> Result<String, RedirectError> {
     {
         ip(netns, &format!("-6 {rule}"))?;
     }
-    run(netns, "nft", &["-f", "-"], Some(ruleset().as_bytes()))?;
-    listing(netns)?.ok_or_else(|| RedirectError::Failed {
-        command: "nft list table".into(),
-        stderr: "the table is missing right after it was installed".into(),
-    })
+    Ok(())
 }
 
-/// The table as installed now, or `None` when it is gone.
-pub fn listing(netns: &Netns) -> Result<Option<String>, RedirectError> {
-    match run(netns, "nft", &["list", "table", "inet", TABLE], None) {
-        Ok(out) => Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned())),
-        Err(RedirectError::Failed { stderr, .. }) if stderr.contains("No such file") => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Removes the rules and the route (releasing the pod).
-pub fn remove(netns: &Netns) -> Result<(), RedirectError> {
-    let table_gone = match run(netns, "nft", &["delete", "table", "inet", TABLE], None) {
-        Ok(_) => Ok(()),
-        Err(RedirectError::Failed { stderr, .. }) if stderr.contains("No such file") => Ok(()),
-        Err(e) => Err(e),
-    };
+fn remove_route(netns: &Netns) {
     delete_route_rules(netns);
     for v in ["-4", "-6"] {
         let _ = ip(netns, &format!("{v} route flush table {ROUTE_TABLE}"));
     }
-    table_gone
 }
 
 /// Removes our policy-routing rule if present (there is at most one).
@@ -184,28 +221,5 @@ fn run(
             command,
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ruleset_carries_the_contract() {
-        let r = ruleset();
-        // Replacing the table is one transaction: add, delete, define.
-        assert!(r.starts_with("table inet mesh-ambient\ndelete table inet mesh-ambient\n"));
-        for needle in [
-            "meta mark & 0xfff == 0x539 ct mark set ct mark & 0xfffff000 | 0x111",
-            "ct mark & 0xfff == 0x111 meta mark set ct mark",
-            "ip saddr 169.254.7.127 accept",
-            "tcp dport != 15008 meta mark & 0xfff != 0x539 redirect to :15006",
-            "meta l4proto tcp meta mark & 0xfff == 0x111 accept",
-            "oifname \"lo\" ip daddr != 127.0.0.1 accept",
-            "ip daddr != 127.0.0.1 meta mark & 0xfff != 0x539 redirect to :15001",
-        ] {
-            assert!(r.contains(needle), "missing {needle:?} in\n{r}");
-        }
     }
 }

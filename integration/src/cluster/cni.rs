@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 /// How one pod sandbox is described to the plugins.
+/// The interface every pod gets (CNI_IFNAME).
+pub const POD_INTERFACE: &str = "eth0";
+
 pub struct Sandbox<'a> {
     pub container_id: &'a str,
     pub netns: &'a str,
@@ -85,7 +88,7 @@ impl NetworkConfig {
                 conf["prevResult"] = p.clone();
             }
             let kind = conf["type"].as_str().unwrap_or_default().to_string();
-            match self.invoke(&kind, "ADD", sandbox, &conf, "eth0") {
+            match self.invoke(&kind, "ADD", sandbox, &conf, POD_INTERFACE) {
                 Ok(result) => prev = Some(result),
                 Err(e) => {
                     self.del(sandbox, prev.as_ref());
@@ -107,7 +110,7 @@ impl NetworkConfig {
                 conf["prevResult"] = p.clone();
             }
             let kind = conf["type"].as_str().unwrap_or_default().to_string();
-            let _ = self.invoke(&kind, "DEL", sandbox, &conf, "eth0");
+            let _ = self.invoke(&kind, "DEL", sandbox, &conf, POD_INTERFACE);
         }
     }
 
