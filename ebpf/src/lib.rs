@@ -250,12 +250,14 @@ fn load_error(program: &'static str, e: ProgramError) -> EbpfError {
             verifier_log,
         } => {
             let log = verifier_log.to_string();
+            // The verdict is at the end, before the verifier's statistics.
+            let statistics = ["verification time", "stack depth", "processed "];
             let tail: Vec<&str> = log
                 .lines()
                 .map(str::trim)
-                .filter(|l| !l.is_empty())
+                .filter(|l| !l.is_empty() && !statistics.iter().any(|s| l.starts_with(s)))
                 .rev()
-                .take(4)
+                .take(2)
                 .collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             EbpfError::Load {

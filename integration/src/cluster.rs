@@ -134,6 +134,11 @@ impl Cluster {
     /// Starts istiod-lite and the given nodes, each with a ztunnel and a
     /// node agent. Needs root; fails loudly otherwise.
     pub fn start(nodes: &[&str]) -> Cluster {
+        Self::start_with(nodes, Redirect::from_env())
+    }
+
+    /// [`Self::start`] with a given redirection, whatever the environment.
+    pub fn start_with(nodes: &[&str], redirect: Redirect) -> Cluster {
         host::require_root();
         remove_stale_clusters();
         static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -156,7 +161,7 @@ impl Cluster {
             bin: binaries_dir(),
             istiod: None,
             root_cert: dir.path().join("root-cert.pem"),
-            redirect: Redirect::from_env(),
+            redirect,
             agent_args: Vec::new(),
             namespaces: BTreeMap::new(),
             services: BTreeMap::new(),

@@ -11,9 +11,15 @@ const TASKS: &[(&str, &str)] = &[
     ),
     (
         "e2e",
-        "the network-namespace cluster suite (root; nftables, CNI plugins)",
+        "the network-namespace cluster suite (root); --redirect nftables|ebpf",
     ),
 ];
+
+/// Test targets of the cluster suite, and those only the eBPF mode adds.
+const E2E_TESTS: &[&str] = &["capture", "zds"];
+const E2E_EBPF_TESTS: &[&str] = &["ebpf"];
+/// Our programs' names, to find any left in the kernel after a run.
+const OUR_PROGRAMS: &[&str] = &["mesh_egress", "mesh_ingress"];
 
 /// The binaries the network-namespace cluster runs as processes.
 const CLUSTER_BINARIES: &[&str] = &["istiod-lite", "ztunnel", "cni-plugin", "integration"];
@@ -22,7 +28,16 @@ fn main() -> anyhow::Result<()> {
     let task = std::env::args().nth(1);
     match task.as_deref() {
         Some("ci") => ci(),
-        Some("e2e") => e2e(),
+        Some("e2e") => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            let redirect = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                [] => "nftables",
+                ["--redirect", mode @ ("nftables" | "ebpf")] => mode,
+                _ => bail!("usage: cargo xtask e2e [--redirect nftables|ebpf]"),
+            };
+            build_cluster_binaries()?;
+            e2e(redirect)
+        }
         other => {
             if let Some(t) = other {
                 eprintln!("unknown task {t:?}");
@@ -47,25 +62,53 @@ fn ci() -> anyhow::Result<()> {
         "warnings",
     ])?;
     build_cluster_binaries()?;
+    // Every test, the cluster suite with nftables redirection among them;
+    // then the capture suite again with eBPF redirection.
     cargo(&["test", "--workspace"])?;
+    e2e("ebpf")?;
     eprintln!("xtask ci: all checks passed");
     Ok(())
 }
 
-/// Builds the binaries the cluster runs, then the suite. `cargo test` alone
-/// does not build other packages' binaries.
-fn e2e() -> anyhow::Result<()> {
-    build_cluster_binaries()?;
-    cargo(&[
-        "test",
-        "-p",
-        "integration",
-        "--test",
-        "capture",
-        "--test",
-        "zds",
-    ])?;
-    eprintln!("xtask e2e: passed");
+/// The cluster suite with one redirection mode (the binaries built
+/// first: `cargo test` alone does not build other packages' binaries).
+fn e2e(redirect: &str) -> anyhow::Result<()> {
+    let mut args = vec!["test", "-p", "integration"];
+    let ebpf = redirect == "ebpf";
+    for t in E2E_TESTS
+        .iter()
+        .chain(if ebpf { E2E_EBPF_TESTS } else { &[] })
+    {
+        args.extend(["--test", t]);
+    }
+    cargo_with_env(&args, &[("MESH_E2E_REDIRECT", redirect)])?;
+    if ebpf {
+        no_programs_left()?;
+    }
+    eprintln!("xtask e2e ({redirect}): passed");
+    Ok(())
+}
+
+/// After a run, every cluster is gone: so must our programs be.
+fn no_programs_left() -> anyhow::Result<()> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .context("running bpftool (apt-get install bpftool)")?;
+    if !out.status.success() {
+        bail!(
+            "bpftool prog show: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let left: Vec<&&str> = OUR_PROGRAMS
+        .iter()
+        .filter(|p| listing.contains(&format!("\"name\":\"{p}\"")))
+        .collect();
+    if !left.is_empty() {
+        bail!("programs left in the kernel after the suite: {left:?} (bpftool prog show)");
+    }
     Ok(())
 }
 
@@ -78,10 +121,16 @@ fn build_cluster_binaries() -> anyhow::Result<()> {
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    cargo_with_env(args, &[])
+}
+
+fn cargo_with_env(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("==> cargo {}", args.join(" "));
+    let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    eprintln!("==> {}cargo {}", shown.concat(), args.join(" "));
     let status = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().copied())
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
     if !status.success() {
