@@ -384,6 +384,7 @@ impl Cluster {
         let env = [
             ("NODE_NAME", n.name.clone()),
             ("INPOD_ENABLED", "true".into()),
+            ("INPOD_REDIRECTION", self.redirect.as_str().into()),
             (
                 "INPOD_UDS",
                 n.dir.join("ztunnel.sock").display().to_string(),
@@ -488,6 +489,22 @@ impl Cluster {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The node's ztunnel `/config_dump` (its admin endpoint on the node's
+    /// loopback), or `Null` when it does not answer.
+    pub fn ztunnel_config_dump(&self, node: &str) -> serde_json::Value {
+        let out = ns_output(
+            &self.node(node).netns,
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "5",
+                "http://127.0.0.1:15000/config_dump",
+            ],
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     }
 
     /// Whether the node agent reports `pod` (namespace/name) captured.

@@ -144,6 +144,8 @@ impl Mesh {
             .join(",");
         [
             (zc::NODE_NAME, node.to_string()),
+            // Many ztunnels share this process's namespace.
+            (zc::ADMIN_ADDR, "127.0.0.1:0".to_string()),
             (zc::CA_ADDRESS, self.istiod().grpc_addr.to_string()),
             (zc::CA_ROOT_CA, self.istiod().ca.root_pem().to_string()),
             (zc::AUTH_TOKEN, token),

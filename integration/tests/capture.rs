@@ -77,6 +77,15 @@ fn unmodified_clients_reach_servers_by_pod_ip_and_vip_and_servers_see_the_client
         assert_eq!(counters["droppedNoListener"], 0, "{status}");
         counters["outboundCaptured"].as_u64().unwrap_or(0) >= 6
     });
+    // So does ztunnel, beside the pods it serves.
+    let dump = c.ztunnel_config_dump("node-a");
+    assert_eq!(
+        dump["config"]["inpod"]["redirection"],
+        c.redirect.as_str(),
+        "{dump}"
+    );
+    let uid = &c.get("apps", "client").uid;
+    assert_eq!(dump["workloadState"][uid]["state"], "up", "{dump}");
 }
 
 #[test]

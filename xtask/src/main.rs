@@ -13,6 +13,10 @@ const TASKS: &[(&str, &str)] = &[
         "e2e",
         "the network-namespace cluster suite (root); --redirect nftables|ebpf",
     ),
+    (
+        "bench",
+        "benchmarks (root, release build): redirection nftables vs eBPF; [--quick] [--json FILE]",
+    ),
 ];
 
 /// Test targets of the cluster suite, and those only the eBPF mode adds.
@@ -38,6 +42,7 @@ fn main() -> anyhow::Result<()> {
             build_cluster_binaries()?;
             e2e(redirect)
         }
+        Some("bench") => bench(std::env::args().skip(2).collect()),
         other => {
             if let Some(t) = other {
                 eprintln!("unknown task {t:?}");
@@ -110,6 +115,38 @@ fn no_programs_left() -> anyhow::Result<()> {
         bail!("programs left in the kernel after the suite: {left:?} (bpftool prog show)");
     }
     Ok(())
+}
+
+/// The benchmarks run the cluster's release binaries.
+fn bench(pass: Vec<String>) -> anyhow::Result<()> {
+    for a in &pass {
+        if !matches!(a.as_str(), "--quick" | "--json")
+            && !pass.windows(2).any(|w| w[0] == "--json" && &w[1] == a)
+        {
+            bail!("usage: cargo xtask bench [--quick] [--json FILE]");
+        }
+    }
+    let mut build = vec!["build", "--release", "--bins"];
+    for p in CLUSTER_BINARIES {
+        build.extend(["-p", p]);
+    }
+    cargo(&build)?;
+    // cargo bench runs in the package's directory: make FILE absolute.
+    let cwd = std::env::current_dir()?;
+    let pass: Vec<String> = pass
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if i > 0 && pass[i - 1] == "--json" {
+                cwd.join(a).display().to_string()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    let mut args = vec!["bench", "-p", "integration", "--bench", "redirection", "--"];
+    args.extend(pass.iter().map(String::as_str));
+    cargo(&args)
 }
 
 fn build_cluster_binaries() -> anyhow::Result<()> {

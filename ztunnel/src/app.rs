@@ -24,6 +24,8 @@ use crate::xds::{XdsClient, XdsClientStats};
 
 /// A running ztunnel.
 pub struct Ztunnel {
+    /// The admin endpoint, when on.
+    pub admin_addr: Option<SocketAddr>,
     /// The node-level outbound listener; `None` in in-pod mode.
     pub outbound_addr: Option<SocketAddr>,
     pub inbound_addrs: Vec<SocketAddr>,
@@ -77,6 +79,10 @@ impl Ztunnel {
         } else {
             None
         };
+        let admin_listener = match config.admin_addr {
+            Some(addr) => Some(crate::admin::Admin::bind(addr).await?),
+            None => None,
+        };
         let ready = Ready::new();
         let xds_stats = Arc::new(XdsClientStats::default());
         let xds = config
@@ -129,9 +135,19 @@ impl Ztunnel {
                 watcher.clone(),
             )));
         }
+        let mut admin_addr = None;
+        if let Some(listener) = admin_listener {
+            admin_addr = Some(listener.local_addr()?);
+            let admin = crate::admin::Admin {
+                config: inputs.config.clone(),
+                pods: pods.clone(),
+            };
+            tasks.push(tokio::spawn(admin.serve(listener, watcher.clone())));
+        }
         drop(watcher);
-        info!(?outbound_addr, ?inbound_addrs, inpod = inputs.config.inpod.is_some(), node = %inputs.config.node_name, "ztunnel started");
+        info!(?outbound_addr, ?admin_addr, ?inbound_addrs, inpod = inputs.config.inpod.is_some(), node = %inputs.config.node_name, "ztunnel started");
         Ok(Self {
+            admin_addr,
             outbound_addr,
             inbound_addrs,
             inbound_plaintext_addr,

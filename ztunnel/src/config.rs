@@ -46,6 +46,8 @@ pub const INPOD_ENABLED: &str = "INPOD_ENABLED";
 pub const INPOD_UDS: &str = "INPOD_UDS";
 pub const INPOD_MARK: &str = "INPOD_MARK";
 pub const INPOD_PORT_REUSE: &str = "INPOD_PORT_REUSE";
+pub const INPOD_REDIRECTION: &str = "INPOD_REDIRECTION";
+pub const ADMIN_ADDR: &str = "ADMIN_ADDR";
 
 const DEFAULT_CA_ADDRESS: &str = "istiod.istio-system.svc:15012";
 const DEFAULT_ROOT_CA: &str = "./var/run/secrets/istio/root-cert.pem";
@@ -92,6 +94,9 @@ pub struct Config {
     /// In-pod mode: pods arrive over ZDS and get listeners inside their own
     /// network namespace; the node-level listeners above are not bound.
     pub inpod: Option<InpodConfig>,
+    /// The admin endpoint (`/config_dump`); `None` when turned off
+    /// (`ADMIN_ADDR=none`).
+    pub admin_addr: Option<SocketAddr>,
 }
 
 /// How ztunnel serves pods from inside their network namespaces.
@@ -105,6 +110,17 @@ pub struct InpodConfig {
     /// `SO_REUSEPORT` on the in-pod listeners, so a new ztunnel can bind
     /// beside a draining one.
     pub port_reuse: bool,
+    /// How the node agent captures pods (set from the same value as the
+    /// agent's `--redirection`); shown in the config dump.
+    pub redirection: Redirection,
+}
+
+/// The node agent's capture mechanism, as the deployment declares it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Redirection {
+    Nftables,
+    Ebpf,
 }
 
 impl Config {
@@ -279,12 +295,29 @@ impl Config {
                     .filter(|m| *m != 0)
                     .ok_or_else(|| invalid(INPOD_MARK, &mark.to_string(), "must be 1..2^32-1"))?,
                 port_reuse: boolean(INPOD_PORT_REUSE, true)?,
+                redirection: match get(INPOD_REDIRECTION).as_deref() {
+                    None | Some("nftables") => Redirection::Nftables,
+                    Some("ebpf") => Redirection::Ebpf,
+                    Some(other) => {
+                        return Err(invalid(
+                            INPOD_REDIRECTION,
+                            other,
+                            "must be nftables or ebpf",
+                        ));
+                    }
+                },
             })
         } else {
             None
         };
 
+        let admin_addr = match get(ADMIN_ADDR).as_deref() {
+            Some("none" | "") => None,
+            _ => Some(addr(ADMIN_ADDR, "127.0.0.1:15000")?),
+        };
+
         Ok(Self {
+            admin_addr,
             node_name,
             proxy_mode,
             network: Network::new(get(NETWORK).unwrap_or_default()),
@@ -396,6 +429,25 @@ mod tests {
     }
 
     #[test]
+    fn admin_is_on_localhost_unless_turned_off() {
+        let base = [
+            (NODE_NAME, "n1"),
+            (CA_ROOT_CA, ROOT),
+            (LOCAL_XDS_PATH, "/x"),
+        ];
+        assert_eq!(
+            parse(&base).unwrap().admin_addr,
+            Some("127.0.0.1:15000".parse().unwrap())
+        );
+        let mut off = base.to_vec();
+        off.push((ADMIN_ADDR, "none"));
+        assert_eq!(parse(&off).unwrap().admin_addr, None);
+        let mut bad = base.to_vec();
+        bad.push((ADMIN_ADDR, "localhost"));
+        assert_eq!(parse(&bad).unwrap_err().key, ADMIN_ADDR);
+    }
+
+    #[test]
     fn inpod_is_opt_in_and_checked() {
         let base = [
             (NODE_NAME, "n1"),
@@ -411,9 +463,19 @@ mod tests {
             InpodConfig {
                 uds: "/var/run/ztunnel/ztunnel.sock".into(),
                 mark: 1337,
-                port_reuse: true
+                port_reuse: true,
+                redirection: Redirection::Nftables,
             }
         );
+        let mut ebpf = on.clone();
+        ebpf.push((INPOD_REDIRECTION, "ebpf"));
+        assert_eq!(
+            parse(&ebpf).unwrap().inpod.unwrap().redirection,
+            Redirection::Ebpf
+        );
+        let mut unknown = on.clone();
+        unknown.push((INPOD_REDIRECTION, "iptables"));
+        assert_eq!(parse(&unknown).unwrap_err().key, INPOD_REDIRECTION);
         let mut bad = on.clone();
         bad.push((INPOD_MARK, "0"));
         assert_eq!(parse(&bad).unwrap_err().key, INPOD_MARK);

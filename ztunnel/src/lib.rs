@@ -10,6 +10,7 @@
 //! - [`app`]: wiring and lifecycle.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod inpod;
