@@ -172,19 +172,30 @@ static __always_inline void set_dport(struct packet *p, __u16 port)
 		p->tuple.ipv4.dport = bpf_htons(port);
 }
 
-SEC("classifier")
-int mesh_egress(struct __sk_buff *skb)
+#define CONTINUE -1
+
+/* Both programs' first step: TCP goes on (CONTINUE), anything else passes,
+ * TCP whose headers cannot be read is dropped and counted. */
+static __always_inline int parse_verdict(struct __sk_buff *skb, struct packet *p)
 {
-	struct packet p = {};
-	switch (parse(skb, &p)) {
+	switch (parse(skb, p)) {
 	case NOT_TCP:
 		return TC_ACT_OK;
 	case MALFORMED:
 		count(MESH_DROPPED_MALFORMED);
 		return TC_ACT_SHOT;
-	case TCP:
-		break;
+	default:
+		return CONTINUE;
 	}
+}
+
+SEC("classifier")
+int mesh_egress(struct __sk_buff *skb)
+{
+	struct packet p = {};
+	int verdict = parse_verdict(skb, &p);
+	if (verdict != CONTINUE)
+		return verdict;
 	/* ztunnel's own connections leave as they are. */
 	if (marked(skb, CONFIG.inpod_mark))
 		return TC_ACT_OK;
@@ -201,15 +212,9 @@ int mesh_ingress(struct __sk_buff *skb)
 {
 	struct packet p = {};
 	int outbound = marked(skb, CONFIG.redirect_mark);
-	switch (parse(skb, &p)) {
-	case NOT_TCP:
-		return TC_ACT_OK;
-	case MALFORMED:
-		count(MESH_DROPPED_MALFORMED);
-		return TC_ACT_SHOT;
-	case TCP:
-		break;
-	}
+	int verdict = parse_verdict(skb, &p);
+	if (verdict != CONTINUE)
+		return verdict;
 	if (outbound) {
 		/* Sent to the gateway's MAC address; it is ours to receive now. */
 		bpf_skb_change_type(skb, PACKET_HOST);

@@ -113,7 +113,7 @@ impl Programs {
     pub fn attach(&mut self, interface: &str) -> Result<(), EbpfError> {
         match tc::qdisc_add_clsact(interface) {
             Ok(()) | Err(TcError::AlreadyAttached) => {}
-            Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc_eexist()) => {}
+            Err(TcError::NetlinkError(e)) if already_exists(&e) => {}
             Err(e) => {
                 return Err(EbpfError::Attach {
                     program: INGRESS_PROGRAM,
@@ -170,11 +170,8 @@ impl Programs {
                 ids.programs.push(info.id());
             }
         }
-        for (_, map) in self.ebpf.maps() {
-            if let Ok(info) = map_info(map) {
-                ids.maps.push(info);
-            }
-        }
+        ids.maps
+            .extend(self.ebpf.maps().filter_map(|(_, map)| map_id(map)));
         ids.programs.sort_unstable();
         ids.maps.sort_unstable();
         ids
@@ -230,17 +227,13 @@ fn classifier<'a>(
         .map_err(|_| EbpfError::MissingProgram(name))
 }
 
-fn map_info(map: &aya::maps::Map) -> Result<u32, aya::maps::MapError> {
-    use aya::maps::Map;
-    let data = match map {
-        Map::PerCpuArray(d) | Map::Array(d) => d,
-        _ => {
-            return Err(aya::maps::MapError::InvalidName {
-                name: String::new(),
-            });
-        }
-    };
-    Ok(data.info()?.id())
+/// A map's kernel id. Our objects hold array maps only (the counters and
+/// the settings' `.rodata`).
+fn map_id(map: &aya::maps::Map) -> Option<u32> {
+    match map {
+        aya::maps::Map::PerCpuArray(d) | aya::maps::Map::Array(d) => Some(d.info().ok()?.id()),
+        _ => None,
+    }
 }
 
 fn load_error(program: &'static str, e: ProgramError) -> EbpfError {
@@ -286,8 +279,10 @@ fn direction_name(t: TcAttachType) -> &'static str {
     }
 }
 
-const fn libc_eexist() -> i32 {
-    17
+fn already_exists(e: &aya::sys::NetlinkError) -> bool {
+    e.raw_os_error()
+        .map(|code| std::io::Error::from_raw_os_error(code).kind())
+        == Some(std::io::ErrorKind::AlreadyExists)
 }
 
 /// An error and its sources on one line.

@@ -313,43 +313,38 @@ impl Pods {
             }
             warn!(pod = %name(key), error = %e, "adopting a captured pod; ztunnel gets it with the next snapshot");
         }
-        match self.redirector.install(&netns) {
+        let rules = match self.redirector.install(&netns) {
             Ok(rules) => {
                 info!(pod = %name(key), uid, "pod captured");
-                self.captured.insert(
-                    key.clone(),
-                    Captured {
-                        uid: uid.to_string(),
-                        netns,
-                        rules,
-                    },
-                );
-                Ok(())
+                rules
             }
-            Err(e) => {
-                // A capture an earlier agent left in place keeps working:
-                // removing it would send the pod's traffic out in plaintext.
-                if let Ok(Some(rules)) = self.redirector.listing(&netns) {
+            // A capture an earlier agent left in place keeps working:
+            // removing it would send the pod's traffic out in plaintext.
+            Err(e) => match self.redirector.listing(&netns) {
+                Ok(Some(rules)) => {
                     warn!(pod = %name(key), error = %e,
                         "cannot renew the capture; keeping the one in place");
-                    self.captured.insert(
-                        key.clone(),
-                        Captured {
-                            uid: uid.to_string(),
-                            netns,
-                            rules,
-                        },
-                    );
-                    return Ok(());
+                    rules
                 }
-                let _ = self.redirector.remove(&netns);
-                self.zds.del(uid).await;
-                if self.captured.is_empty() {
-                    self.redirector.idle();
+                _ => {
+                    let _ = self.redirector.remove(&netns);
+                    self.zds.del(uid).await;
+                    if self.captured.is_empty() {
+                        self.redirector.idle();
+                    }
+                    return Err(format!("installing the redirection: {e}"));
                 }
-                Err(format!("installing the redirection: {e}"))
-            }
-        }
+            },
+        };
+        self.captured.insert(
+            key.clone(),
+            Captured {
+                uid: uid.to_string(),
+                netns,
+                rules,
+            },
+        );
+        Ok(())
     }
 
     async fn release(&mut self, key: &PodKey) {

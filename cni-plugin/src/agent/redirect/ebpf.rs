@@ -137,13 +137,7 @@ pub fn listing(netns: &Netns) -> Result<Option<String>, RedirectError> {
     let mut lines = Vec::new();
     for interface in netns.run(interfaces)?? {
         for direction in ["ingress", "egress"] {
-            let out = run(
-                netns,
-                "tc",
-                &["-j", "filter", "show", "dev", &interface, direction],
-                None,
-            )?;
-            for (name, id) in ours(&out.stdout) {
+            for (name, id) in ours(&filters(netns, &interface, direction)?) {
                 lines.push(format!("{interface} {direction} {name} id {id}"));
             }
         }
@@ -164,16 +158,9 @@ pub fn remove(netns: &Netns) -> Result<(), RedirectError> {
             .map_err(|e| RedirectError::Ebpf(e.to_string()))?;
         let _ = netns.run(|| set_sysctl(interface, "accept_local", "0"));
         // The clsact qdisc goes too when nothing else uses it.
-        let empty = ["ingress", "egress"].iter().all(|d| {
-            run(
-                netns,
-                "tc",
-                &["-j", "filter", "show", "dev", interface, d],
-                None,
-            )
-            .map(|o| json_filters(&o.stdout).is_empty())
-            .unwrap_or(false)
-        });
+        let empty = ["ingress", "egress"]
+            .iter()
+            .all(|d| filters(netns, interface, d).is_ok_and(|f| f.is_empty()));
         if empty {
             let _ = run(
                 netns,
@@ -227,18 +214,30 @@ fn set_sysctl(scope: &str, key: &str, value: &str) -> Result<(), RedirectError> 
     std::fs::write(&path, value).map_err(|e| RedirectError::Ebpf(format!("writing {path}: {e}")))
 }
 
-/// The filters of `tc -j filter show` output.
-fn json_filters(stdout: &[u8]) -> Vec<serde_json::Value> {
-    serde_json::from_slice::<Vec<serde_json::Value>>(stdout)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|f| f.get("options").is_some())
-        .collect()
+/// The filters on one side of an interface (`tc -j filter show`).
+fn filters(
+    netns: &Netns,
+    interface: &str,
+    direction: &str,
+) -> Result<Vec<serde_json::Value>, RedirectError> {
+    let out = run(
+        netns,
+        "tc",
+        &["-j", "filter", "show", "dev", interface, direction],
+        None,
+    )?;
+    Ok(
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f.get("options").is_some())
+            .collect(),
+    )
 }
 
 /// Our programs among the filters: (name, kernel id).
-fn ours(stdout: &[u8]) -> Vec<(String, u64)> {
-    json_filters(stdout)
+fn ours(filters: &[serde_json::Value]) -> Vec<(String, u64)> {
+    filters
         .iter()
         .filter_map(|f| {
             let options = f.get("options")?;
