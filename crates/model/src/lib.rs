@@ -12,13 +12,16 @@ pub mod enrollment;
 pub mod manifests;
 pub mod objects;
 mod parse;
+pub mod routes;
 mod validate;
+pub mod waypoint;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 pub use objects::*;
 pub use parse::{ObjectError, Parsed, parse_object};
+pub use routes::{Gateway, GrpcRoute, HttpRoute};
 
 /// The kinds the model holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,6 +33,8 @@ pub enum Kind {
     PeerAuthentication,
     Gateway,
     HttpRoute,
+    GrpcRoute,
+    RequestAuthentication,
 }
 
 impl Kind {
@@ -44,6 +49,8 @@ impl Kind {
             ("security.istio.io", "PeerAuthentication") => Kind::PeerAuthentication,
             ("gateway.networking.k8s.io", "Gateway") => Kind::Gateway,
             ("gateway.networking.k8s.io", "HTTPRoute") => Kind::HttpRoute,
+            ("gateway.networking.k8s.io", "GRPCRoute") => Kind::GrpcRoute,
+            ("security.istio.io", "RequestAuthentication") => Kind::RequestAuthentication,
             _ => return None,
         })
     }
@@ -57,6 +64,8 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::Gateway => "Gateway",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
+            Kind::RequestAuthentication => "RequestAuthentication",
         }
     }
 
@@ -93,6 +102,8 @@ pub enum Object {
     PeerAuthentication(PeerAuthentication),
     Gateway(Gateway),
     HttpRoute(HttpRoute),
+    GrpcRoute(GrpcRoute),
+    RequestAuthentication(RequestAuthentication),
 }
 
 /// `(namespace, name)`.
@@ -119,6 +130,8 @@ pub struct Model {
     pub peer_authentications: BTreeMap<NsName, PeerAuthentication>,
     pub gateways: BTreeMap<NsName, Gateway>,
     pub http_routes: BTreeMap<NsName, HttpRoute>,
+    pub grpc_routes: BTreeMap<NsName, GrpcRoute>,
+    pub request_authentications: BTreeMap<NsName, RequestAuthentication>,
 }
 
 impl Model {
@@ -145,6 +158,12 @@ impl Model {
             }
             Object::HttpRoute(o) => {
                 self.http_routes.insert(k, o);
+            }
+            Object::GrpcRoute(o) => {
+                self.grpc_routes.insert(k, o);
+            }
+            Object::RequestAuthentication(o) => {
+                self.request_authentications.insert(k, o);
             }
         }
     }

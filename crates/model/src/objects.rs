@@ -172,7 +172,7 @@ pub struct AuthorizationPolicy {
     pub spec: AuthorizationPolicySpec,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizationPolicySpec {
     #[serde(default)]
@@ -189,7 +189,7 @@ pub struct AuthorizationPolicySpec {
     pub rules: Vec<AuthorizationRule>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum AuthorizationAction {
     #[default]
@@ -199,7 +199,7 @@ pub enum AuthorizationAction {
     Custom,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadSelector {
     #[serde(default)]
@@ -218,7 +218,7 @@ pub fn labels_match(selector: &Labels, labels: &Labels) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyTargetReference {
     #[serde(default)]
@@ -229,13 +229,13 @@ pub struct PolicyTargetReference {
     pub namespace: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtensionProvider {
     pub name: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizationRule {
     #[serde(default)]
@@ -246,21 +246,21 @@ pub struct AuthorizationRule {
     pub when: Vec<RuleCondition>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleFrom {
     #[serde(default)]
     pub source: Option<Source>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleTo {
     #[serde(default)]
     pub operation: Option<Operation>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Source {
     #[serde(default)]
@@ -289,7 +289,7 @@ pub struct Source {
     pub not_remote_ip_blocks: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Operation {
     #[serde(default)]
@@ -310,7 +310,7 @@ pub struct Operation {
     pub not_paths: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleCondition {
     pub key: String,
@@ -357,28 +357,68 @@ pub enum MtlsMode {
     Strict,
 }
 
-// ------------------------------------------------ gateway.networking.k8s.io
+// ------------------------------------------------------- RequestAuthentication
 
-/// Kept in the model for waypoints and routes; read by the waypoint work.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct Gateway {
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct RequestAuthentication {
     pub metadata: ObjectMeta,
     #[serde(default)]
-    pub spec: GatewaySpec,
+    pub spec: RequestAuthenticationSpec,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GatewaySpec {
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestAuthenticationSpec {
     #[serde(default)]
-    pub gateway_class_name: String,
+    pub selector: Option<WorkloadSelector>,
     #[serde(default)]
-    pub listeners: Vec<serde_yaml::Value>,
+    pub target_ref: Option<PolicyTargetReference>,
+    #[serde(default)]
+    pub target_refs: Vec<PolicyTargetReference>,
+    #[serde(default)]
+    pub jwt_rules: Vec<JwtRule>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct HttpRoute {
-    pub metadata: ObjectMeta,
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtRule {
+    pub issuer: String,
     #[serde(default)]
-    pub spec: serde_yaml::Value,
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// The JSON Web Key Set itself, as a JSON string.
+    #[serde(default)]
+    pub jwks: Option<String>,
+    #[serde(default)]
+    pub from_headers: Vec<JwtHeader>,
+    #[serde(default)]
+    pub from_params: Vec<String>,
+    #[serde(default)]
+    pub from_cookies: Vec<String>,
+    #[serde(default)]
+    pub output_payload_to_header: Option<String>,
+    #[serde(default)]
+    pub forward_original_token: bool,
+    #[serde(default)]
+    pub output_claim_to_headers: Vec<ClaimToHeader>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub space_delimited_claims: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtHeader {
+    pub name: String,
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimToHeader {
+    pub header: String,
+    pub claim: String,
 }

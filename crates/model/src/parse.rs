@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 use super::validate;
-use super::{Kind, Object, ObjectKey};
+use super::{GrpcRoute, HttpRoute, Kind, Object, ObjectKey};
 
 /// The namespace of a namespaced object whose manifest names none, as
 /// `kubectl apply` assumes.
@@ -57,11 +57,10 @@ fn header_error(field: &str, problem: &str) -> ObjectError {
 }
 
 /// Kinds of security.istio.io that exist but are not read (yet).
-const KNOWN_SECURITY: [&str; 1] = ["RequestAuthentication"];
+const KNOWN_SECURITY: [&str; 0] = [];
 /// Kinds of the Gateway API that exist but are not read (yet).
-const KNOWN_GATEWAY: [&str; 7] = [
+const KNOWN_GATEWAY: [&str; 6] = [
     "GatewayClass",
-    "GRPCRoute",
     "TCPRoute",
     "TLSRoute",
     "UDPRoute",
@@ -165,8 +164,26 @@ pub fn parse_object(doc: Value) -> Result<Parsed, ObjectError> {
             validate::peer_authentication(&pa).map_err(in_object)?;
             Object::PeerAuthentication(pa)
         }
-        Kind::Gateway => Object::Gateway(typed(doc).map_err(in_object)?),
-        Kind::HttpRoute => Object::HttpRoute(typed(doc).map_err(in_object)?),
+        Kind::Gateway => {
+            let gw = typed(doc).map_err(in_object)?;
+            validate::gateway(&gw).map_err(in_object)?;
+            Object::Gateway(gw)
+        }
+        Kind::HttpRoute => {
+            let route: HttpRoute = typed(doc).map_err(in_object)?;
+            validate::http_route(&route.spec).map_err(in_object)?;
+            Object::HttpRoute(route)
+        }
+        Kind::GrpcRoute => {
+            let route: GrpcRoute = typed(doc).map_err(in_object)?;
+            validate::grpc_route(&route.spec).map_err(in_object)?;
+            Object::GrpcRoute(route)
+        }
+        Kind::RequestAuthentication => {
+            let ra = typed(doc).map_err(in_object)?;
+            validate::request_authentication(&ra).map_err(in_object)?;
+            Object::RequestAuthentication(ra)
+        }
     };
     Ok(Parsed::Object(key, Box::new(object)))
 }

@@ -232,3 +232,6 @@ pub(super) fn peer_authentication(pa: &PeerAuthentication) -> Check {
     }
     Ok(())
 }
+
+mod routes;
+pub(super) use routes::{gateway, grpc_route, http_route, request_authentication};
