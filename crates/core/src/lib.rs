@@ -13,6 +13,7 @@ pub mod authorization;
 pub mod duration;
 pub mod identity;
 pub mod service;
+pub mod waypoint;
 pub mod workload;
 pub mod xds;
 
@@ -23,5 +24,6 @@ pub use authorization::{
 };
 pub use identity::{Identity, IdentityError, TrustDomain};
 pub use service::{PortMapping, Service};
+pub use waypoint::{GatewayAddress, GatewayDestination};
 pub use workload::{TunnelProtocol, Workload, WorkloadUid};
 pub use xds::{Address, ConversionError};

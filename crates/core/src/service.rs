@@ -28,6 +28,8 @@ pub struct Service {
     /// Extra SPIFFE URIs accepted as the server's identity, beyond the
     /// endpoint's own.
     pub subject_alt_names: Vec<String>,
+    /// The waypoint that takes traffic addressed to this service.
+    pub waypoint: Option<crate::waypoint::GatewayAddress>,
 }
 
 impl Service {

@@ -80,6 +80,9 @@ pub struct Workload {
     /// (`namespace/hostname`), with this endpoint's port mapping.
     #[serde(default)]
     pub services: BTreeMap<String, Vec<PortMapping>>,
+    /// The waypoint that takes traffic addressed to this workload's IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waypoint: Option<crate::waypoint::GatewayAddress>,
 }
 
 fn default_service_account() -> String {
@@ -162,6 +165,7 @@ services:
             node: String::new(),
             authorization_policies: vec![],
             services: BTreeMap::new(),
+            waypoint: None,
         }
     }
 }

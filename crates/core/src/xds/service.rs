@@ -2,7 +2,7 @@
 
 use mesh_proto::istio::workload as xds;
 
-use super::workload::port_mapping;
+use super::workload::{gateway_address, port_mapping};
 use super::{ConversionError, each, ip};
 use crate::address::{Network, NetworkAddress, max_prefix_len};
 use crate::service::Service;
@@ -24,6 +24,12 @@ impl TryFrom<&xds::Service> for Service {
             vips: each("addresses", &s.addresses, vip)?,
             ports: each("ports", &s.ports, port_mapping)?,
             subject_alt_names: s.subject_alt_names.clone(),
+            waypoint: s
+                .waypoint
+                .as_ref()
+                .map(gateway_address)
+                .transpose()
+                .map_err(|e| e.within("waypoint"))?,
         })
     }
 }

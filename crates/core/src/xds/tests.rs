@@ -61,6 +61,7 @@ fn workload_converts() {
                     target_port: 8080
                 }]
             )]),
+            waypoint: None,
         }
     );
     assert_eq!(
@@ -211,6 +212,7 @@ fn service_converts() {
                 },
             ],
             subject_alt_names: vec!["spiffe://cluster.local/ns/default/sa/echo".into()],
+            waypoint: None,
         }
     );
     assert_eq!(s.key(), "default/echo.default.svc.cluster.local");
@@ -268,4 +270,29 @@ fn address_is_a_workload_or_a_service() {
             .field,
         "type"
     );
+}
+
+#[test]
+fn waypoint_addresses_convert_and_errors_name_the_field() {
+    let mut w = proto_workload();
+    w.waypoint = Some(wl::GatewayAddress {
+        destination: Some(wl::gateway_address::Destination::Hostname(
+            wl::NamespacedHostname {
+                namespace: "default".into(),
+                hostname: "waypoint.default.svc.cluster.local".into(),
+            },
+        )),
+        hbone_mtls_port: 15008,
+    });
+    let converted = Workload::try_from(&w).unwrap();
+    assert_eq!(
+        converted.waypoint.unwrap().to_string(),
+        "default/waypoint.default.svc.cluster.local:15008"
+    );
+    w.waypoint.as_mut().unwrap().hbone_mtls_port = 0;
+    let err = Workload::try_from(&w).unwrap_err().to_string();
+    assert!(err.contains("waypoint.hbone_mtls_port"), "{err}");
+    w.waypoint.as_mut().unwrap().destination = None;
+    let err = Workload::try_from(&w).unwrap_err().to_string();
+    assert!(err.contains("waypoint.destination"), "{err}");
 }

@@ -8,6 +8,7 @@ use super::{ConversionError, each, ip, port};
 use crate::address::Network;
 use crate::identity::{DEFAULT_SERVICE_ACCOUNT, TrustDomain};
 use crate::service::PortMapping;
+use crate::waypoint::{GatewayAddress, GatewayDestination};
 use crate::workload::{TunnelProtocol, Workload, WorkloadUid};
 
 /// Fields the domain does not model yet (waypoints, locality, telemetry
@@ -68,6 +69,12 @@ impl TryFrom<&xds::Workload> for Workload {
             node: w.node.clone(),
             authorization_policies: w.authorization_policies.clone(),
             services,
+            waypoint: w
+                .waypoint
+                .as_ref()
+                .map(gateway_address)
+                .transpose()
+                .map_err(|e| e.within("waypoint"))?,
         };
         // An HBONE workload is reached by its certificate identity, so it
         // must have a valid one; for plain TCP it is never consulted.
@@ -84,5 +91,36 @@ pub(super) fn port_mapping(p: &xds::Port) -> Result<PortMapping, ConversionError
     Ok(PortMapping {
         service_port: port(p.service_port).map_err(|e| e.within("service_port"))?,
         target_port: port(p.target_port).map_err(|e| e.within("target_port"))?,
+    })
+}
+
+/// `GatewayAddress`: a namespaced hostname or an address, and the HBONE port.
+pub(super) fn gateway_address(g: &xds::GatewayAddress) -> Result<GatewayAddress, ConversionError> {
+    let destination = match &g.destination {
+        Some(xds::gateway_address::Destination::Hostname(h)) => {
+            if h.hostname.is_empty() || h.namespace.is_empty() {
+                return Err(ConversionError::new(
+                    "hostname",
+                    "namespace and hostname must both be set",
+                ));
+            }
+            GatewayDestination::Hostname {
+                namespace: h.namespace.clone(),
+                hostname: h.hostname.clone(),
+            }
+        }
+        Some(xds::gateway_address::Destination::Address(a)) => GatewayDestination::Address {
+            network: Network::new(a.network.clone()),
+            address: ip(&a.address).map_err(|e| e.within("address"))?,
+        },
+        None => return Err(ConversionError::new("destination", "must be set")),
+    };
+    let hbone_port = port(g.hbone_mtls_port).map_err(|e| e.within("hbone_mtls_port"))?;
+    if hbone_port == 0 {
+        return Err(ConversionError::new("hbone_mtls_port", "must not be 0"));
+    }
+    Ok(GatewayAddress {
+        destination,
+        hbone_port,
     })
 }
