@@ -20,7 +20,7 @@ use crate::proxy::connections::ConnectionManager;
 use crate::proxy::{Listeners, ProxyInputs};
 use crate::socket::Sockets;
 use crate::state::ProxyState;
-use crate::xds::{XdsClient, XdsClientStats};
+use crate::xds::{StateHandler, XdsClient, XdsClientStats};
 
 /// A running ztunnel.
 pub struct Ztunnel {
@@ -85,10 +85,10 @@ impl Ztunnel {
         };
         let ready = Ready::new();
         let xds_stats = Arc::new(XdsClientStats::default());
-        let xds = config
-            .xds
-            .clone()
-            .map(|c| XdsClient::new(c, state.clone(), &ready, xds_stats.clone()));
+        let xds = config.xds.clone().map(|c| {
+            let handler = StateHandler::new(state.clone(), true);
+            XdsClient::new(c, handler, &ready, xds_stats.clone())
+        });
         let connections = ConnectionManager::default();
 
         let inputs = Arc::new(ProxyInputs {

@@ -258,6 +258,7 @@ impl Config {
                     auth: auth.clone(),
                     cluster_id: cluster_id.clone(),
                     node: NodeInfo {
+                        proxy_type: "ztunnel".into(),
                         instance_ip: get(INSTANCE_IP).unwrap_or_else(|| "1.1.1.1".into()),
                         pod_name: get(POD_NAME).unwrap_or_else(|| format!("ztunnel-{node_name}")),
                         pod_namespace: get(POD_NAMESPACE).unwrap_or_else(|| "istio-system".into()),

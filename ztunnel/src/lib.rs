@@ -16,5 +16,7 @@ pub mod config;
 pub mod inpod;
 pub mod proxy;
 pub mod socket;
-pub mod state;
-pub mod xds;
+/// The delta-xDS client (in `mesh-xds`).
+pub use mesh_xds::client as xds;
+/// The state xDS feeds (shared with the waypoint, in `mesh-xds`).
+pub use mesh_xds::state;

@@ -14,10 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_hbone::Pool;
-use mesh_runtime::drain::{DrainWatcher, run_with_drain};
+use mesh_runtime::drain::DrainWatcher;
 use mesh_tls::SecretManager;
 use tokio::net::TcpListener;
-use tracing::{debug, warn};
 
 use crate::config::Config;
 use crate::state::ProxyState;
@@ -178,37 +177,4 @@ impl Listeners {
     }
 }
 
-/// Accepts on `listener` until a drain starts, running `handle` for each
-/// connection in its own task under the drain (graceful phase of
-/// `deadline`, then closed).
-pub(crate) async fn accept_loop<F, Fut>(
-    name: &'static str,
-    listener: TcpListener,
-    drain: DrainWatcher,
-    deadline: Duration,
-    handle: F,
-) where
-    F: Fn(tokio::net::TcpStream, std::net::SocketAddr, DrainWatcher) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = drain.signaled() => {
-                debug!(listener = name, "stopped accepting");
-                return;
-            }
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                let conn = handle(tcp, peer, drain.clone());
-                tokio::spawn(run_with_drain(drain.clone(), deadline, conn));
-            }
-            Err(e) => {
-                // Typically EMFILE: back off instead of spinning.
-                warn!(listener = name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
+pub(crate) use mesh_runtime::drain::accept_loop;

@@ -106,6 +106,41 @@ where
     out
 }
 
+/// Accepts on `listener` until a drain starts, running `handle` for each
+/// connection in its own task under the drain (graceful phase of
+/// `deadline`, then closed).
+pub async fn accept_loop<F, Fut>(
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    drain: DrainWatcher,
+    deadline: Duration,
+    handle: F,
+) where
+    F: Fn(tokio::net::TcpStream, std::net::SocketAddr, DrainWatcher) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = drain.signaled() => {
+                tracing::debug!(listener = name, "stopped accepting");
+                return;
+            }
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let conn = handle(tcp, peer, drain.clone());
+                tokio::spawn(run_with_drain(drain.clone(), deadline, conn));
+            }
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning.
+                tracing::warn!(listener = name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,7 @@
 //! The delta-xDS client (`dataplane.md` §3): one stream to istiod carrying
-//! `istio.workload.Address` and `istio.security.Authorization`, wildcard.
+//! the types a [`Handler`] asks for, wildcard. ztunnel subscribes to
+//! `istio.workload.Address` and `istio.security.Authorization`
+//! ([`StateHandler`]); a waypoint to addresses and its own configuration.
 //!
 //! - The last state is kept while disconnected; on reconnect the versions
 //!   held are offered as `initial_resource_versions`, so only changes come.
@@ -34,7 +36,79 @@ use tracing::{debug, info, warn};
 use crate::state::ProxyState;
 
 pub use mesh_proto::xds::{ADDRESS_TYPE, AUTHORIZATION_TYPE};
-const TYPES: [&str; 2] = [ADDRESS_TYPE, AUTHORIZATION_TYPE];
+
+/// What a client does with the resources of the types it subscribes to.
+/// Each resource is applied on its own: an `Err` NACKs that resource (by
+/// name, with the reason) and the others still apply.
+pub trait Handler: Send + 'static {
+    /// The type URLs to subscribe to, in order.
+    fn types(&self) -> Vec<&'static str>;
+    /// Decodes, converts and applies one resource.
+    fn apply(&mut self, type_url: &str, name: &str, body: &[u8]) -> Result<(), String>;
+    /// Removes one resource; `false` if it was unknown.
+    fn remove(&mut self, type_url: &str, name: &str) -> bool;
+    /// After each response of `type_url`, once its resources are applied.
+    fn answered(&mut self, _type_url: &str) {}
+}
+
+/// Workloads, services and (optionally) L4 policies into a [`ProxyState`].
+pub struct StateHandler {
+    state: Arc<ProxyState>,
+    policies: bool,
+}
+
+impl StateHandler {
+    /// With `policies`, also subscribes to Authorization; inbound then
+    /// fails closed until the first policy response arrives.
+    pub fn new(state: Arc<ProxyState>, policies: bool) -> Self {
+        if policies {
+            state.expect_policies();
+        }
+        Self { state, policies }
+    }
+}
+
+impl Handler for StateHandler {
+    fn types(&self) -> Vec<&'static str> {
+        if self.policies {
+            vec![ADDRESS_TYPE, AUTHORIZATION_TYPE]
+        } else {
+            vec![ADDRESS_TYPE]
+        }
+    }
+
+    fn apply(&mut self, type_url: &str, _name: &str, bytes: &[u8]) -> Result<(), String> {
+        if type_url == ADDRESS_TYPE {
+            let proto = wpb::Address::decode(bytes).map_err(|e| format!("cannot decode: {e}"))?;
+            match Address::try_from(&proto).map_err(|e| e.to_string())? {
+                Address::Workload(w) => self.state.insert(w),
+                Address::Service(s) => self.state.insert_service(s),
+            }
+        } else {
+            let proto =
+                spb::Authorization::decode(bytes).map_err(|e| format!("cannot decode: {e}"))?;
+            self.state
+                .insert_policy(Authorization::try_from(&proto).map_err(|e| e.to_string())?);
+        }
+        Ok(())
+    }
+
+    /// Removal names are a workload uid, else a service's
+    /// `namespace/hostname`; for policies, `namespace/name`.
+    fn remove(&mut self, type_url: &str, name: &str) -> bool {
+        if type_url == ADDRESS_TYPE {
+            self.state.remove_workload(name) || self.state.remove_service(name)
+        } else {
+            self.state.remove_policy(name)
+        }
+    }
+
+    fn answered(&mut self, type_url: &str) {
+        if type_url == AUTHORIZATION_TYPE {
+            self.state.policies_arrived();
+        }
+    }
+}
 
 const BACKOFF_START: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
@@ -53,6 +127,8 @@ pub struct XdsConfig {
 /// What the proxy says about itself in the first request of each type.
 #[derive(Clone, Debug)]
 pub struct NodeInfo {
+    /// Istio's proxy type: `ztunnel`, or `router` for a waypoint.
+    pub proxy_type: String,
     pub instance_ip: String,
     pub pod_name: String,
     pub pod_namespace: String,
@@ -60,15 +136,19 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    /// `ztunnel~<ip>~<pod>.<ns>~<ns>.svc.cluster.local` with Istio's metadata.
+    /// `<type>~<ip>~<pod>.<ns>~<ns>.svc.cluster.local` with Istio's metadata.
     pub fn to_proto(&self) -> Node {
         let s = |v: &str| prost_types::Value {
             kind: Some(prost_types::value::Kind::StringValue(v.to_string())),
         };
         Node {
             id: format!(
-                "ztunnel~{}~{}.{}~{}.svc.cluster.local",
-                self.instance_ip, self.pod_name, self.pod_namespace, self.pod_namespace
+                "{}~{}~{}.{}~{}.svc.cluster.local",
+                self.proxy_type,
+                self.instance_ip,
+                self.pod_name,
+                self.pod_namespace,
+                self.pod_namespace
             ),
             cluster: String::new(),
             metadata: Some(prost_types::Struct {
@@ -96,9 +176,10 @@ pub struct XdsClientStats {
     pub removals_received: AtomicU64,
 }
 
-pub struct XdsClient {
+pub struct XdsClient<H> {
     config: XdsConfig,
-    state: Arc<ProxyState>,
+    handler: H,
+    types: Vec<&'static str>,
     /// type URL → name → version: what we hold and applied.
     held: HashMap<&'static str, HashMap<String, String>>,
     /// One readiness guard per type, dropped after its first answered response.
@@ -118,21 +199,22 @@ enum StreamError {
     Closed,
 }
 
-impl XdsClient {
+impl<H: Handler> XdsClient<H> {
     pub fn new(
         config: XdsConfig,
-        state: Arc<ProxyState>,
+        handler: H,
         ready: &mesh_runtime::readiness::Ready,
         stats: Arc<XdsClientStats>,
     ) -> Self {
-        state.expect_policies();
-        let guards = TYPES
+        let types = handler.types();
+        let guards = types
             .iter()
             .map(|t| (*t, ready.register_task(&format!("xds {t}"))))
             .collect();
         Self {
             config,
-            state,
+            handler,
+            types,
             held: HashMap::new(),
             ready: guards,
             stats,
@@ -176,7 +258,7 @@ impl XdsClient {
             .max_encoding_message_size(mesh_proto::xds::MAX_MESSAGE_SIZE);
         let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
         let node = self.config.node.to_proto();
-        for t in TYPES {
+        for t in self.types.clone() {
             let request = DeltaDiscoveryRequest {
                 node: Some(node.clone()),
                 type_url: t.to_string(),
@@ -202,7 +284,7 @@ impl XdsClient {
             let reply = self.handle(response);
             let type_url = reply.type_url.clone();
             tx.send(reply).await.map_err(|_| StreamError::Closed)?;
-            if let Some(t) = TYPES.iter().find(|t| **t == type_url)
+            if let Some(t) = self.types.iter().find(|t| **t == type_url)
                 && self.ready.remove(t).is_some()
             {
                 info!(type_url = %t, "first xDS response applied");
@@ -215,7 +297,7 @@ impl XdsClient {
     fn handle(&mut self, response: DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
         self.stats.responses.fetch_add(1, Ordering::Relaxed);
         let type_url = response.type_url.clone();
-        let Some(kind) = TYPES.iter().copied().find(|t| *t == type_url) else {
+        let Some(kind) = self.types.iter().copied().find(|t| *t == type_url) else {
             warn!(%type_url, "response of a type we did not ask for; rejecting it");
             return nack(
                 &type_url,
@@ -238,7 +320,7 @@ impl XdsClient {
                     "body has type {} in a {kind} response",
                     any.type_url
                 )),
-                Some(any) => apply(&self.state, kind, &any.value),
+                Some(any) => self.handler.apply(kind, &resource.name, &any.value),
             };
             match applied {
                 Ok(()) => {
@@ -258,11 +340,11 @@ impl XdsClient {
         }
         for name in &response.removed_resources {
             held.remove(name);
-            remove(&self.state, kind, name);
+            if !self.handler.remove(kind, name) {
+                debug!(%kind, %name, "removal of an unknown resource");
+            }
         }
-        if kind == AUTHORIZATION_TYPE {
-            self.state.policies_arrived();
-        }
+        self.handler.answered(kind);
         debug!(%type_url, applied = response.resources.len() - errors.len(), rejected = errors.len(),
             removed = response.removed_resources.len(), "xDS response handled");
         if errors.is_empty() {
@@ -290,34 +372,6 @@ fn nack(type_url: &str, nonce: &str, message: String) -> DeltaDiscoveryRequest {
             details: vec![],
         }),
         ..Default::default()
-    }
-}
-
-/// Decodes, converts and applies one resource.
-fn apply(state: &ProxyState, kind: &str, bytes: &[u8]) -> Result<(), String> {
-    if kind == ADDRESS_TYPE {
-        let proto = wpb::Address::decode(bytes).map_err(|e| format!("cannot decode: {e}"))?;
-        match Address::try_from(&proto).map_err(|e| e.to_string())? {
-            Address::Workload(w) => state.insert(w),
-            Address::Service(s) => state.insert_service(s),
-        }
-    } else {
-        let proto = spb::Authorization::decode(bytes).map_err(|e| format!("cannot decode: {e}"))?;
-        state.insert_policy(Authorization::try_from(&proto).map_err(|e| e.to_string())?);
-    }
-    Ok(())
-}
-
-/// Removal names are a workload uid, else a service's `namespace/hostname`;
-/// for policies, `namespace/name`.
-fn remove(state: &ProxyState, kind: &str, name: &str) {
-    let known = if kind == ADDRESS_TYPE {
-        state.remove_workload(name) || state.remove_service(name)
-    } else {
-        state.remove_policy(name)
-    };
-    if !known {
-        debug!(%kind, %name, "removal of an unknown resource");
     }
 }
 
@@ -356,6 +410,7 @@ mod tests {
     #[test]
     fn node_id_and_metadata_follow_istio() {
         let node = NodeInfo {
+            proxy_type: "ztunnel".into(),
             instance_ip: "10.0.0.9".into(),
             pod_name: "ztunnel-abc".into(),
             pod_namespace: "istio-system".into(),
@@ -426,6 +481,7 @@ mod tests {
             auth: AuthSource::Static("t".into()),
             cluster_id: "Kubernetes".into(),
             node: NodeInfo {
+                proxy_type: "ztunnel".into(),
                 instance_ip: "1.1.1.1".into(),
                 pod_name: "z".into(),
                 pod_namespace: "istio-system".into(),
@@ -438,7 +494,8 @@ mod tests {
     fn rejected_resources_leave_the_held_versions_and_removals_apply() {
         let state = Arc::new(ProxyState::new());
         let ready = mesh_runtime::readiness::Ready::new();
-        let mut client = XdsClient::new(test_config(), state.clone(), &ready, Default::default());
+        let handler = StateHandler::new(state.clone(), true);
+        let mut client = XdsClient::new(test_config(), handler, &ready, Default::default());
         let ack = client.handle(response(
             vec![
                 ("ns/a.example", service("a.example")),
@@ -492,7 +549,8 @@ mod tests {
             "no xDS: local state decides"
         );
         let ready = mesh_runtime::readiness::Ready::new();
-        let mut client = XdsClient::new(test_config(), state.clone(), &ready, Default::default());
+        let handler = StateHandler::new(state.clone(), true);
+        let mut client = XdsClient::new(test_config(), handler, &ready, Default::default());
         assert!(state.authorize(&w.uid, &conn).is_none(), "policies pending");
         client.handle(DeltaDiscoveryResponse {
             type_url: AUTHORIZATION_TYPE.into(),

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use mesh_core::{
-    Authorization, ConnectionInfo, Decision, Network, NetworkAddress, Scope, Service, Workload,
-    WorkloadUid,
+    Authorization, ConnectionInfo, Decision, GatewayAddress, GatewayDestination, Network,
+    NetworkAddress, Scope, Service, Workload, WorkloadUid,
 };
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -340,6 +340,32 @@ impl ProxyState {
             .collect()
     }
 
+    /// The waypoint pods behind `gw` (`dataplane.md` §8.2): the endpoints
+    /// of its Service on the HBONE port (hostname form), or the workload at
+    /// its address.
+    pub fn waypoint_workloads(&self, gw: &GatewayAddress) -> Vec<Arc<Workload>> {
+        match &gw.destination {
+            GatewayDestination::Hostname {
+                namespace,
+                hostname,
+            } => {
+                let Some(service) =
+                    self.service(&mesh_core::service::service_key(namespace, hostname))
+                else {
+                    return Vec::new();
+                };
+                self.endpoints(&service, gw.hbone_port)
+                    .into_iter()
+                    .map(|(w, _)| w)
+                    .collect()
+            }
+            GatewayDestination::Address { network, address } => self
+                .workload_by_addr(network, *address)
+                .into_iter()
+                .collect(),
+        }
+    }
+
     /// The policies that apply to `workload` (`dataplane.md` §7.2): its
     /// namespace's, the mesh-wide ones, and those it lists by name.
     /// Listed names that are unknown are skipped with a warning.
@@ -424,7 +450,8 @@ mod tests {
 
     #[test]
     fn the_shipped_example_loads() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/local-workloads.yaml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../ztunnel/examples/local-workloads.yaml");
         let config = ProxyState::load_file(&path).unwrap();
         assert_eq!(config.workloads.len(), 2);
     }
