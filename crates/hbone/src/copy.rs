@@ -36,6 +36,7 @@ pub async fn copy_bidirectional(tcp: &TcpStream, stream: H2Stream) -> io::Result
         mut send,
         mut recv,
         _slot,
+        ..
     } = stream;
 
     let to_tunnel = async {

@@ -1,10 +1,14 @@
 //! One tunnelled user connection: an HTTP/2 stream in both directions.
 
 use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use h2::{RecvStream, SendStream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Held by a stream for as long as it occupies a slot on a pooled connection.
 pub(crate) type StreamSlot = Arc<dyn Send + Sync>;
@@ -17,6 +21,10 @@ pub struct H2Stream {
     pub(crate) recv: RecvStream,
     /// Releases the stream's slot in the pool when dropped.
     pub(crate) _slot: Option<StreamSlot>,
+    /// Received but not yet read through [`AsyncRead`].
+    pending: Bytes,
+    /// END_STREAM sent through [`AsyncWrite::poll_shutdown`].
+    finished: bool,
 }
 
 impl H2Stream {
@@ -25,6 +33,8 @@ impl H2Stream {
             send,
             recv,
             _slot: slot,
+            pending: Bytes::new(),
+            finished: false,
         }
     }
 
@@ -41,6 +51,9 @@ impl H2Stream {
     /// The next chunk from the peer, or `None` at END_STREAM. The chunk's
     /// flow-control capacity is released at once.
     pub async fn read_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
+        if !self.pending.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.pending)));
+        }
         match self.recv.data().await {
             None => Ok(None),
             Some(Err(e)) => Err(h2_to_io(e)),
@@ -49,6 +62,80 @@ impl H2Stream {
                 Ok(Some(b))
             }
         }
+    }
+}
+
+/// Byte-stream access, for running a protocol (HTTP) inside the tunnel.
+/// Received chunks release their flow-control capacity once read.
+impl AsyncRead for H2Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pending.is_empty() {
+            match ready!(this.recv.poll_data(cx)) {
+                None => return Poll::Ready(Ok(())),
+                Some(Err(e)) => return Poll::Ready(Err(h2_to_io(e))),
+                Some(Ok(chunk)) => {
+                    let _ = this.recv.flow_control().release_capacity(chunk.len());
+                    this.pending = chunk;
+                }
+            }
+        }
+        let n = this.pending.len().min(buf.remaining());
+        buf.put_slice(&this.pending[..n]);
+        this.pending.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for H2Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        this.send.reserve_capacity(buf.len());
+        loop {
+            let cap = this.send.capacity();
+            if cap > 0 {
+                let n = cap.min(buf.len());
+                this.send
+                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                    .map_err(h2_to_io)?;
+                return Poll::Ready(Ok(n));
+            }
+            match ready!(this.send.poll_capacity(cx)) {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Poll::Ready(Err(h2_to_io(e))),
+                None => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "HBONE stream closed by peer",
+                    )));
+                }
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // h2 frames go out as the connection task writes; nothing is held here.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.finished {
+            this.finished = true;
+            this.send.send_data(Bytes::new(), true).map_err(h2_to_io)?;
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

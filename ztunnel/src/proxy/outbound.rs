@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::HeaderMap;
-use mesh_core::{TunnelProtocol, Workload};
+use mesh_core::{GatewayAddress, TunnelProtocol, Workload};
 use mesh_hbone::client::ConnectRequest;
 use mesh_hbone::headers::{self, Baggage};
 use mesh_hbone::{WorkloadKey, copy};
@@ -35,6 +35,8 @@ pub enum OutboundError {
     },
     #[error("service {service} has no endpoint for port {port}")]
     NoEndpoints { service: String, port: u16 },
+    #[error("waypoint {waypoint} has no pod to send to (is the waypoint deployment running?)")]
+    NoWaypoint { waypoint: String },
     #[error("copying: {0}")]
     Copy(#[from] std::io::Error),
 }
@@ -70,11 +72,17 @@ async fn proxy(
         .filter(|w| w.node == inputs.config.node_name)
         .ok_or(OutboundError::UnknownSource(peer))?;
 
-    // A Service VIP: pick one of its endpoints (round robin is Istio's
-    // behaviour; a uniform random pick gives the same spread).
-    let (dst, destination) = match inputs.state.service_by_vip(network, dst.ip()) {
+    // A Service VIP with a waypoint goes to the waypoint, untranslated
+    // (`dataplane.md` §8.1); otherwise one of its endpoints (round robin is
+    // Istio's behaviour; a uniform random pick gives the same spread).
+    let service = inputs.state.service_by_vip(network, dst.ip());
+    if let Some(waypoint) = service.as_ref().and_then(|s| s.waypoint.as_ref()) {
+        let host = service.as_ref().map(|s| s.hostname.as_str());
+        return via_waypoint(inputs, &tcp, peer, &source, dst, waypoint, host).await;
+    }
+    let (dst, destination) = match &service {
         Some(service) => {
-            let endpoints = inputs.state.endpoints(&service, dst.port());
+            let endpoints = inputs.state.endpoints(service, dst.port());
             if endpoints.is_empty() {
                 return Err(OutboundError::NoEndpoints {
                     service: service.key(),
@@ -86,6 +94,18 @@ async fn proxy(
         }
         None => (dst, inputs.state.workload_by_addr(network, dst.ip())),
     };
+    // A pod addressed by its IP whose workload has a waypoint, unless the
+    // source is that waypoint (which would loop).
+    if service.is_none()
+        && let Some(waypoint) = destination.as_ref().and_then(|w| w.waypoint.as_ref())
+        && !inputs
+            .state
+            .waypoint_workloads(waypoint)
+            .iter()
+            .any(|w| w.uid == source.uid)
+    {
+        return via_waypoint(inputs, &tcp, peer, &source, dst, waypoint, None).await;
+    }
     match destination {
         Some(target) if target.tunnel_protocol == TunnelProtocol::Hbone => {
             let key = WorkloadKey {
@@ -119,6 +139,47 @@ async fn proxy(
             ))
         }
     }
+}
+
+/// Tunnels to a waypoint pod with the original destination as the
+/// authority; the waypoint's identity is verified.
+async fn via_waypoint(
+    inputs: &ProxyInputs,
+    tcp: &TcpStream,
+    peer: SocketAddr,
+    source: &Workload,
+    original: SocketAddr,
+    waypoint: &GatewayAddress,
+    host: Option<&str>,
+) -> Result<(SocketAddr, copy::Transferred), OutboundError> {
+    let pods = inputs.state.waypoint_workloads(waypoint);
+    let pick = pods
+        .iter()
+        .filter(|w| !w.addresses.is_empty())
+        .nth(rand::random_range(0..pods.len().max(1)))
+        .or_else(|| pods.iter().find(|w| !w.addresses.is_empty()))
+        .ok_or_else(|| OutboundError::NoWaypoint {
+            waypoint: waypoint.to_string(),
+        })?;
+    let key = WorkloadKey {
+        src_id: source.identity()?,
+        dst_id: vec![pick.identity()?],
+        dst: SocketAddr::new(pick.addresses[0], waypoint.hbone_port),
+        src: peer.ip(),
+    };
+    let mut headers = connect_headers(source, peer);
+    if let Some(host) = host
+        && let Ok(v) = http::HeaderValue::from_str(&headers::forwarded(peer, Some(host)))
+    {
+        headers.insert(headers::FORWARDED, v);
+    }
+    let request = ConnectRequest {
+        authority: original.to_string(),
+        headers,
+    };
+    debug!(%peer, dst = %original, %waypoint, waypoint_pod = %key.dst, "tunnelling through the waypoint");
+    let stream = inputs.pool.connect(&key, &request).await?;
+    Ok((original, copy::copy_bidirectional(tcp, stream).await?))
 }
 
 fn connect_headers(source: &Workload, peer: SocketAddr) -> HeaderMap {
