@@ -4,6 +4,7 @@
 
 pub mod authorization;
 pub mod peer_authentication;
+pub mod waypoint;
 pub mod workload;
 
 #[cfg(test)]
@@ -15,7 +16,9 @@ use mesh_core::TrustDomain;
 use mesh_proto::istio::security as spb;
 use mesh_proto::istio::workload as wpb;
 
+use crate::model::waypoint::{BoundService, WaypointConfig};
 use crate::model::{Kind, Model, ObjectKey, in_namespace, labels_match};
+use waypoint::{Binder, Waypoints};
 
 /// Mesh-wide settings the translation needs.
 #[derive(Clone, Debug)]
@@ -55,6 +58,8 @@ pub struct Warning {
 pub struct Translation {
     pub addresses: BTreeMap<String, wpb::Address>,
     pub authorizations: BTreeMap<String, spb::Authorization>,
+    /// Each waypoint's configuration, by `namespace/name`.
+    pub waypoints: BTreeMap<String, WaypointConfig>,
     pub warnings: Vec<Warning>,
 }
 
@@ -87,6 +92,10 @@ pub fn translate(model: &Model, cfg: &TranslateConfig) -> Translation {
     out.authorizations
         .insert(format!("{}/{}", strict.namespace, strict.name), strict);
 
+    let waypoints = Waypoints::new(model, cfg, &mut out.warnings);
+    let mut bound_services: BTreeMap<(String, String), Vec<BoundService>> = BTreeMap::new();
+    let mut bound_workloads: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+
     // Services, and the endpoints each selects.
     let mut endpoints: HashMap<(String, String), HashMap<String, wpb::PortList>> = HashMap::new();
     for ((ns, name), svc) in &model.services {
@@ -102,7 +111,31 @@ pub fn translate(model: &Model, cfg: &TranslateConfig) -> Translation {
                 continue;
             }
         };
-        let resource = workload::service(svc, ns, &ips, cfg);
+        let mut resource = workload::service(svc, ns, &ips, cfg);
+        // A waypoint's own Service never goes through a waypoint.
+        let binding = match waypoints.lookup(ns, name) {
+            Some(_) => Ok(None),
+            None => waypoints.bind(
+                Binder::Service,
+                ns,
+                &svc.metadata.labels,
+                model.namespace_labels(ns),
+            ),
+        };
+        match binding {
+            Ok(Some(wp)) => {
+                resource.waypoint = wp.address.clone();
+                bound_services
+                    .entry((wp.namespace.to_string(), wp.name.to_string()))
+                    .or_default()
+                    .push(waypoint::bound_service(model, ns, svc, &cfg.domain_suffix));
+            }
+            Ok(None) => {}
+            Err(message) => out.warnings.push(Warning {
+                object: key(Kind::Service, ns, name),
+                message,
+            }),
+        }
         let svc_key = format!("{ns}/{}", resource.hostname);
         if !svc.spec.selector.is_empty() {
             let selects = in_namespace(&model.pods, ns)
@@ -160,7 +193,7 @@ pub fn translate(model: &Model, cfg: &TranslateConfig) -> Translation {
         let services = endpoints
             .remove(&(ns.clone(), name.clone()))
             .unwrap_or_default();
-        let w = workload::pod_workload(
+        let mut w = workload::pod_workload(
             &pod,
             ns,
             &ips,
@@ -169,6 +202,20 @@ pub fn translate(model: &Model, cfg: &TranslateConfig) -> Translation {
             model.namespace_labels(ns),
             cfg,
         );
+        match waypoints.bind(Binder::Workload, ns, labels, model.namespace_labels(ns)) {
+            Ok(Some(wp)) => {
+                w.waypoint = wp.address.clone();
+                bound_workloads
+                    .entry((wp.namespace.to_string(), wp.name.to_string()))
+                    .or_default()
+                    .push(w.uid.clone());
+            }
+            Ok(None) => {}
+            Err(message) => out.warnings.push(Warning {
+                object: key(Kind::Pod, ns, name),
+                message,
+            }),
+        }
         out.addresses.insert(
             w.uid.clone(),
             wpb::Address {
@@ -177,5 +224,17 @@ pub fn translate(model: &Model, cfg: &TranslateConfig) -> Translation {
         );
     }
     out.authorizations.extend(converted_pa);
+
+    for wp in waypoints.iter() {
+        let k = (wp.namespace.to_string(), wp.name.to_string());
+        let config = waypoint::config(
+            model,
+            wp,
+            waypoints.domain(),
+            bound_services.remove(&k).unwrap_or_default(),
+            bound_workloads.remove(&k).unwrap_or_default(),
+        );
+        out.waypoints.insert(format!("{}/{}", k.0, k.1), config);
+    }
     out
 }

@@ -11,10 +11,11 @@ use sha2::{Digest, Sha256};
 
 use crate::translate::Translation;
 
+pub use mesh_model::waypoint::WAYPOINT_CONFIG_TYPE;
 pub use mesh_proto::xds::{ADDRESS_TYPE, AUTHORIZATION_TYPE};
 
 /// The type URLs this server answers, in the order proxies subscribe.
-pub const SUPPORTED_TYPES: [&str; 2] = [ADDRESS_TYPE, AUTHORIZATION_TYPE];
+pub const SUPPORTED_TYPES: [&str; 3] = [ADDRESS_TYPE, AUTHORIZATION_TYPE, WAYPOINT_CONFIG_TYPE];
 
 /// One encoded resource.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,7 +26,17 @@ pub struct Versioned {
 
 impl Versioned {
     fn encode(type_url: &str, message: &impl Message) -> Self {
-        let value = message.encode_to_vec();
+        Self::with_body(type_url, message.encode_to_vec())
+    }
+
+    /// Our own types carry JSON (serialized from ordered maps, so the same
+    /// configuration always gives the same bytes and version).
+    fn encode_json(type_url: &str, value: &impl serde::Serialize) -> Self {
+        let body = serde_json::to_vec(value).expect("waypoint configuration serializes");
+        Self::with_body(type_url, body)
+    }
+
+    fn with_body(type_url: &str, value: Vec<u8>) -> Self {
         let digest = Sha256::digest(&value);
         Self {
             version: hex::encode(&digest[..8]),
@@ -67,6 +78,19 @@ impl ResourceSet {
                     (
                         n.clone(),
                         Arc::new(Versioned::encode(AUTHORIZATION_TYPE, a)),
+                    )
+                })
+                .collect(),
+        );
+        by_type.insert(
+            WAYPOINT_CONFIG_TYPE,
+            translation
+                .waypoints
+                .iter()
+                .map(|(n, c)| {
+                    (
+                        n.clone(),
+                        Arc::new(Versioned::encode_json(WAYPOINT_CONFIG_TYPE, c)),
                     )
                 })
                 .collect(),

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use super::resources::{ResourceSet, SUPPORTED_TYPES};
+use super::resources::{ResourceSet, SUPPORTED_TYPES, WAYPOINT_CONFIG_TYPE};
 use crate::ca::token::authenticate;
 use crate::ca::{Authenticator, Caller};
 
@@ -202,7 +202,21 @@ impl AdsStream {
         always: bool,
     ) -> Result<(), ()> {
         let empty = Default::default();
-        let want = current.of_type(type_url).unwrap_or(&empty);
+        let all = current.of_type(type_url).unwrap_or(&empty);
+        let own;
+        let want = if type_url == WAYPOINT_CONFIG_TYPE {
+            // A waypoint is sent its own configuration only: the one named
+            // after the identity it authenticated as (`ns/<gateway name>`).
+            let name = format!("{}/{}", self.caller.namespace, self.caller.service_account);
+            own = all
+                .get_key_value(&name)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .into_iter()
+                .collect();
+            &own
+        } else {
+            all
+        };
         let Some(held) = self.subscriptions.get_mut(type_url) else {
             return Ok(());
         };

@@ -1,0 +1,324 @@
+//! Waypoints (`user-surface.md` §1.3, §2): which Gateways are waypoints,
+//! which Services and pods use them, and what each waypoint is told.
+//!
+//! A waypoint Gateway is *ready* once its Service (`<gateway name>` in the
+//! Gateway's namespace, which the waypoint controller creates) exists: that
+//! is when a cluster gives the Gateway `status.addresses`. Until then
+//! bindings resolve to no waypoint and traffic flows directly, as in Istio.
+
+use std::collections::BTreeMap;
+
+use mesh_proto::istio::workload as wpb;
+
+use super::{TranslateConfig, Warning, workload::service_hostname};
+use crate::model::routes::{TrafficType, WAYPOINT_PORT};
+use crate::model::waypoint::{AppProtocol, BoundService, Named, PortProtocol, WaypointConfig};
+use crate::model::{Gateway, Kind, Labels, Model, ObjectKey, PolicyTargetReference, Service};
+
+/// `istio.io/use-waypoint`: the waypoint an object (or its namespace) uses.
+pub const USE_WAYPOINT: &str = "istio.io/use-waypoint";
+/// `istio.io/use-waypoint-namespace`: where that waypoint lives.
+pub const USE_WAYPOINT_NAMESPACE: &str = "istio.io/use-waypoint-namespace";
+/// On a waypoint's own pods (set by the waypoint deployment).
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+
+/// A waypoint Gateway, with its address once ready.
+#[derive(Debug)]
+pub struct Waypoint<'m> {
+    pub namespace: &'m str,
+    pub name: &'m str,
+    pub gateway: &'m Gateway,
+    /// `None` until its Service exists.
+    pub address: Option<wpb::GatewayAddress>,
+}
+
+impl Waypoint<'_> {
+    pub fn traffic(&self) -> TrafficType {
+        self.gateway.traffic_type()
+    }
+}
+
+/// Every waypoint Gateway of the model, by `(namespace, name)`.
+pub struct Waypoints<'m> {
+    by_name: BTreeMap<(&'m str, &'m str), Waypoint<'m>>,
+    domain: String,
+}
+
+/// Which object asks for a waypoint, for the traffic-type rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binder {
+    Service,
+    Workload,
+}
+
+impl<'m> Waypoints<'m> {
+    pub fn new(model: &'m Model, cfg: &TranslateConfig, warnings: &mut Vec<Warning>) -> Self {
+        let mut by_name = BTreeMap::new();
+        for ((ns, name), gw) in &model.gateways {
+            if !gw.is_waypoint() {
+                continue;
+            }
+            let ready = model.services.contains_key(&(ns.clone(), name.clone()));
+            if !ready {
+                warnings.push(Warning {
+                    object: ObjectKey {
+                        kind: Kind::Gateway,
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    },
+                    message: format!(
+                        "WaypointIsNotReady: no Service {ns}/{name} yet; traffic bound to this waypoint flows directly until it exists"
+                    ),
+                });
+            }
+            let address = ready.then(|| wpb::GatewayAddress {
+                destination: Some(wpb::gateway_address::Destination::Hostname(
+                    wpb::NamespacedHostname {
+                        namespace: ns.clone(),
+                        hostname: service_hostname(name, ns, &cfg.domain_suffix),
+                    },
+                )),
+                hbone_mtls_port: u32::from(WAYPOINT_PORT),
+            });
+            by_name.insert(
+                (ns.as_str(), name.as_str()),
+                Waypoint {
+                    namespace: ns,
+                    name,
+                    gateway: gw,
+                    address,
+                },
+            );
+        }
+        Self {
+            by_name,
+            domain: cfg.domain_suffix.clone(),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Waypoint<'m>> {
+        self.by_name.values()
+    }
+
+    /// The waypoint an object binds to (§1.3): its own label wins over its
+    /// namespace's, `none` means none, `use-waypoint-namespace` on the same
+    /// object names the namespace; the waypoint must take the traffic type
+    /// and allow other namespaces when it is elsewhere. `Err`: a binding the
+    /// user asked for on the object itself that cannot be honoured.
+    pub fn bind<'a>(
+        &'a self,
+        binder: Binder,
+        ns: &str,
+        labels: &Labels,
+        ns_labels: Option<&Labels>,
+    ) -> Result<Option<&'a Waypoint<'m>>, String> {
+        // Waypoints never get a waypoint themselves.
+        if labels.contains_key(GATEWAY_NAME_LABEL) {
+            return Ok(None);
+        }
+        let (source, name, wp_ns) = match labels.get(USE_WAYPOINT) {
+            Some(name) => (true, name, labels.get(USE_WAYPOINT_NAMESPACE)),
+            None => match ns_labels.and_then(|l| l.get(USE_WAYPOINT)) {
+                Some(name) => (
+                    false,
+                    name,
+                    ns_labels.and_then(|l| l.get(USE_WAYPOINT_NAMESPACE)),
+                ),
+                None => return Ok(None),
+            },
+        };
+        if name == "none" {
+            return Ok(None);
+        }
+        let wp_ns = wp_ns.map_or(ns, String::as_str);
+        let Some(wp) = self.lookup(wp_ns, name) else {
+            return if source {
+                Err(format!("waypoint {wp_ns}/{name} does not exist"))
+            } else {
+                Ok(None)
+            };
+        };
+        let fits = match binder {
+            Binder::Service => wp.traffic().takes_services(),
+            Binder::Workload => wp.traffic().takes_workloads(),
+        };
+        if !fits {
+            // Inherited from the namespace: silently no waypoint (Istio).
+            return if source {
+                Err(format!(
+                    "UnsupportedTrafficType: waypoint {wp_ns}/{name} does not take {} traffic",
+                    match binder {
+                        Binder::Service => "service",
+                        Binder::Workload => "workload",
+                    }
+                ))
+            } else {
+                Ok(None)
+            };
+        }
+        if wp_ns != ns && !wp.gateway.allows_other_namespaces() {
+            return Err(format!(
+                "AttachmentDenied: waypoint {wp_ns}/{name} does not allow routes from namespace {ns} (allowedRoutes.namespaces.from)"
+            ));
+        }
+        if wp.address.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(wp))
+    }
+
+    /// The waypoint Gateway `ns/name` (its Service shares the name).
+    pub fn lookup(&self, ns: &str, name: &str) -> Option<&Waypoint<'m>> {
+        self.by_name
+            .iter()
+            .find(|((n, w), _)| *n == ns && *w == name)
+            .map(|(_, wp)| wp)
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+}
+
+fn targets(
+    refs: &[PolicyTargetReference],
+    single: Option<&PolicyTargetReference>,
+) -> Vec<PolicyTargetReference> {
+    refs.iter().chain(single).cloned().collect()
+}
+
+fn is_service_ref(r: &PolicyTargetReference, name: &str) -> bool {
+    r.kind == "Service" && r.group.as_deref().unwrap_or("").is_empty() && r.name == name
+}
+
+fn is_gateway_ref(r: &PolicyTargetReference, name: &str) -> bool {
+    r.kind == "Gateway"
+        && r.group.as_deref().unwrap_or("gateway.networking.k8s.io") == "gateway.networking.k8s.io"
+        && r.name == name
+}
+
+/// A bound Service with the routes and policies attached to it.
+pub fn bound_service(model: &Model, ns: &str, svc: &Service, domain: &str) -> BoundService {
+    let name = svc.metadata.name.as_str();
+    let named = |rns: &str, rname: &str| (rns.to_string(), rname.to_string());
+    let attaches = |rns: &str, parents: &[crate::model::routes::ParentReference]| {
+        parents.iter().any(|p| {
+            p.is_service() && p.name == name && p.namespace.as_deref().unwrap_or(rns) == ns
+        })
+    };
+    let http_routes = model
+        .http_routes
+        .iter()
+        .filter(|((rns, _), r)| attaches(rns, &r.spec.parent_refs))
+        .map(|((rns, rname), r)| {
+            let (namespace, name) = named(rns, rname);
+            Named {
+                namespace,
+                name,
+                spec: r.spec.clone(),
+            }
+        })
+        .collect();
+    let grpc_routes = model
+        .grpc_routes
+        .iter()
+        .filter(|((rns, _), r)| attaches(rns, &r.spec.parent_refs))
+        .map(|((rns, rname), r)| {
+            let (namespace, name) = named(rns, rname);
+            Named {
+                namespace,
+                name,
+                spec: r.spec.clone(),
+            }
+        })
+        .collect();
+    let policies = crate::model::in_namespace(&model.authorization_policies, ns)
+        .filter(|(_, ap)| {
+            targets(&ap.spec.target_refs, ap.spec.target_ref.as_ref())
+                .iter()
+                .any(|r| is_service_ref(r, name))
+        })
+        .map(|(pname, ap)| Named {
+            namespace: ns.to_string(),
+            name: pname.to_string(),
+            spec: ap.spec.clone(),
+        })
+        .collect();
+    let request_authentications = crate::model::in_namespace(&model.request_authentications, ns)
+        .filter(|(_, ra)| {
+            targets(&ra.spec.target_refs, ra.spec.target_ref.as_ref())
+                .iter()
+                .any(|r| is_service_ref(r, name))
+        })
+        .map(|(rname, ra)| Named {
+            namespace: ns.to_string(),
+            name: rname.to_string(),
+            spec: ra.spec.clone(),
+        })
+        .collect();
+    BoundService {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        hostname: service_hostname(name, ns, domain),
+        ports: svc
+            .spec
+            .ports
+            .iter()
+            .map(|p| PortProtocol {
+                port: p.port,
+                protocol: AppProtocol::of(p),
+            })
+            .collect(),
+        http_routes,
+        grpc_routes,
+        policies,
+        request_authentications,
+    }
+}
+
+/// The configuration of one waypoint, given what binds to it.
+pub fn config(
+    model: &Model,
+    wp: &Waypoint<'_>,
+    domain: &str,
+    services: Vec<BoundService>,
+    workloads: Vec<String>,
+) -> WaypointConfig {
+    let ns = wp.namespace;
+    let policies = crate::model::in_namespace(&model.authorization_policies, ns)
+        .filter(|(_, ap)| {
+            targets(&ap.spec.target_refs, ap.spec.target_ref.as_ref())
+                .iter()
+                .any(|r| is_gateway_ref(r, wp.name))
+        })
+        .map(|(name, ap)| Named {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            spec: ap.spec.clone(),
+        })
+        .collect();
+    let request_authentications = crate::model::in_namespace(&model.request_authentications, ns)
+        .filter(|(_, ra)| {
+            targets(&ra.spec.target_refs, ra.spec.target_ref.as_ref())
+                .iter()
+                .any(|r| is_gateway_ref(r, wp.name))
+        })
+        .map(|(name, ra)| Named {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            spec: ra.spec.clone(),
+        })
+        .collect();
+    WaypointConfig {
+        namespace: ns.to_string(),
+        name: wp.name.to_string(),
+        domain_suffix: domain.to_string(),
+        policies,
+        request_authentications,
+        services,
+        workloads,
+    }
+}
+
+#[cfg(test)]
+mod tests;
