@@ -1,0 +1,106 @@
+//! Wiring: certificates, xDS, the HBONE listener, all under one drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use mesh_hbone::Pool;
+use mesh_hbone::pool::DefaultSocketFactory;
+use mesh_runtime::drain::{self, DrainMode, DrainTrigger, accept_loop};
+use mesh_runtime::readiness::Ready;
+use mesh_tls::{CaClient, CertificateSource, SecretManager, SecretManagerConfig};
+use mesh_xds::{ProxyState, XdsClient, XdsClientStats};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::bindings::Bindings;
+use crate::config::Config;
+use crate::forward::Upstreams;
+use crate::server::Inputs;
+use crate::xds::WaypointHandler;
+
+pub struct Waypoint {
+    pub inbound_addr: SocketAddr,
+    pub ready: Ready,
+    pub state: Arc<ProxyState>,
+    pub bindings: watch::Receiver<Arc<Bindings>>,
+    pub xds_stats: Arc<XdsClientStats>,
+    drain: DrainTrigger,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Waypoint {
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let ca = Arc::new(CaClient::new(config.ca.clone()).context("building the CA client")?);
+        Self::start_with(config, ca).await
+    }
+
+    pub async fn start_with(
+        config: Config,
+        ca: Arc<dyn CertificateSource>,
+    ) -> anyhow::Result<Self> {
+        let certs = SecretManager::new(ca, SecretManagerConfig::default());
+        certs.prefetch(&config.identity);
+        let listener = TcpListener::bind(config.inbound_addr)
+            .await
+            .with_context(|| format!("binding the HBONE listener {}", config.inbound_addr))?;
+        let inbound_addr = listener.local_addr()?;
+        let state = Arc::new(ProxyState::new());
+        let (bindings_tx, bindings) = watch::channel(Arc::new(Bindings::default()));
+        let ready = Ready::new();
+        let xds_stats = Arc::new(XdsClientStats::default());
+        let name = format!("{}/{}", config.gateway_namespace, config.gateway_name);
+        let handler = WaypointHandler::new(state.clone(), name.clone(), bindings_tx);
+        let xds = XdsClient::new(config.xds.clone(), handler, &ready, xds_stats.clone());
+        let pool = Pool::new(
+            certs.clone(),
+            config.h2.clone(),
+            Arc::new(DefaultSocketFactory),
+        );
+        let upstreams = Upstreams {
+            pool,
+            state: state.clone(),
+            identity: config.identity.clone(),
+            own_ip: config.instance_ip,
+            network: config.network.clone(),
+        };
+        let deadline = config.termination_deadline;
+        let inputs = Arc::new(Inputs {
+            config,
+            certs,
+            state: state.clone(),
+            bindings: bindings.clone(),
+            upstreams,
+        });
+        let (trigger, watcher) = drain::new();
+        let tasks = vec![
+            tokio::spawn(xds.run(watcher.clone())),
+            tokio::spawn(accept_loop(
+                "hbone",
+                listener,
+                watcher.clone(),
+                deadline,
+                move |tcp, peer, drain| crate::server::handle(inputs.clone(), tcp, peer, drain),
+            )),
+        ];
+        info!(waypoint = %name, %inbound_addr, "waypoint started");
+        Ok(Self {
+            inbound_addr,
+            ready,
+            state,
+            bindings,
+            xds_stats,
+            drain: trigger,
+            tasks,
+        })
+    }
+
+    pub async fn shutdown(self) {
+        self.drain.drain(DrainMode::Graceful).await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The waypoint's configuration, from environment variables named as
+//! ztunnel's (and Istio's proxies') are. Parsed before any port is bound;
+//! an invalid value names the variable, the value and the reason.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use mesh_core::{Identity, Network, TrustDomain};
+use mesh_hbone::H2Config;
+use mesh_runtime::config::invalid;
+pub use mesh_runtime::config::{ConfigError, EXIT_CONFIG};
+use mesh_tls::AuthSource;
+use mesh_tls::caclient::CaClientConfig;
+use mesh_tls::control::ControlPlaneAddress;
+use mesh_xds::{NodeInfo, XdsConfig};
+
+pub const CA_ADDRESS: &str = "CA_ADDRESS";
+pub const CA_ROOT_CA: &str = "CA_ROOT_CA";
+pub const ALT_CA_HOSTNAME: &str = "ALT_CA_HOSTNAME";
+pub const XDS_ADDRESS: &str = "XDS_ADDRESS";
+pub const AUTH_TOKEN: &str = "AUTH_TOKEN";
+pub const ISTIO_META_CLUSTER_ID: &str = "ISTIO_META_CLUSTER_ID";
+pub const TRUST_DOMAIN: &str = "TRUST_DOMAIN";
+pub const POD_NAME: &str = "POD_NAME";
+pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
+pub const SERVICE_ACCOUNT: &str = "SERVICE_ACCOUNT";
+pub const GATEWAY_NAME: &str = "GATEWAY_NAME";
+pub const INSTANCE_IP: &str = "INSTANCE_IP";
+pub const NODE_NAME: &str = "NODE_NAME";
+pub const NETWORK: &str = "NETWORK";
+pub const INBOUND_ADDR: &str = "INBOUND_ADDR";
+pub const SECRET_TTL: &str = "SECRET_TTL";
+pub const CONNECTION_TERMINATION_DEADLINE: &str = "CONNECTION_TERMINATION_DEADLINE";
+pub const PROTOCOL_DETECTION_TIMEOUT: &str = "PROTOCOL_DETECTION_TIMEOUT";
+
+const DEFAULT_CA_ADDRESS: &str = "istiod.istio-system.svc:15012";
+const DEFAULT_ROOT_CA: &str = "./var/run/secrets/istio/root-cert.pem";
+const DEFAULT_TOKEN: &str = "./var/run/secrets/tokens/istio-token";
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The waypoint Gateway this proxy serves: its configuration resource
+    /// is `<namespace>/<gateway>`.
+    pub gateway_namespace: String,
+    pub gateway_name: String,
+    /// Whom this proxy is: the identity of its own certificate, used both
+    /// to accept HBONE and to originate it towards destinations.
+    pub identity: Identity,
+    /// The pod's IP (the source of upstream connections).
+    pub instance_ip: IpAddr,
+    pub network: Network,
+    pub ca: CaClientConfig,
+    pub xds: XdsConfig,
+    /// Where HBONE arrives (15008).
+    pub inbound_addr: SocketAddr,
+    pub termination_deadline: Duration,
+    /// How long to wait for a client's first bytes on a port whose
+    /// protocol is not declared before treating it as TCP.
+    pub protocol_detection_timeout: Duration,
+    pub h2: H2Config,
+}
+
+impl Config {
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |key: &'static str, what: &str| {
+            get(key)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| invalid(key, "", format!("required: {what}")))
+        };
+        let namespace = required(POD_NAMESPACE, "the namespace of the waypoint Gateway")?;
+        let service_account = match get(SERVICE_ACCOUNT).filter(|v| !v.is_empty()) {
+            Some(sa) => sa,
+            None => required(GATEWAY_NAME, "the waypoint Gateway's name")?,
+        };
+        let gateway_name = get(GATEWAY_NAME)
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| service_account.clone());
+        let trust_domain = match get(TRUST_DOMAIN) {
+            None => TrustDomain::default(),
+            Some(v) => TrustDomain::new(v.clone()).map_err(|e| invalid(TRUST_DOMAIN, &v, e))?,
+        };
+        let identity = Identity::new(trust_domain, namespace.clone(), service_account.clone())
+            .map_err(|e| invalid(SERVICE_ACCOUNT, &service_account, e))?;
+        let ip_text = required(INSTANCE_IP, "the waypoint pod's IP")?;
+        let instance_ip: IpAddr = ip_text
+            .parse()
+            .map_err(|e| invalid(INSTANCE_IP, &ip_text, e))?;
+        let duration = |key: &'static str, default: &str| {
+            let v = get(key).unwrap_or_else(|| default.to_string());
+            mesh_core::duration::parse(&v).map_err(|e| invalid(key, &v, e))
+        };
+        let root_setting = get(CA_ROOT_CA).unwrap_or_else(|| DEFAULT_ROOT_CA.to_string());
+        let root_pem = if root_setting.contains("-----BEGIN") {
+            root_setting
+        } else {
+            std::fs::read_to_string(&root_setting).map_err(|e| {
+                invalid(
+                    CA_ROOT_CA,
+                    &root_setting,
+                    format!("cannot read the root certificate: {e} (try `istiod-lite root-cert`)"),
+                )
+            })?
+        };
+        let auth = match get(AUTH_TOKEN) {
+            Some(v) if Path::new(&v).exists() => AuthSource::File(v.into()),
+            Some(v) if v.contains('/') => {
+                return Err(invalid(AUTH_TOKEN, &v, "no such token file"));
+            }
+            Some(v) => AuthSource::Static(v),
+            None => AuthSource::File(DEFAULT_TOKEN.into()),
+        };
+        let cluster_id = get(ISTIO_META_CLUSTER_ID).unwrap_or_else(|| "Kubernetes".into());
+        let ca_address = get(CA_ADDRESS).unwrap_or_else(|| DEFAULT_CA_ADDRESS.to_string());
+        let target = |address: String| ControlPlaneAddress {
+            address,
+            server_name: get(ALT_CA_HOSTNAME),
+            root_pem: root_pem.clone(),
+        };
+        let pod_name = get(POD_NAME).unwrap_or_else(|| format!("{gateway_name}-0"));
+        let addr_text = get(INBOUND_ADDR).unwrap_or_else(|| "[::]:15008".into());
+        let inbound_addr = addr_text
+            .parse()
+            .map_err(|e| invalid(INBOUND_ADDR, &addr_text, e))?;
+        Ok(Self {
+            gateway_namespace: namespace.clone(),
+            gateway_name,
+            identity,
+            instance_ip,
+            network: Network::new(get(NETWORK).unwrap_or_default()),
+            ca: CaClientConfig {
+                target: target(ca_address.clone()),
+                auth: auth.clone(),
+                cluster_id: cluster_id.clone(),
+                ttl: duration(SECRET_TTL, "24h")?,
+                impersonate: false,
+            },
+            xds: XdsConfig {
+                target: target(get(XDS_ADDRESS).unwrap_or(ca_address)),
+                auth,
+                cluster_id,
+                node: NodeInfo {
+                    proxy_type: "router".into(),
+                    instance_ip: instance_ip.to_string(),
+                    pod_name,
+                    pod_namespace: namespace,
+                    node_name: get(NODE_NAME).unwrap_or_default(),
+                },
+            },
+            inbound_addr,
+            termination_deadline: duration(CONNECTION_TERMINATION_DEADLINE, "5s")?,
+            protocol_detection_timeout: duration(PROTOCOL_DETECTION_TIMEOUT, "500ms")?,
+            h2: H2Config::default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const ROOT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_env(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn identity_is_the_gateways_service_account() {
+        let c = parse(&[
+            (POD_NAMESPACE, "shop"),
+            (GATEWAY_NAME, "waypoint"),
+            (INSTANCE_IP, "10.1.0.9"),
+            (CA_ROOT_CA, ROOT),
+            (AUTH_TOKEN, "t"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.identity.to_string(),
+            "spiffe://cluster.local/ns/shop/sa/waypoint"
+        );
+        assert_eq!(c.xds.node.proxy_type, "router");
+        assert_eq!(c.inbound_addr.port(), 15008);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let err = parse(&[(GATEWAY_NAME, "w")]).unwrap_err().to_string();
+        assert!(err.contains(POD_NAMESPACE), "{err}");
+        let err = parse(&[
+            (POD_NAMESPACE, "shop"),
+            (GATEWAY_NAME, "w"),
+            (INSTANCE_IP, "not-an-ip"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(INSTANCE_IP) && err.contains("not-an-ip"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,590 @@
+//! HTTP/1.1 and HTTP/2 (and so gRPC) inside one tunnel: per request,
+//! L7 authorization, then the route, its filters, and forwarding with the
+//! route's timeouts and retries. Answers are Envoy's: 403 `RBAC: access
+//! denied`, 404 when routes exist and none match, 503 when no upstream can
+//! be reached, 504 when the request timeout passes.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tracing::{debug, info};
+
+use crate::forward::{ForwardError, Io};
+use crate::policy::{Decision, HttpAttributes, RequestAttributes, normalize_path};
+use crate::route::{Backend, Filter, RouteRequest, Rule};
+use crate::server::{Downstream, Inputs};
+use crate::sniff::Protocol;
+use crate::target::Target;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// Bodies buffered for retries and mirroring are at most this large; a
+/// larger one is refused with 413 rather than sent without its retries.
+const MAX_BUFFERED_BODY: usize = 1 << 20;
+
+/// Serves HTTP on one tunnelled connection until the client closes it.
+pub async fn serve(io: impl Io, protocol: Protocol, ctx: Arc<Downstream>, inputs: Arc<Inputs>) {
+    let service = service_fn(move |req| {
+        let (ctx, inputs) = (ctx.clone(), inputs.clone());
+        async move { Ok::<_, Infallible>(handle(req, &ctx, &inputs).await) }
+    });
+    let io = TokioIo::new(io);
+    let result = match protocol {
+        Protocol::Http2 => {
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(io, service)
+                .await
+        }
+        _ => {
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+        }
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "downstream HTTP connection ended with an error");
+    }
+}
+
+pub fn local(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(full(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+fn full(b: Bytes) -> Body {
+    Full::new(b).map_err(|never| match never {}).boxed()
+}
+
+/// Headers that describe one hop's connection, never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let te_trailers = h
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for name in HOP_BY_HOP {
+        h.remove(name);
+    }
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    ctx: &Arc<Downstream>,
+    inputs: &Arc<Inputs>,
+) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let raw_path = req.uri().path().to_string();
+    let response = decide_and_forward(req, ctx, inputs).await;
+    info!(target: "access", src_addr = %ctx.client, src_identity = %ctx.peer, dst = %ctx.original,
+        destination = %ctx.target.describe(), method = %method, path = %raw_path,
+        status = response.status().as_u16(), duration = ?started.elapsed(), "request complete");
+    response
+}
+
+async fn decide_and_forward(
+    req: Request<Incoming>,
+    ctx: &Arc<Downstream>,
+    inputs: &Arc<Inputs>,
+) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| ctx.original.to_string());
+    let path = match normalize_path(parts.uri.path()) {
+        Ok(p) => p,
+        Err(e) => return local(StatusCode::BAD_REQUEST, format!("bad request path: {e}")),
+    };
+    let query = parts.uri.query().map(str::to_string);
+    // JWT validation is not implemented yet: a token that cannot be checked
+    // must not pass as if it had been (fail closed).
+    if ctx.target.jwt() && parts.headers.contains_key(header::AUTHORIZATION) {
+        return local(StatusCode::UNAUTHORIZED, "Jwt verification fails");
+    }
+    let principal = ctx.peer.principal();
+    let attrs = RequestAttributes {
+        source_ip: ctx.client.ip(),
+        source_principal: Some(&principal),
+        source_namespace: Some(ctx.peer.namespace()),
+        source_service_account: Some(ctx.peer.service_account()),
+        destination_ip: ctx.original.ip(),
+        destination_port: ctx.original.port(),
+        http: Some(HttpAttributes {
+            host: &host,
+            method: parts.method.as_str(),
+            path: &path,
+            headers: &parts.headers,
+            jwt: None,
+        }),
+    };
+    if let Decision::Deny { policy } = ctx.target.policies().evaluate(&attrs) {
+        debug!(?policy, %path, "request denied");
+        return local(StatusCode::FORBIDDEN, "RBAC: access denied");
+    }
+    strip_hop_by_hop(&mut parts.headers);
+
+    // Pod-addressed traffic is policy-checked, never routed.
+    let binding = match &ctx.target {
+        Target::Workload { workload, .. } => {
+            let upstream = Upstream::Workload(workload.clone(), ctx.original.port());
+            let rule = Plan::default();
+            return forward(
+                parts,
+                body,
+                &path,
+                query.as_deref(),
+                &upstream,
+                &rule,
+                ctx,
+                inputs,
+            )
+            .await;
+        }
+        Target::Service(b) => b,
+    };
+    if binding.routes.is_empty() {
+        let upstream = Upstream::Service {
+            namespace: binding.namespace.clone(),
+            hostname: binding.hostname.clone(),
+            port: ctx.original.port(),
+        };
+        return forward(
+            parts,
+            body,
+            &path,
+            query.as_deref(),
+            &upstream,
+            &Plan::default(),
+            ctx,
+            inputs,
+        )
+        .await;
+    }
+    let grpc = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    let route_req = RouteRequest {
+        method: &parts.method,
+        host: &host,
+        path: &path,
+        query: query.as_deref(),
+        headers: &parts.headers,
+        grpc,
+    };
+    let Some(selected) = binding.routes.select(&route_req) else {
+        return local(StatusCode::NOT_FOUND, "route not found");
+    };
+    let rule = selected.rule;
+    let prefix = selected.matched_prefix.map(str::to_string);
+    let mut path = path;
+    let mut query = query;
+    let mut plan = Plan::from_rule(rule);
+    for filter in &rule.filters {
+        match filter {
+            Filter::Redirect(r) => {
+                let (host_only, port) = split_host(&host);
+                let pq = match &query {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.clone(),
+                };
+                let (status, location) =
+                    r.location("http", host_only, port, &pq, prefix.as_deref());
+                let mut resp = local(status, Bytes::new());
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
+                return resp;
+            }
+            Filter::RequestHeaders(edit) => edit.apply(&mut parts.headers),
+            Filter::ResponseHeaders(edit) => plan.response_edits.push(edit.clone()),
+            Filter::Rewrite(rw) => {
+                let (new_host, pq) = rw.apply(&path, query.as_deref(), prefix.as_deref());
+                if let Some(h) = new_host
+                    && let Ok(v) = HeaderValue::from_str(&h)
+                {
+                    parts.headers.insert(header::HOST, v);
+                }
+                (path, query) = match pq.split_once('?') {
+                    Some((p, q)) => (p.to_string(), Some(q.to_string())),
+                    None => (pq, None),
+                };
+            }
+            Filter::Mirror { backend, .. } => {
+                if filter.mirrors(rand::random()) {
+                    plan.mirrors.push(backend.clone());
+                }
+            }
+        }
+    }
+    let Some(backend) = rule.pick_backend(rand::random()) else {
+        return local(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no backend for this route",
+        );
+    };
+    for filter in &backend.filters {
+        match filter {
+            Filter::RequestHeaders(edit) => edit.apply(&mut parts.headers),
+            Filter::ResponseHeaders(edit) => plan.response_edits.push(edit.clone()),
+            _ => {}
+        }
+    }
+    let upstream = Upstream::of(backend);
+    forward(
+        parts,
+        body,
+        &path,
+        query.as_deref(),
+        &upstream,
+        &plan,
+        ctx,
+        inputs,
+    )
+    .await
+}
+
+fn split_host(host: &str) -> (&str, Option<u16>) {
+    match host.rsplit_once(':') {
+        Some((h, _)) if !h.ends_with(']') && h.contains(':') => (host, None),
+        Some((h, p)) => match p.parse() {
+            Ok(port) => (h, Some(port)),
+            Err(_) => (host, None),
+        },
+        None => (host, None),
+    }
+}
+
+/// Where a request goes.
+enum Upstream {
+    Service {
+        namespace: String,
+        hostname: String,
+        port: u16,
+    },
+    Workload(Arc<mesh_core::Workload>, u16),
+}
+
+impl Upstream {
+    fn of(b: &Backend) -> Self {
+        Upstream::Service {
+            namespace: b.namespace.clone(),
+            hostname: b.hostname.clone(),
+            port: b.port,
+        }
+    }
+
+    /// Connects to an endpoint not in `tried`, if there is one, and adds
+    /// it to `tried`.
+    async fn connect(
+        &self,
+        ctx: &Downstream,
+        inputs: &Inputs,
+        tried: &mut Vec<String>,
+    ) -> Result<Box<dyn Io>, ForwardError> {
+        let (w, port) = match self {
+            Upstream::Service {
+                namespace,
+                hostname,
+                port,
+            } => inputs
+                .upstreams
+                .endpoint(namespace, hostname, *port, tried)?,
+            Upstream::Workload(w, port) => (w.clone(), *port),
+        };
+        tried.push(w.uid.to_string());
+        inputs.upstreams.connect(&w, port, ctx.client).await
+    }
+}
+
+/// How a request is sent: the rule's timeouts, retries and extra work.
+#[derive(Default)]
+struct Plan {
+    request_timeout: Option<Duration>,
+    try_timeout: Option<Duration>,
+    retry_codes: Vec<u16>,
+    /// Retries after the first attempt.
+    retries: u32,
+    backoff: Duration,
+    response_edits: Vec<crate::route::HeaderEdit>,
+    mirrors: Vec<Backend>,
+}
+
+impl Plan {
+    fn from_rule(rule: &Rule) -> Self {
+        let mut plan = Plan {
+            request_timeout: rule.request_timeout,
+            try_timeout: rule.backend_request_timeout,
+            ..Default::default()
+        };
+        if let Some(r) = &rule.retry {
+            plan.retries = r.attempts;
+            plan.retry_codes = r.codes.clone();
+            plan.backoff = r.backoff.unwrap_or(Duration::from_millis(25));
+        }
+        plan
+    }
+
+    fn buffers(&self) -> bool {
+        self.retries > 0 || !self.mirrors.is_empty()
+    }
+}
+
+/// Why one attempt produced no usable response.
+enum Failure {
+    Connect(ForwardError),
+    Upstream(hyper::Error),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    mut parts: http::request::Parts,
+    body: Incoming,
+    path: &str,
+    query: Option<&str>,
+    upstream: &Upstream,
+    plan: &Plan,
+    ctx: &Arc<Downstream>,
+    inputs: &Arc<Inputs>,
+) -> Response<Body> {
+    let pq = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| ctx.original.to_string());
+    parts.uri = match build_uri(ctx.protocol, &host, &pq) {
+        Ok(u) => u,
+        Err(e) => {
+            return local(
+                StatusCode::BAD_REQUEST,
+                format!("cannot build the upstream URI: {e}"),
+            );
+        }
+    };
+    parts.version = match ctx.protocol {
+        Protocol::Http2 => Version::HTTP_2,
+        _ => Version::HTTP_11,
+    };
+    // Streaming bodies get one attempt (connection failures are still
+    // retried: nothing has been sent yet); buffered ones get the plan.
+    let (buffered, mut streaming) = if plan.buffers() {
+        match Limited::new(body, MAX_BUFFERED_BODY).collect().await {
+            Ok(c) => (Some(c.to_bytes()), None),
+            Err(_) => {
+                return local(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large to retry",
+                );
+            }
+        }
+    } else {
+        (None, Some(body_box(body)))
+    };
+    for mirror in &plan.mirrors {
+        spawn_mirror(
+            mirror,
+            &parts,
+            buffered.clone().unwrap_or_default(),
+            ctx,
+            inputs,
+        );
+    }
+    let attempts = async {
+        let mut attempt = 0;
+        let mut tried = Vec::new();
+        loop {
+            let last = attempt >= plan.retries;
+            let req_body = match &buffered {
+                Some(b) => full(b.clone()),
+                None => match streaming.take() {
+                    Some(b) => b,
+                    None => {
+                        return local(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "upstream reset before headers",
+                        );
+                    }
+                },
+            };
+            let req = Request::from_parts(parts.clone(), req_body);
+            let once = send_once(req, upstream, ctx, inputs, &mut tried);
+            let result = match plan.try_timeout {
+                Some(t) => match tokio::time::timeout(t, once).await {
+                    Ok(r) => r,
+                    Err(_) if last => {
+                        return local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+                    }
+                    Err(_) => {
+                        attempt += 1;
+                        continue;
+                    }
+                },
+                None => once.await,
+            };
+            match result {
+                Ok(resp) if !last && plan.retry_codes.contains(&resp.status().as_u16()) => {
+                    debug!(status = resp.status().as_u16(), attempt, "retrying");
+                }
+                Ok(mut resp) => {
+                    strip_hop_by_hop(resp.headers_mut());
+                    for edit in &plan.response_edits {
+                        edit.apply(resp.headers_mut());
+                    }
+                    return resp.map(|b| b.map_err(BoxError::from).boxed());
+                }
+                Err((Failure::Connect(e), Some(body))) if !last => {
+                    debug!(error = %e, attempt, "upstream connect failed; retrying");
+                    streaming = Some(body);
+                }
+                Err((Failure::Connect(e), _)) => {
+                    let status = match e {
+                        ForwardError::NoEndpoints { .. } | ForwardError::UnknownService(_) => {
+                            StatusCode::SERVICE_UNAVAILABLE
+                        }
+                        _ => StatusCode::SERVICE_UNAVAILABLE,
+                    };
+                    return local(status, e.to_string());
+                }
+                Err((Failure::Upstream(e), _)) if last || buffered.is_none() => {
+                    return local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("upstream connect error or disconnect/reset before headers: {e}"),
+                    );
+                }
+                Err((Failure::Upstream(e), _)) => {
+                    debug!(error = %e, attempt, "upstream failed; retrying")
+                }
+            }
+            attempt += 1;
+            tokio::time::sleep(plan.backoff).await;
+        }
+    };
+    match plan.request_timeout {
+        Some(t) => tokio::time::timeout(t, attempts)
+            .await
+            .unwrap_or_else(|_| local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")),
+        None => attempts.await,
+    }
+}
+
+fn body_box(b: Incoming) -> Body {
+    b.map_err(BoxError::from).boxed()
+}
+
+fn build_uri(protocol: Protocol, host: &str, pq: &str) -> Result<Uri, http::Error> {
+    match protocol {
+        // HTTP/2 carries :scheme and :authority.
+        Protocol::Http2 => Ok(Uri::builder()
+            .scheme("http")
+            .authority(host)
+            .path_and_query(pq)
+            .build()?),
+        _ => Ok(Uri::builder().path_and_query(pq).build()?),
+    }
+}
+
+/// One attempt. On a connection failure the (unsent) body comes back.
+async fn send_once(
+    req: Request<Body>,
+    upstream: &Upstream,
+    ctx: &Arc<Downstream>,
+    inputs: &Arc<Inputs>,
+    tried: &mut Vec<String>,
+) -> Result<Response<Incoming>, (Failure, Option<Body>)> {
+    let io = match upstream.connect(ctx, inputs, tried).await {
+        Ok(io) => TokioIo::new(io),
+        Err(e) => return Err((Failure::Connect(e), Some(req.into_body()))),
+    };
+    let sent = match ctx.protocol {
+        Protocol::Http2 => {
+            let (mut sender, conn) =
+                match hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await {
+                    Ok(x) => x,
+                    Err(e) => return Err((Failure::Upstream(e), None)),
+                };
+            tokio::spawn(conn);
+            sender.send_request(req).await
+        }
+        _ => {
+            let (mut sender, conn) = match hyper::client::conn::http1::handshake(io).await {
+                Ok(x) => x,
+                Err(e) => return Err((Failure::Upstream(e), None)),
+            };
+            tokio::spawn(conn);
+            sender.send_request(req).await
+        }
+    };
+    sent.map_err(|e| (Failure::Upstream(e), None))
+}
+
+/// Sends a copy of the request to `backend` and forgets the answer.
+fn spawn_mirror(
+    backend: &Backend,
+    parts: &http::request::Parts,
+    body: Bytes,
+    ctx: &Arc<Downstream>,
+    inputs: &Arc<Inputs>,
+) {
+    let mut parts = parts.clone();
+    // Envoy marks mirrored requests by suffixing the host with `-shadow`.
+    if let Some(h) = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        let shadow = match h.rsplit_once(':') {
+            Some((name, port)) => format!("{name}-shadow:{port}"),
+            None => format!("{h}-shadow"),
+        };
+        if let Ok(v) = HeaderValue::from_str(&shadow) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    let upstream = Upstream::of(backend);
+    let (ctx, inputs) = (ctx.clone(), inputs.clone());
+    tokio::spawn(async move {
+        let req = Request::from_parts(parts, full(body));
+        if let Err((f, _)) = send_once(req, &upstream, &ctx, &inputs, &mut Vec::new()).await {
+            let reason = match f {
+                Failure::Connect(e) => e.to_string(),
+                Failure::Upstream(e) => e.to_string(),
+            };
+            debug!(%reason, "mirrored request failed");
+        }
+    });
+}

@@ -1,0 +1,24 @@
+//! The waypoint: an L7 proxy for the Services and workloads bound to one
+//! waypoint Gateway (`istio-waypoint`). HBONE in on 15008, L7 policy and
+//! Gateway API routing, HBONE out with its own identity.
+//!
+//! - [`config`]: environment → [`config::Config`];
+//! - [`xds`], [`bindings`]: the configuration istiod-lite pushes, compiled;
+//! - [`server`]: the HBONE listener; [`target`] resolves the original
+//!   destination; [`sniff`] decides HTTP or TCP;
+//! - [`http`], [`tcp`]: the two handlers; [`route`] and [`policy`] decide;
+//!   [`forward`] connects upstream.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod bindings;
+pub mod config;
+pub mod forward;
+pub mod http;
+pub mod policy;
+pub mod route;
+pub mod server;
+pub mod sniff;
+pub mod target;
+pub mod tcp;
+pub mod xds;
