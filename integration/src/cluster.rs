@@ -18,6 +18,7 @@ pub mod capture;
 pub mod cni;
 pub mod host;
 mod manifests;
+pub mod waypoint;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -64,6 +65,16 @@ pub struct PodSpec {
     pub node: String,
     pub service_account: String,
     pub labels: BTreeMap<String, String>,
+    /// Extra `pod-echo` flags (e.g. `--http-status 503`).
+    pub args: Vec<String>,
+    /// Run this instead of `pod-echo` (a waypoint); nothing is awaited.
+    pub program: Option<PodProgram>,
+}
+
+/// A process other than `pod-echo` that a pod runs.
+pub struct PodProgram {
+    pub binary: String,
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl PodSpec {
@@ -75,7 +86,15 @@ impl PodSpec {
             node: node.into(),
             service_account: name.into(),
             labels: [("app".to_string(), name.to_string())].into(),
+            args: Vec::new(),
+            program: None,
         }
+    }
+
+    /// An extra `pod-echo` flag.
+    pub fn arg(mut self, flag: &str, value: &str) -> Self {
+        self.args.extend([flag.to_string(), value.to_string()]);
+        self
     }
 
     pub fn label(mut self, k: &str, v: &str) -> Self {
@@ -112,6 +131,7 @@ impl Redirect {
 /// The ports `pod-echo` serves in every pod.
 pub const HTTP_PORT: u16 = 80;
 pub const TCP_PORT: u16 = 9000;
+pub const GRPC_PORT: u16 = 50051;
 
 pub struct Cluster {
     pub prefix: String,
@@ -574,21 +594,47 @@ impl Cluster {
         self.write_manifest(&file, &manifests::pod(&spec, &uid, Some(ip)));
         let pod_dir = self.dir.path().join("pods");
         std::fs::create_dir_all(&pod_dir).expect("pods dir");
-        let app = Proc::spawn(
-            &format!("pod {}/{}", spec.namespace, spec.name),
-            &netns,
-            &self.bin.join("pod-echo"),
-            &[
-                "--name",
-                &spec.name,
-                "--http",
-                &HTTP_PORT.to_string(),
-                "--tcp",
-                &TCP_PORT.to_string(),
-            ],
-            &[],
-            pod_dir.join(format!("{}-{}.log", spec.namespace, spec.name)),
-        );
+        let log = pod_dir.join(format!("{}-{}.log", spec.namespace, spec.name));
+        let program = spec.program.map(|p| {
+            let mut env = p.env;
+            env.push(("INSTANCE_IP", ip.to_string()));
+            (p.binary, env)
+        });
+        let app = match &program {
+            Some((binary, env)) => Proc::spawn(
+                &format!("pod {}/{}", spec.namespace, spec.name),
+                &netns,
+                &self.bin.join(binary),
+                &[],
+                env,
+                log,
+            ),
+            None => {
+                let mut args: Vec<String> = [
+                    "--name",
+                    &spec.name,
+                    "--http",
+                    &HTTP_PORT.to_string(),
+                    "--tcp",
+                    &TCP_PORT.to_string(),
+                    "--grpc",
+                    &GRPC_PORT.to_string(),
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                args.extend(spec.args.iter().cloned());
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                Proc::spawn(
+                    &format!("pod {}/{}", spec.namespace, spec.name),
+                    &netns,
+                    &self.bin.join("pod-echo"),
+                    &args,
+                    &[],
+                    log,
+                )
+            }
+        };
         self.pods.push(Pod {
             name: spec.name,
             namespace: spec.namespace,
@@ -599,6 +645,9 @@ impl Cluster {
             app,
             labels: spec.labels,
         });
+        if program.is_some() {
+            return Ok(self.pods.last().expect("just pushed"));
+        }
         let pod = self.pods.last().expect("just pushed");
         // The application is up when it accepts connections.
         let (ns, url) = (pod.netns.clone(), format!("http://127.0.0.1:{HTTP_PORT}/"));
@@ -913,6 +962,7 @@ fn binaries_dir() -> PathBuf {
         "cni-agent",
         "mesh-cni",
         "pod-echo",
+        "waypoint",
     ] {
         assert!(
             dir.join(bin).exists(),

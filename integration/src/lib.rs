@@ -124,6 +124,7 @@ impl Mesh {
             node: node.into(),
             authorization_policies: Vec::new(),
             services: Default::default(),
+            waypoint: None,
         }
     }
 

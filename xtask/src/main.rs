@@ -20,13 +20,19 @@ const TASKS: &[(&str, &str)] = &[
 ];
 
 /// Test targets of the cluster suite, and those only the eBPF mode adds.
-const E2E_TESTS: &[&str] = &["capture", "zds"];
+const E2E_TESTS: &[&str] = &["capture", "zds", "waypoint"];
 const E2E_EBPF_TESTS: &[&str] = &["ebpf"];
 /// Our programs' names, to find any left in the kernel after a run.
 const OUR_PROGRAMS: &[&str] = &["mesh_egress", "mesh_ingress"];
 
 /// The binaries the network-namespace cluster runs as processes.
-const CLUSTER_BINARIES: &[&str] = &["istiod-lite", "ztunnel", "cni-plugin", "integration"];
+const CLUSTER_BINARIES: &[&str] = &[
+    "istiod-lite",
+    "ztunnel",
+    "waypoint",
+    "cni-plugin",
+    "integration",
+];
 
 fn main() -> anyhow::Result<()> {
     let task = std::env::args().nth(1);

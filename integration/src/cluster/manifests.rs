@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
-use super::{HTTP_PORT, PodSpec, TCP_PORT};
+use super::{GRPC_PORT, HTTP_PORT, PodSpec, TCP_PORT};
 
 pub struct ServiceDef {
     pub namespace: String,
@@ -34,7 +34,7 @@ pub fn namespace(name: &str, labels: &BTreeMap<String, String>) -> String {
 
 pub fn pod(spec: &PodSpec, uid: &str, ip: Option<Ipv4Addr>) -> String {
     let mut y = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: {}\n  uid: {uid}\n  labels: {}\nspec:\n  nodeName: {}\n  serviceAccountName: {}\n  containers:\n  - name: app\n    ports: [{{name: http, containerPort: {HTTP_PORT}}}, {{name: tcp, containerPort: {TCP_PORT}}}]\n",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: {}\n  uid: {uid}\n  labels: {}\nspec:\n  nodeName: {}\n  serviceAccountName: {}\n  containers:\n  - name: app\n    ports: [{{name: http, containerPort: {HTTP_PORT}}}, {{name: tcp, containerPort: {TCP_PORT}}}, {{name: grpc, containerPort: {GRPC_PORT}}}]\n",
         spec.name,
         spec.namespace,
         labels_yaml(&spec.labels),
@@ -52,7 +52,7 @@ pub fn pod(spec: &PodSpec, uid: &str, ip: Option<Ipv4Addr>) -> String {
 
 pub fn service(def: &ServiceDef) -> String {
     format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n  clusterIP: {}\n  selector: {{app: {}}}\n  ports:\n  - {{name: http, port: {HTTP_PORT}, targetPort: {HTTP_PORT}}}\n  - {{name: tcp, port: {TCP_PORT}, targetPort: {TCP_PORT}}}\n",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n  clusterIP: {}\n  selector: {{app: {}}}\n  ports:\n  - {{name: http, port: {HTTP_PORT}, targetPort: {HTTP_PORT}}}\n  - {{name: tcp, port: {TCP_PORT}, targetPort: {TCP_PORT}}}\n  - {{name: grpc, port: {GRPC_PORT}, targetPort: {GRPC_PORT}}}\n",
         def.name, def.namespace, def.vip, def.selector
     )
 }

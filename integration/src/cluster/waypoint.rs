@@ -1,0 +1,108 @@
+//! Waypoints in the cluster, deployed as the waypoint controller and a
+//! kubelet would: the Gateway, its Service (a VIP with port 15008 selecting
+//! the waypoint's pod) and a pod running the `waypoint` binary under its
+//! own service account, never enrolled itself.
+
+use std::net::Ipv4Addr;
+
+use super::{Cluster, ISTIOD_NAME, LAN_IP, PodProgram, PodSpec, log_level};
+
+/// The label the waypoint controller puts on a waypoint's pods.
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+
+impl Cluster {
+    /// Deploys waypoint `namespace/name` on `node`; `traffic` is the
+    /// `istio.io/waypoint-for` label (absent: service). Returns the pod IP.
+    pub fn waypoint(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+        traffic: Option<&str>,
+    ) -> Ipv4Addr {
+        let labels = match traffic {
+            Some(t) => format!("\n  labels: {{istio.io/waypoint-for: {t}}}"),
+            None => String::new(),
+        };
+        self.write_manifest(
+            &format!("gtw-{namespace}-{name}.yaml"),
+            &format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: {name}\n  namespace: {namespace}{labels}\nspec:\n  gatewayClassName: istio-waypoint\n  listeners:\n  - name: mesh\n    port: 15008\n    protocol: HBONE\n"
+            ),
+        );
+        let vip = Ipv4Addr::new(10, 96, 0, self.next_vip);
+        self.next_vip += 1;
+        self.write_manifest(
+            &format!("svc-{namespace}-{name}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels: {{{GATEWAY_NAME_LABEL}: {name}}}\nspec:\n  clusterIP: {vip}\n  selector: {{{GATEWAY_NAME_LABEL}: {name}}}\n  ports:\n  - {{name: status-port, port: 15021, targetPort: 15021}}\n  - {{name: mesh, port: 15008, targetPort: 15008, appProtocol: all}}\n"
+            ),
+        );
+        let istiod = format!("{LAN_IP}:15012");
+        let env = vec![
+            ("POD_NAMESPACE", namespace.to_string()),
+            ("POD_NAME", format!("{name}-0")),
+            ("GATEWAY_NAME", name.to_string()),
+            ("SERVICE_ACCOUNT", name.to_string()),
+            ("NODE_NAME", node.to_string()),
+            ("CA_ADDRESS", istiod.clone()),
+            ("XDS_ADDRESS", istiod),
+            ("ALT_CA_HOSTNAME", ISTIOD_NAME.into()),
+            ("CA_ROOT_CA", self.root_cert.display().to_string()),
+            ("AUTH_TOKEN", self.workload_token(namespace, name)),
+            ("RUST_LOG", log_level()),
+        ];
+        let spec = PodSpec::new(namespace, name, node)
+            .label(GATEWAY_NAME_LABEL, name)
+            .label("istio.io/dataplane-mode", "none");
+        let spec = PodSpec {
+            program: Some(PodProgram {
+                binary: "waypoint".into(),
+                env,
+            }),
+            ..spec
+        };
+        self.pod(spec).ip
+    }
+
+    /// Deletes the waypoint's Gateway (what `ambientctl waypoint delete`
+    /// does); its Service and pod stay until garbage-collected.
+    pub fn delete_gateway(&self, namespace: &str, name: &str) {
+        let file = self
+            .manifests()
+            .join(format!("gtw-{namespace}-{name}.yaml"));
+        std::fs::remove_file(&file).unwrap_or_else(|e| panic!("removing {}: {e}", file.display()));
+    }
+
+    /// Writes (or replaces) a manifest a test supplies, e.g. a route.
+    pub fn apply(&self, file: &str, yaml: &str) {
+        self.write_manifest(file, yaml);
+    }
+
+    /// Removes a manifest written with [`Cluster::apply`].
+    pub fn delete(&self, file: &str) {
+        let path = self.manifests().join(file);
+        std::fs::remove_file(&path).unwrap_or_else(|e| panic!("removing {}: {e}", path.display()));
+    }
+
+    /// A bootstrap token for `namespace/service_account`.
+    fn workload_token(&self, namespace: &str, service_account: &str) -> String {
+        let state = self.dir.path().join("istiod").display().to_string();
+        super::sh(
+            &self.bin.join("istiod-lite").display().to_string(),
+            &[
+                "token",
+                "--state-dir",
+                &state,
+                "--namespace",
+                namespace,
+                "--service-account",
+                service_account,
+                "--ttl",
+                "2h",
+            ],
+        )
+        .trim()
+        .to_string()
+    }
+}

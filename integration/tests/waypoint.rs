@@ -1,0 +1,274 @@
+//! Waypoints in the network-namespace cluster: clients' traffic to a
+//! Service bound to a waypoint goes client → ztunnel → waypoint (L7 policy,
+//! routes) → ztunnel → server, all HBONE. Needs root; `cargo xtask e2e`
+//! runs it.
+
+use std::time::{Duration, Instant};
+
+use integration::cluster::host::ns_output;
+use integration::cluster::{Cluster, GRPC_PORT, HTTP_PORT, Pod, PodSpec, TCP_PORT};
+
+const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
+const USE_WAYPOINT: (&str, &str) = ("istio.io/use-waypoint", "waypoint");
+
+/// curl from `from`: (HTTP status, body); status 0 when curl itself failed.
+fn curl(from: &Pod, args: &[&str]) -> (u16, String) {
+    let mut argv = vec!["-sS", "--max-time", "5", "-w", "\n%{http_code}"];
+    argv.extend_from_slice(args);
+    let out = ns_output(&from.netns, "curl", &argv);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Waits until `f` holds for a request (the mesh converging), up to 30 s.
+fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `shop` (ambient, using waypoint `shop/waypoint` on node-b), a client on
+/// node-a, and servers on node-b.
+fn shop() -> Cluster {
+    let mut c = Cluster::start(&["node-a", "node-b"]);
+    c.namespace("shop", &[AMBIENT, USE_WAYPOINT]);
+    c.waypoint("shop", "waypoint", "node-b", None);
+    c.pod(PodSpec::new("shop", "client", "node-a"));
+    c
+}
+
+const GET_ONLY: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: get-only
+  namespace: NS
+spec:
+  targetRefs:
+  - {kind: Service, group: \"\", name: web}
+  action: ALLOW
+  rules:
+  - to:
+    - operation:
+        methods: [GET]
+";
+
+#[test]
+fn an_l7_policy_at_the_waypoint_allows_get_and_denies_post_and_means_nothing_without_one() {
+    let mut c = shop();
+    c.pod(PodSpec::new("shop", "web", "node-b"));
+    let vip = c.service("shop", "web", "web");
+    let waypoint_ip = c.get("shop", "waypoint").ip;
+    let client = c.get("shop", "client");
+    let url = format!("http://{vip}:{HTTP_PORT}/");
+    // The request transits the waypoint: the server sees it as the client.
+    until("traffic to web flows through the waypoint", || {
+        curl(client, &[&url]).1 == format!("hello from web, you are {waypoint_ip}\n")
+    });
+    c.apply("ap-shop-get-only.yaml", &GET_ONLY.replace("NS", "shop"));
+    until("the waypoint denies POST", || {
+        curl(client, &["-X", "POST", "-d", "x", &url]) == (403, "RBAC: access denied".into())
+    });
+    let (status, body) = curl(client, &[&url]);
+    assert_eq!(
+        (status, body),
+        (200, format!("hello from web, you are {waypoint_ip}\n"))
+    );
+    for _ in 0..5 {
+        assert_eq!(curl(client, &["-X", "POST", "-d", "x", &url]).0, 403);
+        assert_eq!(curl(client, &[&url]).0, 200);
+    }
+
+    // The same text where no waypoint is bound: a targetRefs policy is for
+    // waypoints only, and ztunnel does not enforce it (user-surface §3.1).
+    c.namespace("plain", &[AMBIENT]);
+    let plain_client = PodSpec::new("plain", "client", "node-a");
+    c.pod(plain_client);
+    c.pod(PodSpec::new("plain", "web", "node-b"));
+    let plain_vip = c.service("plain", "web", "web");
+    c.apply("ap-plain-get-only.yaml", &GET_ONLY.replace("NS", "plain"));
+    let plain_client = c.get("plain", "client");
+    let plain_ip = plain_client.ip;
+    let plain_url = format!("http://{plain_vip}:{HTTP_PORT}/");
+    until("plain/web answers directly", || {
+        curl(plain_client, &[&plain_url]) == (200, format!("hello from web, you are {plain_ip}\n"))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        curl(plain_client, &["-X", "POST", "-d", "x", &plain_url]).0,
+        200
+    );
+    // Written for ztunnel (no targetRefs), the HTTP rule is dropped and the
+    // ALLOW policy allows nothing: connections are reset, no HTTP answer.
+    c.apply(
+        "ap-plain-get-only.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: get-only, namespace: plain}\nspec:\n  action: ALLOW\n  rules:\n  - to:\n    - operation:\n        methods: [GET]\n",
+    );
+    until("ztunnel denies every connection to plain/web", || {
+        curl(plain_client, &[&plain_url]).0 == 0
+    });
+    assert_eq!(
+        curl(plain_client, &["-X", "POST", "-d", "x", &plain_url]).0,
+        0
+    );
+}
+
+fn route(name: &str, body: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  parentRefs:\n  - {{group: \"\", kind: Service, name: {name}, port: {HTTP_PORT}}}\n{body}"
+    )
+}
+
+#[test]
+fn routes_split_by_weight_retry_503s_time_out_route_grpc_and_pass_tcp_through() {
+    let mut c = shop();
+    c.pod(PodSpec::new("shop", "echo-v1", "node-b"));
+    c.pod(PodSpec::new("shop", "echo-v2", "node-a"));
+    c.pod(
+        PodSpec::new("shop", "flaky-bad", "node-b")
+            .label("app", "flaky")
+            .arg("--http-status", "503"),
+    );
+    c.pod(PodSpec::new("shop", "flaky-good", "node-a").label("app", "flaky"));
+    let echo = c.service("shop", "echo", "echo-v1");
+    c.service("shop", "echo-v1", "echo-v1");
+    c.service("shop", "echo-v2", "echo-v2");
+    let flaky = c.service("shop", "flaky", "flaky");
+    let client = c.get("shop", "client");
+    let url = format!("http://{echo}:{HTTP_PORT}/");
+
+    // 90/10 over 1000 requests.
+    c.apply(
+        "route-echo.yaml",
+        &route(
+            "echo",
+            &format!("  rules:\n  - backendRefs:\n    - {{name: echo-v1, port: {HTTP_PORT}, weight: 90}}\n    - {{name: echo-v2, port: {HTTP_PORT}, weight: 10}}\n"),
+        ),
+    );
+    until("echo-v2 answers through the route", || {
+        curl(client, &[&url]).1.contains("echo-v2")
+    });
+    let urls: Vec<&str> = std::iter::repeat_n(url.as_str(), 100).collect();
+    let (mut v1, mut v2) = (0, 0);
+    for _ in 0..10 {
+        let mut argv = vec!["-sS", "--max-time", "60"];
+        argv.extend(&urls);
+        let out = ns_output(&client.netns, "curl", &argv);
+        let text = String::from_utf8_lossy(&out.stdout);
+        v1 += text.matches("hello from echo-v1").count();
+        v2 += text.matches("hello from echo-v2").count();
+    }
+    assert_eq!(v1 + v2, 1000, "every request answered");
+    assert!(
+        (850..=950).contains(&v1),
+        "90/10 split within ±5%: v1={v1} v2={v2}"
+    );
+
+    // Without a retry policy some requests meet the failing endpoint ...
+    let flaky_url = format!("http://{flaky}:{HTTP_PORT}/");
+    until("flaky answers through the waypoint", || {
+        curl(client, &[&flaky_url]).0 != 0
+    });
+    let failures = (0..30)
+        .filter(|_| curl(client, &[&flaky_url]).0 == 503)
+        .count();
+    assert!(failures > 0, "half the endpoints answer 503");
+    // ... with one, the retry goes to the other endpoint and succeeds.
+    c.apply(
+        "route-flaky.yaml",
+        &route(
+            "flaky",
+            &format!("  rules:\n  - backendRefs:\n    - {{name: flaky, port: {HTTP_PORT}}}\n    retry: {{codes: [503], attempts: 1, backoff: 10ms}}\n    timeouts: {{request: 500ms}}\n"),
+        ),
+    );
+    until("the retry policy applies", || {
+        (0..10).all(|_| curl(client, &[&flaky_url]).0 == 200)
+    });
+    for _ in 0..30 {
+        assert_eq!(
+            curl(client, &[&flaky_url]).0,
+            200,
+            "a 503 turned into a success"
+        );
+    }
+    // The request timeout: a slow answer becomes 504.
+    let started = Instant::now();
+    let (status, body) = curl(client, &[&format!("{flaky_url}?delay_ms=3000")]);
+    assert_eq!((status, body.as_str()), (504, "upstream request timeout"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // gRPC routed by service and method.
+    c.apply(
+        "grpcroute-echo.yaml",
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: echo-grpc, namespace: shop}}\nspec:\n  parentRefs:\n  - {{group: \"\", kind: Service, name: echo}}\n  rules:\n  - matches:\n    - method: {{service: shop.Echo, method: Hello}}\n    backendRefs:\n    - {{name: echo-v2, port: {GRPC_PORT}}}\n  - backendRefs:\n    - {{name: echo-v1, port: {GRPC_PORT}}}\n"
+        ),
+    );
+    let frame = c.dir.path().join("grpc-empty-request.bin");
+    std::fs::write(&frame, [0u8; 5]).expect("write the request frame");
+    let grpc = |method: &str| {
+        let body = format!("@{}", frame.display());
+        curl(
+            client,
+            &[
+                "--http2-prior-knowledge",
+                "-H",
+                "content-type: application/grpc",
+                "-H",
+                "te: trailers",
+                "--data-binary",
+                &body,
+                "--output",
+                "-",
+                &format!("http://{echo}:{GRPC_PORT}/shop.Echo/{method}"),
+            ],
+        )
+    };
+    until("the GRPCRoute applies", || {
+        grpc("Hello").1.contains("echo-v2 /shop.Echo/Hello")
+    });
+    for _ in 0..5 {
+        let (status, body) = grpc("Hello");
+        assert_eq!(status, 200);
+        assert!(body.contains("echo-v2 /shop.Echo/Hello"), "{body:?}");
+        let body = grpc("Goodbye").1;
+        assert!(body.contains("echo-v1 /shop.Echo/Goodbye"), "{body:?}");
+    }
+
+    // A TCP protocol passes through the waypoint unchanged.
+    let waypoint_ip = c.get("shop", "waypoint").ip;
+    let data: String = (0..2000)
+        .map(|i| format!("line {i} of a non-HTTP protocol\n"))
+        .collect();
+    let out = c
+        .socat(client, &format!("{echo}:{TCP_PORT}"), &data)
+        .expect("TCP through the waypoint");
+    assert_eq!(out, format!("echo-v1 {waypoint_ip}\n{data}"));
+}
+
+#[test]
+fn with_the_waypoint_gateway_deleted_traffic_flows_directly_within_two_seconds() {
+    let mut c = shop();
+    c.pod(PodSpec::new("shop", "web", "node-b"));
+    let vip = c.service("shop", "web", "web");
+    let waypoint_ip = c.get("shop", "waypoint").ip;
+    let client = c.get("shop", "client");
+    let client_ip = client.ip;
+    let url = format!("http://{vip}:{HTTP_PORT}/");
+    until("traffic flows through the waypoint", || {
+        curl(client, &[&url]).1 == format!("hello from web, you are {waypoint_ip}\n")
+    });
+    c.delete_gateway("shop", "waypoint");
+    let deleted = Instant::now();
+    until("traffic flows directly", || {
+        curl(client, &[&url]).1 == format!("hello from web, you are {client_ip}\n")
+    });
+    let took = deleted.elapsed();
+    assert!(took < Duration::from_secs(2), "direct again after {took:?}");
+}
