@@ -59,6 +59,9 @@ pub struct RouteNamespaces {
     /// `Same` (the default), `All` or `Selector`.
     #[serde(default)]
     pub from: Option<String>,
+    /// With `from: Selector`: the namespaces whose labels match.
+    #[serde(default)]
+    pub selector: Option<crate::objects::WorkloadSelector>,
 }
 
 /// Which traffic a waypoint takes (`istio.io/waypoint-for`).
@@ -113,15 +116,27 @@ impl Gateway {
             .unwrap_or(TrafficType::Service)
     }
 
-    /// Routes and bindings from other namespaces are allowed
-    /// (`allowedRoutes.namespaces.from: All|Selector`).
-    pub fn allows_other_namespaces(&self) -> bool {
+    /// Whether routes and bindings from another namespace with labels
+    /// `ns_labels` are allowed (`allowedRoutes.namespaces`: `All`, or
+    /// `Selector` with matching labels; `Same` by default).
+    pub fn allows_namespace(&self, ns_labels: Option<&crate::objects::Labels>) -> bool {
         self.spec.listeners.iter().any(|l| {
-            l.allowed_routes
+            let Some(n) = l
+                .allowed_routes
                 .as_ref()
                 .and_then(|a| a.namespaces.as_ref())
-                .and_then(|n| n.from.as_deref())
-                .is_some_and(|f| f == "All" || f == "Selector")
+            else {
+                return false;
+            };
+            match n.from.as_deref() {
+                Some("All") => true,
+                Some("Selector") => match (&n.selector, ns_labels) {
+                    (Some(sel), Some(labels)) => sel.matches(labels),
+                    (Some(sel), None) => sel.match_labels.is_empty(),
+                    (None, _) => false,
+                },
+                _ => false,
+            }
         })
     }
 }

@@ -156,7 +156,7 @@ impl<'m> Waypoints<'m> {
                 Ok(None)
             };
         }
-        if wp_ns != ns && !wp.gateway.allows_other_namespaces() {
+        if wp_ns != ns && !wp.gateway.allows_namespace(ns_labels) {
             return Err(format!(
                 "AttachmentDenied: waypoint {wp_ns}/{name} does not allow routes from namespace {ns} (allowedRoutes.namespaces.from)"
             ));
