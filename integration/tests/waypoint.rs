@@ -272,3 +272,35 @@ fn with_the_waypoint_gateway_deleted_traffic_flows_directly_within_two_seconds()
     let took = deleted.elapsed();
     assert!(took < Duration::from_secs(2), "direct again after {took:?}");
 }
+
+#[test]
+fn pod_addressed_traffic_goes_through_a_workload_waypoint_and_its_gateway_policies() {
+    let mut c = Cluster::start(&["node-a", "node-b"]);
+    c.namespace("ops", &[AMBIENT, USE_WAYPOINT]);
+    c.waypoint("ops", "waypoint", "node-b", Some("workload"));
+    c.pod(PodSpec::new("ops", "client", "node-a"));
+    let web_ip = c.pod(PodSpec::new("ops", "web", "node-b")).ip;
+    let vip = c.service("ops", "web", "web");
+    let waypoint_ip = c.get("ops", "waypoint").ip;
+    let client = c.get("ops", "client");
+    let client_ip = client.ip;
+    until("pod-addressed traffic flows through the waypoint", || {
+        curl(client, &[&format!("http://{web_ip}:{HTTP_PORT}/")]).1
+            == format!("hello from web, you are {waypoint_ip}\n")
+    });
+    // A workload-only waypoint does not take service-addressed traffic.
+    assert_eq!(
+        curl(client, &[&format!("http://{vip}:{HTTP_PORT}/")]).1,
+        format!("hello from web, you are {client_ip}\n")
+    );
+    // Policies that target the waypoint Gateway apply to its workloads.
+    c.apply(
+        "ap-ops-no-post.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-post, namespace: ops}\nspec:\n  targetRefs:\n  - {kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}\n  action: DENY\n  rules:\n  - to:\n    - operation: {methods: [POST]}\n",
+    );
+    let url = format!("http://{web_ip}:{HTTP_PORT}/");
+    until("the waypoint denies POST to the pod", || {
+        curl(client, &["-X", "POST", "-d", "x", &url]) == (403, "RBAC: access denied".into())
+    });
+    assert_eq!(curl(client, &[&url]).0, 200);
+}

@@ -225,6 +225,8 @@ pub fn translate(model: &Model, cfg: &TranslateConfig) -> Translation {
     }
     out.authorizations.extend(converted_pa);
 
+    out.warnings
+        .extend(waypoint::unsupported_route_parents(model));
     for wp in waypoints.iter() {
         let k = (wp.namespace.to_string(), wp.name.to_string());
         let config = waypoint::config(

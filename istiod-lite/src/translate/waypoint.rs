@@ -276,6 +276,30 @@ pub fn bound_service(model: &Model, ns: &str, svc: &Service, domain: &str) -> Bo
     }
 }
 
+/// Routes whose parent is a Gateway: waypoints take routes attached to a
+/// Service only (for now), so the user is told rather than left guessing.
+pub fn unsupported_route_parents(model: &Model) -> Vec<Warning> {
+    let http = model
+        .http_routes
+        .iter()
+        .map(|(k, r)| (Kind::HttpRoute, k, &r.spec.parent_refs));
+    let grpc = model
+        .grpc_routes
+        .iter()
+        .map(|(k, r)| (Kind::GrpcRoute, k, &r.spec.parent_refs));
+    http.chain(grpc)
+        .filter(|(_, _, parents)| parents.iter().any(|p| p.is_gateway()))
+        .map(|(kind, (ns, name), _)| Warning {
+            object: ObjectKey {
+                kind,
+                namespace: ns.clone(),
+                name: name.clone(),
+            },
+            message: "routes attached to a Gateway are not applied by waypoints yet; attach the route to the Service (parentRefs: [{group: \"\", kind: Service, name: ...}])".into(),
+        })
+        .collect()
+}
+
 /// The configuration of one waypoint, given what binds to it.
 pub fn config(
     model: &Model,
