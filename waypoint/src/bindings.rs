@@ -9,6 +9,7 @@ use std::sync::Arc;
 use mesh_model::waypoint::{AppProtocol, BoundService, Named, WaypointConfig};
 use mesh_model::{AuthorizationPolicySpec, RequestAuthenticationSpec};
 
+use crate::jwt::JwtValidator;
 use crate::policy::Policies;
 use crate::route::RouteTable;
 
@@ -18,8 +19,9 @@ pub struct Bindings {
     pub gateway: String,
     /// Gateway-wide policies: for pod-addressed traffic.
     pub workload_policies: Arc<Policies>,
-    /// Gateway-wide request authentication applies to everything.
-    pub workload_jwt: bool,
+    /// Gateway-wide RequestAuthentication, for pod-addressed traffic;
+    /// `None` when no JWT rule applies.
+    pub workload_jwt: Option<Arc<JwtValidator>>,
     services: HashMap<String, Arc<ServiceBinding>>,
     workloads: HashSet<String>,
 }
@@ -33,8 +35,8 @@ pub struct ServiceBinding {
     pub routes: RouteTable,
     /// The Gateway's policies and the Service's, evaluated together.
     pub policies: Policies,
-    /// Some RequestAuthentication applies (JWT).
-    pub jwt: bool,
+    /// The Gateway's JWT rules and the Service's; `None` when none apply.
+    pub jwt: Option<Arc<JwtValidator>>,
 }
 
 impl Bindings {
@@ -48,7 +50,7 @@ impl Bindings {
                 Arc::new(ServiceBinding::compile(
                     s,
                     gateway_policies,
-                    !gateway_jwt.is_empty(),
+                    gateway_jwt,
                     &cfg.domain_suffix,
                 )?),
             );
@@ -56,7 +58,7 @@ impl Bindings {
         Ok(Self {
             gateway: format!("{}/{}", cfg.namespace, cfg.name),
             workload_policies: Arc::new(Policies::new(gateway_policies)),
-            workload_jwt: !gateway_jwt.is_empty(),
+            workload_jwt: jwt_validator(gateway_jwt)?,
             services,
             workloads: cfg.workloads.iter().cloned().collect(),
         })
@@ -79,7 +81,7 @@ impl ServiceBinding {
     fn compile(
         s: &BoundService,
         gateway_policies: &[Named<AuthorizationPolicySpec>],
-        gateway_jwt: bool,
+        gateway_jwt: &[Named<RequestAuthenticationSpec>],
         domain: &str,
     ) -> Result<Self, String> {
         let routes = RouteTable::compile(s, domain)
@@ -91,7 +93,7 @@ impl ServiceBinding {
             ports: s.ports.iter().map(|p| (p.port, p.protocol)).collect(),
             routes,
             policies: Policies::new(gateway_policies.iter().chain(&s.policies)),
-            jwt: gateway_jwt || !s.request_authentications.is_empty(),
+            jwt: jwt_validator(gateway_jwt.iter().chain(&s.request_authentications))?,
         })
     }
 
@@ -99,4 +101,13 @@ impl ServiceBinding {
     pub fn protocol(&self, port: u16) -> AppProtocol {
         self.ports.get(&port).copied().unwrap_or_default()
     }
+}
+
+/// The validator for these RequestAuthentications, `None` if they have no
+/// JWT rule. An error names the RequestAuthentication (the push is NACKed).
+fn jwt_validator<'a>(
+    specs: impl IntoIterator<Item = &'a Named<RequestAuthenticationSpec>>,
+) -> Result<Option<Arc<JwtValidator>>, String> {
+    let v = JwtValidator::new(specs)?;
+    Ok((!v.is_empty()).then(|| Arc::new(v)))
 }

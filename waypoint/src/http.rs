@@ -125,11 +125,19 @@ async fn decide_and_forward(
         Err(e) => return local(StatusCode::BAD_REQUEST, format!("bad request path: {e}")),
     };
     let query = parts.uri.query().map(str::to_string);
-    // JWT validation is not implemented yet: a token that cannot be checked
-    // must not pass as if it had been (fail closed).
-    if ctx.target.jwt() && parts.headers.contains_key(header::AUTHORIZATION) {
-        return local(StatusCode::UNAUTHORIZED, "Jwt verification fails");
-    }
+    // RequestAuthentication first, as Envoy's jwt_authn before RBAC: a bad
+    // token is refused; no token passes unauthenticated (a policy may
+    // still require one). Its header edits are what policies then see.
+    let jwt = match ctx.target.jwt() {
+        None => None,
+        Some(validator) => match validator.authenticate(&mut parts.headers, query.as_deref()) {
+            Ok(claims) => claims,
+            Err(e) => {
+                debug!(error = %e, %path, "JWT rejected");
+                return local(StatusCode::UNAUTHORIZED, "Jwt verification fails");
+            }
+        },
+    };
     let principal = ctx.peer.principal();
     let attrs = RequestAttributes {
         source_ip: ctx.client.ip(),
@@ -143,7 +151,7 @@ async fn decide_and_forward(
             method: parts.method.as_str(),
             path: &path,
             headers: &parts.headers,
-            jwt: None,
+            jwt: jwt.as_ref(),
         }),
     };
     if let Decision::Deny { policy } = ctx.target.policies().evaluate(&attrs) {

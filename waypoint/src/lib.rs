@@ -6,7 +6,8 @@
 //! - [`xds`], [`bindings`]: the configuration istiod-lite pushes, compiled;
 //! - [`server`]: the HBONE listener; [`target`] resolves the original
 //!   destination; [`sniff`] decides HTTP or TCP;
-//! - [`http`], [`tcp`]: the two handlers; [`route`] and [`policy`] decide;
+//! - [`http`], [`tcp`]: the two handlers; [`route`] and [`policy`] decide,
+//!   after [`jwt`] has verified any token (RequestAuthentication);
 //!   [`forward`] connects upstream.
 #![forbid(unsafe_code)]
 
@@ -15,6 +16,7 @@ pub mod bindings;
 pub mod config;
 pub mod forward;
 pub mod http;
+pub mod jwt;
 pub mod policy;
 pub mod route;
 pub mod server;

@@ -11,6 +11,7 @@ use mesh_model::waypoint::AppProtocol;
 use mesh_xds::ProxyState;
 
 use crate::bindings::{Bindings, ServiceBinding};
+use crate::jwt::JwtValidator;
 use crate::policy::Policies;
 
 #[derive(Clone)]
@@ -19,7 +20,7 @@ pub enum Target {
     Workload {
         workload: Arc<Workload>,
         policies: Arc<Policies>,
-        jwt: bool,
+        jwt: Option<Arc<JwtValidator>>,
     },
 }
 
@@ -53,7 +54,7 @@ impl Target {
         Ok(Target::Workload {
             workload,
             policies: bindings.workload_policies.clone(),
-            jwt: bindings.workload_jwt,
+            jwt: bindings.workload_jwt.clone(),
         })
     }
 
@@ -64,10 +65,11 @@ impl Target {
         }
     }
 
-    pub fn jwt(&self) -> bool {
+    /// The JWT rules that apply, if any.
+    pub fn jwt(&self) -> Option<&JwtValidator> {
         match self {
-            Target::Service(s) => s.jwt,
-            Target::Workload { jwt, .. } => *jwt,
+            Target::Service(s) => s.jwt.as_deref(),
+            Target::Workload { jwt, .. } => jwt.as_deref(),
         }
     }
 
