@@ -3,13 +3,12 @@
 //! an invalid value names the variable, the value and the reason.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::time::Duration;
 
 use mesh_core::{Identity, Network, TrustDomain};
 use mesh_hbone::H2Config;
-use mesh_runtime::config::invalid;
 pub use mesh_runtime::config::{ConfigError, EXIT_CONFIG};
+use mesh_runtime::config::{invalid, pem_or_file};
 use mesh_tls::AuthSource;
 use mesh_tls::caclient::CaClientConfig;
 use mesh_tls::control::ControlPlaneAddress;
@@ -90,26 +89,12 @@ impl Config {
             let v = get(key).unwrap_or_else(|| default.to_string());
             mesh_core::duration::parse(&v).map_err(|e| invalid(key, &v, e))
         };
-        let root_setting = get(CA_ROOT_CA).unwrap_or_else(|| DEFAULT_ROOT_CA.to_string());
-        let root_pem = if root_setting.contains("-----BEGIN") {
-            root_setting
-        } else {
-            std::fs::read_to_string(&root_setting).map_err(|e| {
-                invalid(
-                    CA_ROOT_CA,
-                    &root_setting,
-                    format!("cannot read the root certificate: {e} (try `istiod-lite root-cert`)"),
-                )
-            })?
-        };
-        let auth = match get(AUTH_TOKEN) {
-            Some(v) if Path::new(&v).exists() => AuthSource::File(v.into()),
-            Some(v) if v.contains('/') => {
-                return Err(invalid(AUTH_TOKEN, &v, "no such token file"));
-            }
-            Some(v) => AuthSource::Static(v),
-            None => AuthSource::File(DEFAULT_TOKEN.into()),
-        };
+        let root_pem = pem_or_file(
+            CA_ROOT_CA,
+            get(CA_ROOT_CA).unwrap_or_else(|| DEFAULT_ROOT_CA.to_string()),
+        )?;
+        let auth = AuthSource::from_setting(get(AUTH_TOKEN), DEFAULT_TOKEN)
+            .map_err(|e| invalid(AUTH_TOKEN, &get(AUTH_TOKEN).unwrap_or_default(), e))?;
         let cluster_id = get(ISTIO_META_CLUSTER_ID).unwrap_or_else(|| "Kubernetes".into());
         let ca_address = get(CA_ADDRESS).unwrap_or_else(|| DEFAULT_CA_ADDRESS.to_string());
         let target = |address: String| ControlPlaneAddress {

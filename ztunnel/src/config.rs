@@ -3,7 +3,7 @@
 //! invalid value is reported with the variable, the value and the reason.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use mesh_core::Network;
@@ -53,8 +53,8 @@ const DEFAULT_CA_ADDRESS: &str = "istiod.istio-system.svc:15012";
 const DEFAULT_ROOT_CA: &str = "./var/run/secrets/istio/root-cert.pem";
 const DEFAULT_TOKEN: &str = "./var/run/secrets/tokens/istio-token";
 
-use mesh_runtime::config::invalid;
 pub use mesh_runtime::config::{ConfigError, EXIT_CONFIG};
+use mesh_runtime::config::{invalid, pem_or_file};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProxyMode {
@@ -157,30 +157,12 @@ impl Config {
         };
 
         let ca_address = get(CA_ADDRESS).unwrap_or_else(|| DEFAULT_CA_ADDRESS.to_string());
-        let read_root = |key: &'static str, setting: String| -> Result<String, ConfigError> {
-            if setting.contains("-----BEGIN") {
-                return Ok(setting);
-            }
-            std::fs::read_to_string(&setting).map_err(|e| {
-                invalid(
-                    key,
-                    &setting,
-                    format!("cannot read the root certificate: {e} (try `istiod-lite root-cert`)"),
-                )
-            })
-        };
-        let root_pem = read_root(
+        let root_pem = pem_or_file(
             CA_ROOT_CA,
             get(CA_ROOT_CA).unwrap_or_else(|| DEFAULT_ROOT_CA.to_string()),
         )?;
-        let auth = match get(AUTH_TOKEN) {
-            Some(v) if Path::new(&v).exists() => AuthSource::File(v.into()),
-            Some(v) if v.contains('/') => {
-                return Err(invalid(AUTH_TOKEN, &v, "no such token file"));
-            }
-            Some(v) => AuthSource::Static(v),
-            None => AuthSource::File(DEFAULT_TOKEN.into()),
-        };
+        let auth = AuthSource::from_setting(get(AUTH_TOKEN), DEFAULT_TOKEN)
+            .map_err(|e| invalid(AUTH_TOKEN, &get(AUTH_TOKEN).unwrap_or_default(), e))?;
         let cluster_id = get(ISTIO_META_CLUSTER_ID)
             .or_else(|| get(CLUSTER_ID))
             .unwrap_or_else(|| "Kubernetes".to_string());
@@ -246,7 +228,7 @@ impl Config {
             None => None,
             Some(address) => {
                 let root_pem = match get(XDS_ROOT_CA) {
-                    Some(v) => read_root(XDS_ROOT_CA, v)?,
+                    Some(v) => pem_or_file(XDS_ROOT_CA, v)?,
                     None => root_pem.clone(),
                 };
                 Some(XdsConfig {

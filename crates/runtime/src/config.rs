@@ -21,3 +21,18 @@ pub fn invalid(key: &'static str, value: &str, reason: impl ToString) -> ConfigE
         reason: reason.to_string(),
     }
 }
+
+/// A PEM setting that is either the PEM itself or a file holding it (a
+/// root certificate, typically).
+pub fn pem_or_file(key: &'static str, setting: String) -> Result<String, ConfigError> {
+    if setting.contains("-----BEGIN") {
+        return Ok(setting);
+    }
+    std::fs::read_to_string(&setting).map_err(|e| {
+        invalid(
+            key,
+            &setting,
+            format!("cannot read the root certificate: {e} (try `istiod-lite root-cert`)"),
+        )
+    })
+}

@@ -35,6 +35,18 @@ pub enum AuthSource {
 }
 
 impl AuthSource {
+    /// From a setting such as `AUTH_TOKEN`: an existing file path, a token
+    /// itself (no `/`), or, when unset, the file `default`. A path that does
+    /// not exist is an error rather than a token.
+    pub fn from_setting(setting: Option<String>, default: &str) -> Result<Self, String> {
+        match setting {
+            Some(v) if std::path::Path::new(&v).exists() => Ok(Self::File(v.into())),
+            Some(v) if v.contains('/') => Err("no such token file".into()),
+            Some(v) => Ok(Self::Static(v)),
+            None => Ok(Self::File(default.into())),
+        }
+    }
+
     /// Adds `authorization: Bearer <token>` and `clusterid` to a call to
     /// istiod (CA or xDS), reading the token afresh.
     pub async fn authorize(
