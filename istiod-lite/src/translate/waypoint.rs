@@ -11,9 +11,13 @@ use std::collections::BTreeMap;
 use mesh_proto::istio::workload as wpb;
 
 use super::{TranslateConfig, Warning, workload::service_hostname};
+use crate::model::routes::ParentReference;
 use crate::model::routes::{TrafficType, WAYPOINT_PORT};
 use crate::model::waypoint::{AppProtocol, BoundService, Named, PortProtocol, WaypointConfig};
-use crate::model::{Gateway, Kind, Labels, Model, ObjectKey, PolicyTargetReference, Service};
+use crate::model::{
+    AuthorizationPolicySpec, Gateway, Kind, Labels, Model, NsName, ObjectKey,
+    PolicyTargetReference, RequestAuthenticationSpec, Service,
+};
 
 /// `istio.io/use-waypoint`: the waypoint an object (or its namespace) uses.
 pub const USE_WAYPOINT: &str = "istio.io/use-waypoint";
@@ -180,13 +184,6 @@ impl<'m> Waypoints<'m> {
     }
 }
 
-fn targets(
-    refs: &[PolicyTargetReference],
-    single: Option<&PolicyTargetReference>,
-) -> Vec<PolicyTargetReference> {
-    refs.iter().chain(single).cloned().collect()
-}
-
 fn is_service_ref(r: &PolicyTargetReference, name: &str) -> bool {
     r.kind == "Service" && r.group.as_deref().unwrap_or("").is_empty() && r.name == name
 }
@@ -197,65 +194,95 @@ fn is_gateway_ref(r: &PolicyTargetReference, name: &str) -> bool {
         && r.name == name
 }
 
+/// The objects of `ns` (policies or request authentications) whose
+/// `targetRef`/`targetRefs` include one that `hits`, with their specs.
+fn targeting<T, S: Clone>(
+    objects: &BTreeMap<NsName, T>,
+    ns: &str,
+    refs: impl Fn(&T) -> (&[PolicyTargetReference], Option<&PolicyTargetReference>),
+    spec: impl Fn(&T) -> &S,
+    hits: impl Fn(&PolicyTargetReference) -> bool,
+) -> Vec<Named<S>> {
+    crate::model::in_namespace(objects, ns)
+        .filter(|(_, o)| {
+            let (many, one) = refs(o);
+            many.iter().chain(one).any(&hits)
+        })
+        .map(|(name, o)| Named {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            spec: spec(o).clone(),
+        })
+        .collect()
+}
+
+fn policies_targeting(
+    model: &Model,
+    ns: &str,
+    hits: impl Fn(&PolicyTargetReference) -> bool + Copy,
+) -> (
+    Vec<Named<AuthorizationPolicySpec>>,
+    Vec<Named<RequestAuthenticationSpec>>,
+) {
+    let policies = targeting(
+        &model.authorization_policies,
+        ns,
+        |ap| (&ap.spec.target_refs, ap.spec.target_ref.as_ref()),
+        |ap| &ap.spec,
+        hits,
+    );
+    let authentications = targeting(
+        &model.request_authentications,
+        ns,
+        |ra| (&ra.spec.target_refs, ra.spec.target_ref.as_ref()),
+        |ra| &ra.spec,
+        hits,
+    );
+    (policies, authentications)
+}
+
+/// The routes (any namespace) whose parents include Service `ns/name`.
+fn routes_to<T, S: Clone>(
+    routes: &BTreeMap<NsName, T>,
+    ns: &str,
+    name: &str,
+    parents: impl Fn(&T) -> &[ParentReference],
+    spec: impl Fn(&T) -> &S,
+) -> Vec<Named<S>> {
+    routes
+        .iter()
+        .filter(|((rns, _), r)| {
+            parents(r).iter().any(|p| {
+                p.is_service() && p.name == name && p.namespace.as_deref().unwrap_or(rns) == ns
+            })
+        })
+        .map(|((rns, rname), r)| Named {
+            namespace: rns.clone(),
+            name: rname.clone(),
+            spec: spec(r).clone(),
+        })
+        .collect()
+}
+
 /// A bound Service with the routes and policies attached to it.
 pub fn bound_service(model: &Model, ns: &str, svc: &Service, domain: &str) -> BoundService {
     let name = svc.metadata.name.as_str();
-    let named = |rns: &str, rname: &str| (rns.to_string(), rname.to_string());
-    let attaches = |rns: &str, parents: &[crate::model::routes::ParentReference]| {
-        parents.iter().any(|p| {
-            p.is_service() && p.name == name && p.namespace.as_deref().unwrap_or(rns) == ns
-        })
-    };
-    let http_routes = model
-        .http_routes
-        .iter()
-        .filter(|((rns, _), r)| attaches(rns, &r.spec.parent_refs))
-        .map(|((rns, rname), r)| {
-            let (namespace, name) = named(rns, rname);
-            Named {
-                namespace,
-                name,
-                spec: r.spec.clone(),
-            }
-        })
-        .collect();
-    let grpc_routes = model
-        .grpc_routes
-        .iter()
-        .filter(|((rns, _), r)| attaches(rns, &r.spec.parent_refs))
-        .map(|((rns, rname), r)| {
-            let (namespace, name) = named(rns, rname);
-            Named {
-                namespace,
-                name,
-                spec: r.spec.clone(),
-            }
-        })
-        .collect();
-    let policies = crate::model::in_namespace(&model.authorization_policies, ns)
-        .filter(|(_, ap)| {
-            targets(&ap.spec.target_refs, ap.spec.target_ref.as_ref())
-                .iter()
-                .any(|r| is_service_ref(r, name))
-        })
-        .map(|(pname, ap)| Named {
-            namespace: ns.to_string(),
-            name: pname.to_string(),
-            spec: ap.spec.clone(),
-        })
-        .collect();
-    let request_authentications = crate::model::in_namespace(&model.request_authentications, ns)
-        .filter(|(_, ra)| {
-            targets(&ra.spec.target_refs, ra.spec.target_ref.as_ref())
-                .iter()
-                .any(|r| is_service_ref(r, name))
-        })
-        .map(|(rname, ra)| Named {
-            namespace: ns.to_string(),
-            name: rname.to_string(),
-            spec: ra.spec.clone(),
-        })
-        .collect();
+    let http_routes = routes_to(
+        &model.http_routes,
+        ns,
+        name,
+        |r| &r.spec.parent_refs,
+        |r| &r.spec,
+    );
+    let grpc_routes = routes_to(
+        &model.grpc_routes,
+        ns,
+        name,
+        |r| &r.spec.parent_refs,
+        |r| &r.spec,
+    );
+    let (policies, request_authentications) =
+        policies_targeting(model, ns, |r| is_service_ref(r, name));
     BoundService {
         namespace: ns.to_string(),
         name: name.to_string(),
@@ -309,30 +336,8 @@ pub fn config(
     workloads: Vec<String>,
 ) -> WaypointConfig {
     let ns = wp.namespace;
-    let policies = crate::model::in_namespace(&model.authorization_policies, ns)
-        .filter(|(_, ap)| {
-            targets(&ap.spec.target_refs, ap.spec.target_ref.as_ref())
-                .iter()
-                .any(|r| is_gateway_ref(r, wp.name))
-        })
-        .map(|(name, ap)| Named {
-            namespace: ns.to_string(),
-            name: name.to_string(),
-            spec: ap.spec.clone(),
-        })
-        .collect();
-    let request_authentications = crate::model::in_namespace(&model.request_authentications, ns)
-        .filter(|(_, ra)| {
-            targets(&ra.spec.target_refs, ra.spec.target_ref.as_ref())
-                .iter()
-                .any(|r| is_gateway_ref(r, wp.name))
-        })
-        .map(|(name, ra)| Named {
-            namespace: ns.to_string(),
-            name: name.to_string(),
-            spec: ra.spec.clone(),
-        })
-        .collect();
+    let (policies, request_authentications) =
+        policies_targeting(model, ns, |r| is_gateway_ref(r, wp.name));
     WaypointConfig {
         namespace: ns.to_string(),
         name: wp.name.to_string(),
