@@ -152,15 +152,18 @@ async fn via_waypoint(
     waypoint: &GatewayAddress,
     host: Option<&str>,
 ) -> Result<(SocketAddr, copy::Transferred), OutboundError> {
-    let pods = inputs.state.waypoint_workloads(waypoint);
-    let pick = pods
-        .iter()
+    let pods: Vec<_> = inputs
+        .state
+        .waypoint_workloads(waypoint)
+        .into_iter()
         .filter(|w| !w.addresses.is_empty())
-        .nth(rand::random_range(0..pods.len().max(1)))
-        .or_else(|| pods.iter().find(|w| !w.addresses.is_empty()))
-        .ok_or_else(|| OutboundError::NoWaypoint {
+        .collect();
+    if pods.is_empty() {
+        return Err(OutboundError::NoWaypoint {
             waypoint: waypoint.to_string(),
-        })?;
+        });
+    }
+    let pick = &pods[rand::random_range(0..pods.len())];
     let key = WorkloadKey {
         src_id: source.identity()?,
         dst_id: vec![pick.identity()?],
