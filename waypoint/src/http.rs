@@ -480,13 +480,7 @@ async fn forward(
                     streaming = Some(body);
                 }
                 Err((Failure::Connect(e), _)) => {
-                    let status = match e {
-                        ForwardError::NoEndpoints { .. } | ForwardError::UnknownService(_) => {
-                            StatusCode::SERVICE_UNAVAILABLE
-                        }
-                        _ => StatusCode::SERVICE_UNAVAILABLE,
-                    };
-                    return local(status, e.to_string());
+                    return local(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
                 }
                 Err((Failure::Upstream(e), _)) if last || buffered.is_none() => {
                     return local(
