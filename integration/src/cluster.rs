@@ -148,6 +148,8 @@ pub struct Cluster {
     pub redirect: Redirect,
     /// Extra flags for node agents started from now on.
     agent_args: Vec<String>,
+    /// Servers on the underlay beside istiod-lite (an identity provider).
+    underlay_servers: Vec<Proc>,
 }
 
 impl Cluster {
@@ -183,6 +185,7 @@ impl Cluster {
             root_cert: dir.path().join("root-cert.pem"),
             redirect,
             agent_args: Vec::new(),
+            underlay_servers: Vec::new(),
             namespaces: BTreeMap::new(),
             services: BTreeMap::new(),
             next_vip: 10,
@@ -905,6 +908,7 @@ impl Drop for Cluster {
             n.agent = None;
         }
         self.istiod = None;
+        self.underlay_servers.clear();
         let names: Vec<String> = self
             .nodes
             .iter()

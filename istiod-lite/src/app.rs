@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use crate::ca::service::CaPolicy;
 use crate::ca::{CaService, CertificateAuthority, PodIndex, TokenIssuer};
 use crate::config::Config;
+use crate::jwks::JwksResolver;
 use crate::model::Model;
 use crate::source::manifests::{self, ErrorLog, ManifestDir};
 use crate::xds::{self, AdsService, ResourceSet, XdsStats};
@@ -118,16 +119,20 @@ impl Istiod {
         let initial = models.borrow_and_update().clone();
         let mut sync = pod_index_sync(pods.clone());
         sync(&initial);
-        let (set, warnings) = xds::resource_set(&initial, &config.translate, 1);
-        for w in warnings {
+        let jwks = JwksResolver::new(config.jwks_refresh_interval);
+        let first = xds::resource_set(&initial, &config.translate, &jwks.snapshot(), 1);
+        for w in first.warnings {
             warn!(object = %w.object, "{}", w.message);
         }
-        let (resources_tx, resources) = watch::channel(Arc::new(set));
+        jwks.want(first.jwks_uris);
+        tasks.push(tokio::spawn(jwks.clone().run(watcher.clone())));
+        let (resources_tx, resources) = watch::channel(Arc::new(first.set));
         tasks.push(tokio::spawn(xds::generate(
             models,
             config.translate.clone(),
             resources_tx.clone(),
             sync,
+            jwks,
             watcher.clone(),
         )));
         drop(models_tx);

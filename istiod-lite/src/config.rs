@@ -23,6 +23,7 @@ pub const ENV_CONFIG_DIR: &str = "CONFIG_DIR";
 pub const ENV_CONFIG_POLL: &str = "CONFIG_POLL_INTERVAL";
 pub const ENV_ROOT_NAMESPACE: &str = "ROOT_NAMESPACE";
 pub const ENV_CLUSTER_ID: &str = "CLUSTER_ID";
+pub const ENV_JWKS_REFRESH: &str = "PILOT_JWT_PUB_KEY_REFRESH_INTERVAL";
 
 use mesh_runtime::config::invalid;
 pub use mesh_runtime::config::{ConfigError, EXIT_CONFIG};
@@ -98,6 +99,10 @@ pub struct ServeArgs {
     /// The cluster name used in workload uids.
     #[arg(long, env = ENV_CLUSTER_ID, default_value = "Kubernetes")]
     pub cluster_id: String,
+    /// How often the key sets named by RequestAuthentication `jwksUri` are
+    /// fetched again (istiod's setting of the same name).
+    #[arg(long, env = ENV_JWKS_REFRESH, default_value = "20m")]
+    pub jwks_refresh_interval: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -128,6 +133,7 @@ pub struct Config {
     pub serving_names: Vec<String>,
     pub config_dir: Option<PathBuf>,
     pub config_poll_interval: Duration,
+    pub jwks_refresh_interval: Duration,
     pub translate: TranslateConfig,
 }
 
@@ -226,6 +232,15 @@ impl Config {
                 "must be non-empty and without '/'",
             ));
         }
+        let jwks_refresh_interval = mesh_core::duration::parse(&args.jwks_refresh_interval)
+            .map_err(|e| invalid(ENV_JWKS_REFRESH, &args.jwks_refresh_interval, e))?;
+        if jwks_refresh_interval < Duration::from_secs(1) {
+            return Err(invalid(
+                ENV_JWKS_REFRESH,
+                &args.jwks_refresh_interval,
+                "must be at least 1s",
+            ));
+        }
         let trust_domain = args.common.trust_domain()?;
         Ok(Self {
             state_dir: args.common.state_dir.clone(),
@@ -238,6 +253,7 @@ impl Config {
             serving_names,
             config_dir: args.config_dir.clone(),
             config_poll_interval,
+            jwks_refresh_interval,
             translate: TranslateConfig {
                 cluster_id: args.cluster_id.clone(),
                 trust_domain,
@@ -260,6 +276,7 @@ impl Config {
             serving_names: vec!["localhost".into(), "127.0.0.1".into()],
             config_dir: None,
             config_poll_interval: Duration::from_millis(100),
+            jwks_refresh_interval: Duration::from_secs(20 * 60),
             translate: TranslateConfig::default(),
         }
     }

@@ -12,9 +12,10 @@
 //! ([`JwtValidator::new`]): JWKS parsed, header names checked, so the
 //! request path only looks up and verifies.
 //!
-//! **Limitation:** keys are only taken from inline `jwks`. A rule with only
-//! `jwksUri` is kept with no keys (fetching is not implemented yet), so its
-//! tokens always fail verification: fail closed, never open.
+//! Keys are always inline: istiod-lite fetches `jwksUri` and copies the key
+//! set into `jwks` (as istiod does). A rule that arrives with only
+//! `jwksUri` has not been fetched yet; it is kept with no keys, so its
+//! tokens fail verification until the keys arrive: fail closed, never open.
 //!
 //! **Architecture Invariant:** this module knows nothing of policies,
 //! routes or sockets; it turns headers into verified claims and header
@@ -252,8 +253,8 @@ impl Provider {
             (None, Some(uri)) => {
                 tracing::warn!(
                     request_authentication = %source, issuer = %rule.issuer, jwks_uri = %uri,
-                    "jwksUri fetching is not implemented yet; tokens of this issuer will fail \
-                     verification (set `jwks` inline)"
+                    "the control plane has not fetched this key set yet; tokens of this \
+                     issuer fail verification until it has (see istiod-lite's log)"
                 );
                 Vec::new()
             }

@@ -3,7 +3,9 @@
 //! - `--http PORT`: answers any HTTP/1.1 request with
 //!   `hello from <name>, you are <client ip>` (and the request line in
 //!   `x-echo-request`) and closes. The query can ask for a status (`?status=503`) or a delay
-//!   (`?delay_ms=2000`); `--http-status CODE` makes every answer CODE.
+//!   (`?delay_ms=2000`); `--http-status CODE` makes every answer CODE;
+//!   `--http-body-file PATH` makes every answer the file's contents as
+//!   JSON (an identity provider's key set, say).
 //! - `--grpc PORT`: a gRPC (h2c) server answering any method with one
 //!   message that carries `<name> /<service>/<method>` (and grpc-status 0).
 //! - `--tcp PORT`: writes `<name> <client ip>` as a first line, then echoes
@@ -21,12 +23,14 @@ fn main() {
     let mut listeners = Vec::new();
     let mut status = 200u16;
     let mut grpc = None;
+    let mut body_file: Option<String> = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--name" => name = value.clone(),
             "--http-status" => status = value.parse().expect("a status code"),
+            "--http-body-file" => body_file = Some(value.clone()),
             "--grpc" => grpc = Some(value.parse::<u16>().expect("a port")),
             "--http" | "--tcp" => {
                 let l = TcpListener::bind(("0.0.0.0", value.parse::<u16>().expect("a port")))
@@ -43,6 +47,7 @@ fn main() {
     }
     for (http, listener) in listeners {
         let name = name.clone();
+        let body_file = body_file.clone();
         threads.push(std::thread::spawn(move || {
             let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
             for conn in listener.incoming().flatten() {
@@ -53,9 +58,12 @@ fn main() {
                 println!("accepted {port} {peer}");
                 let _ = std::io::stdout().flush();
                 let name = name.clone();
+                let fixed = body_file.as_ref().map(|f| {
+                    std::fs::read_to_string(f).unwrap_or_else(|e| panic!("reading {f}: {e}"))
+                });
                 std::thread::spawn(move || {
                     let _ = if http {
-                        serve_http(conn, &name, &peer, status)
+                        serve_http(conn, &name, &peer, status, fixed)
                     } else {
                         serve_tcp(conn, &name, &peer)
                     };
@@ -68,7 +76,13 @@ fn main() {
     }
 }
 
-fn serve_http(conn: TcpStream, name: &str, peer: &str, status: u16) -> std::io::Result<()> {
+fn serve_http(
+    conn: TcpStream,
+    name: &str,
+    peer: &str,
+    status: u16,
+    fixed: Option<String>,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -103,11 +117,14 @@ fn serve_http(conn: TcpStream, name: &str, peer: &str, status: u16) -> std::io::
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
     let status = param("status").map_or(status, |s| s as u16);
-    let body = format!("hello from {name}, you are {peer}\n");
+    let (body, kind) = match fixed {
+        Some(b) => (b, "application/json"),
+        None => (format!("hello from {name}, you are {peer}\n"), "text/plain"),
+    };
     let mut conn = conn;
     write!(
         conn,
-        "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\nx-echo-request: {method} {target}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} X\r\ncontent-type: {kind}\r\nx-echo-request: {method} {target}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )?;
     conn.flush()

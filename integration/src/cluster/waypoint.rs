@@ -5,6 +5,7 @@
 
 use std::net::Ipv4Addr;
 
+use super::host::Proc;
 use super::{Cluster, ISTIOD_NAME, LAN_IP, PodProgram, PodSpec, log_level};
 
 /// The label the waypoint controller puts on a waypoint's pods.
@@ -72,6 +73,34 @@ impl Cluster {
             .manifests()
             .join(format!("gtw-{namespace}-{name}.yaml"));
         std::fs::remove_file(&file).unwrap_or_else(|e| panic!("removing {}: {e}", file.display()));
+    }
+
+    /// Serves `jwks` over HTTP on the underlay, as an identity provider
+    /// would, and returns the `jwksUri` istiod-lite fetches it from.
+    /// Calling it again replaces the key set (a key rotation).
+    pub fn identity_provider(&mut self, jwks: &str) -> String {
+        const PORT: u16 = 8089;
+        let file = self.dir.path().join("jwks.json");
+        std::fs::write(&file, jwks).expect("write jwks");
+        if self.underlay_servers.is_empty() {
+            let proc = Proc::spawn(
+                "identity-provider",
+                &self.lan,
+                &self.bin.join("pod-echo"),
+                &[
+                    "--name",
+                    "idp",
+                    "--http",
+                    &PORT.to_string(),
+                    "--http-body-file",
+                    &file.display().to_string(),
+                ],
+                &[],
+                self.dir.path().join("idp.log"),
+            );
+            self.underlay_servers.push(proc);
+        }
+        format!("http://{LAN_IP}:{PORT}/.well-known/jwks.json")
     }
 
     /// Writes (or replaces) a manifest a test supplies, e.g. a route.

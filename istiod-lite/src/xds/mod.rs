@@ -7,7 +7,7 @@
 pub mod resources;
 pub mod server;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use mesh_runtime::drain::DrainWatcher;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::jwks::{self, JwksResolver};
 use crate::model::Model;
 use crate::translate::{TranslateConfig, Warning, translate};
 pub use resources::{ADDRESS_TYPE, AUTHORIZATION_TYPE, ResourceSet};
@@ -23,38 +24,63 @@ pub use server::{AdsService, XdsStats};
 /// Changes closer together than this are pushed as one.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
 
-/// Translates `model` and wraps it as generation `generation`.
+/// One translation, ready to push.
+pub struct Generated {
+    pub set: ResourceSet,
+    pub warnings: Vec<Warning>,
+    /// Every `jwksUri` the waypoints' rules name, for the resolver.
+    pub jwks_uris: BTreeSet<String>,
+}
+
+/// Translates `model`, inlines the key sets fetched so far, and wraps the
+/// result as generation `generation`.
 pub fn resource_set(
     model: &Model,
     cfg: &TranslateConfig,
+    keys: &jwks::Snapshot,
     generation: u64,
-) -> (ResourceSet, Vec<Warning>) {
-    let t = translate(model, cfg);
-    (ResourceSet::new(&t, generation), t.warnings)
+) -> Generated {
+    let mut t = translate(model, cfg);
+    let jwks_uris = jwks::inline(&mut t, keys);
+    Generated {
+        set: ResourceSet::new(&t, generation),
+        warnings: t.warnings,
+        jwks_uris,
+    }
 }
 
-/// Re-translates on every model change, waiting [`DEBOUNCE`] for more
-/// changes first, and publishes the result when it differs. Each warning is
-/// logged when it first appears. `on_model` sees every snapshot translated.
+/// Re-translates on every model change and every new key set, waiting
+/// [`DEBOUNCE`] for more changes first, and publishes the result when it
+/// differs. Each warning is logged when it first appears. `on_model` sees
+/// every snapshot translated.
 pub async fn generate(
     mut models: watch::Receiver<Arc<Model>>,
     cfg: TranslateConfig,
     out: watch::Sender<Arc<ResourceSet>>,
     mut on_model: impl FnMut(&Model) + Send,
+    jwks: JwksResolver,
     drain: DrainWatcher,
 ) {
+    let mut keys_changed = jwks.changes();
     let mut generation = out.borrow().generation;
     let mut warned: HashSet<(String, String)> = HashSet::new();
     loop {
         tokio::select! {
             r = models.changed() => if r.is_err() { return },
+            r = keys_changed.changed() => if r.is_err() { return },
             _ = drain.signaled() => return,
         }
         tokio::time::sleep(DEBOUNCE).await;
         let model = models.borrow_and_update().clone();
         on_model(&model);
         generation += 1;
-        let (set, warnings) = resource_set(&model, &cfg, generation);
+        keys_changed.mark_unchanged();
+        let Generated {
+            set,
+            warnings,
+            jwks_uris,
+        } = resource_set(&model, &cfg, &jwks.snapshot(), generation);
+        jwks.want(jwks_uris);
         let mut now = HashSet::new();
         for w in warnings {
             let key = (w.object.to_string(), w.message.clone());
