@@ -179,7 +179,7 @@ async fn decide_and_forward(
         }
         Target::Service(b) => b,
     };
-    if binding.routes.is_empty() {
+    if !binding.routes.serves_port(ctx.original.port()) {
         let upstream = Upstream::Service {
             namespace: binding.namespace.clone(),
             hostname: binding.hostname.clone(),
@@ -209,6 +209,7 @@ async fn decide_and_forward(
         query: query.as_deref(),
         headers: &parts.headers,
         grpc,
+        port: ctx.original.port(),
     };
     let Some(selected) = binding.routes.select(&route_req) else {
         return local(StatusCode::NOT_FOUND, "route not found");

@@ -53,6 +53,8 @@ pub struct RouteRequest<'a> {
     pub headers: &'a HeaderMap,
     /// The content-type is `application/grpc*`.
     pub grpc: bool,
+    /// The Service port the request was sent to.
+    pub port: u16,
 }
 
 /// The rule that takes a request.
@@ -145,8 +147,9 @@ pub struct RouteTable {
     /// Sorted by precedence; scanned in order.
     http: Vec<Entry<HttpMatch>>,
     grpc: Vec<Entry<GrpcMatch>>,
-    /// How many routes were attached, rules or not.
-    routes: usize,
+    /// Per route: the Service ports its parentRefs name; `None` is every
+    /// port (a parentRef without `port`).
+    ports: Vec<Option<Vec<u16>>>,
 }
 
 impl RouteTable {
@@ -154,11 +157,13 @@ impl RouteTable {
     /// `cluster.local`) makes backend host names
     /// `<name>.<namespace, default the route's>.svc.<domain_suffix>`.
     pub fn compile(service: &BoundService, domain_suffix: &str) -> Result<Self, RouteError> {
-        let mut table = Self {
-            routes: service.http_routes.len() + service.grpc_routes.len(),
-            ..Self::default()
-        };
+        let mut table = Self::default();
         for route in &service.http_routes {
+            table.ports.push(parent_ports(
+                service,
+                &route.namespace,
+                &route.spec.parent_refs,
+            ));
             let ctx = compile::Ctx {
                 kind: "HTTPRoute",
                 namespace: &route.namespace,
@@ -181,6 +186,11 @@ impl RouteTable {
             }
         }
         for route in &service.grpc_routes {
+            table.ports.push(parent_ports(
+                service,
+                &route.namespace,
+                &route.spec.parent_refs,
+            ));
             let ctx = compile::Ctx {
                 kind: "GRPCRoute",
                 namespace: &route.namespace,
@@ -209,9 +219,16 @@ impl RouteTable {
         Ok(table)
     }
 
-    /// No routes are attached: the caller forwards to the Service itself.
-    pub fn is_empty(&self) -> bool {
-        self.routes == 0
+    /// Some route is attached to the Service's `port`; when none is, the
+    /// caller forwards to the Service itself.
+    pub fn serves_port(&self, port: u16) -> bool {
+        (0..self.ports.len()).any(|r| self.applies(r, port))
+    }
+
+    fn applies(&self, route: usize, port: u16) -> bool {
+        self.ports[route]
+            .as_ref()
+            .is_none_or(|ports| ports.contains(&port))
     }
 
     /// The rule for `req`; `None` when routes exist but none matches (the
@@ -223,7 +240,7 @@ impl RouteTable {
             let grpc = self
                 .grpc
                 .iter()
-                .find(|e| self.hostnames[e.route].matches(host) && e.matcher.matches(req));
+                .find(|e| self.takes(e.route, host, req.port) && e.matcher.matches(req));
             if let Some(e) = grpc {
                 return Some(Selected {
                     rule: &self.rules[e.rule],
@@ -238,12 +255,35 @@ impl RouteTable {
         let e = self
             .http
             .iter()
-            .find(|e| self.hostnames[e.route].matches(host) && e.matcher.matches(req, &query))?;
+            .find(|e| self.takes(e.route, host, req.port) && e.matcher.matches(req, &query))?;
         Some(Selected {
             rule: &self.rules[e.rule],
             matched_prefix: e.matcher.path.matched_prefix(),
         })
     }
+
+    fn takes(&self, route: usize, host: &str, port: u16) -> bool {
+        self.applies(route, port) && self.hostnames[route].matches(host)
+    }
+}
+
+/// The ports of `service` that a route's parentRefs attach it to; `None`
+/// when one of them names no port (all ports) or none names the Service
+/// (the control plane attached it; take it whole).
+fn parent_ports(
+    service: &BoundService,
+    route_namespace: &str,
+    parents: &[mesh_model::routes::ParentReference],
+) -> Option<Vec<u16>> {
+    let mut ports = Vec::new();
+    for p in parents.iter().filter(|p| {
+        p.is_service()
+            && p.name == service.name
+            && p.namespace.as_deref().unwrap_or(route_namespace) == service.namespace
+    }) {
+        ports.push(p.port?);
+    }
+    (!ports.is_empty()).then_some(ports)
 }
 
 #[cfg(test)]

@@ -80,6 +80,7 @@ fn route(table: &RouteTable, req: &Req<'_>) -> Option<(String, Option<String>)> 
         query,
         headers: &headers,
         grpc: req.grpc,
+        port: 80,
     };
     let s = table.select(&r)?;
     let name = s
@@ -136,7 +137,7 @@ fn path_precedence_exact_then_regex_then_longest_prefix() {
 }
 
 #[test]
-fn no_match_is_none_and_no_routes_is_empty() {
+fn no_match_is_none_and_no_routes_serves_no_port() {
     let t = table(
         &[(
             "r",
@@ -144,16 +145,16 @@ fn no_match_is_none_and_no_routes_is_empty() {
         )],
         &[],
     );
-    assert!(!t.is_empty());
+    assert!(t.serves_port(80));
     assert_eq!(to(&t, &get("echo/foo")).as_deref(), Some("foo"));
     assert_eq!(to(&t, &get("echo/foobar")), None);
     assert_eq!(to(&t, &get("echo/")), None);
 
     let empty = table(&[], &[]);
-    assert!(empty.is_empty());
+    assert!(!empty.serves_port(80));
     assert_eq!(to(&empty, &get("echo/")), None);
     // A route without rules is attached: requests get a 404, not the Service.
-    assert!(!table(&[("r", json!({}))], &[]).is_empty());
+    assert!(table(&[("r", json!({}))], &[]).serves_port(80));
 }
 
 #[test]
@@ -298,6 +299,7 @@ fn equal_matches_go_to_the_first_route_then_rule() {
         query: None,
         headers: &HeaderMap::new(),
         grpc: false,
+        port: 80,
     });
     assert_eq!(s.map(|s| s.rule.route.as_str()), Some("default/a"));
 }
@@ -695,6 +697,7 @@ fn redirect_through_select_uses_the_matched_prefix() {
         query: Some("z=1"),
         headers: &HeaderMap::new(),
         grpc: false,
+        port: 80,
     };
     let s = t.select(&req).unwrap();
     let Filter::Redirect(r) = &s.rule.filters[0] else {
@@ -940,4 +943,45 @@ fn timeouts_and_retry_are_parsed() {
         (g.request_timeout, g.backend_request_timeout, &g.retry),
         (None, None, &None)
     );
+}
+
+#[test]
+fn a_parent_ref_with_a_port_attaches_the_route_to_that_port_only() {
+    let parent =
+        |port: Value| json!({"group": "", "kind": "Service", "name": "echo", "port": port});
+    let t = table(
+        &[(
+            "http-only",
+            json!({"parentRefs": [parent(json!(80))], "rules": [rule(json!([]), "on-80")]}),
+        )],
+        &[],
+    );
+    assert!(t.serves_port(80));
+    assert!(!t.serves_port(8080), "no route names 8080: plain balancing");
+    let headers = HeaderMap::new();
+    let req = |port| RouteRequest {
+        method: &Method::GET,
+        host: "echo",
+        path: "/",
+        query: None,
+        headers: &headers,
+        grpc: false,
+        port,
+    };
+    let on = |port| {
+        let r = req(port);
+        t.select(&r).map(|s| s.rule.backends[0].name.clone())
+    };
+    assert_eq!(on(80).as_deref(), Some("on-80"));
+    assert_eq!(on(8080), None);
+
+    // Without a port the parentRef takes every port.
+    let all = table(
+        &[(
+            "all",
+            json!({"parentRefs": [parent(Value::Null)], "rules": [rule(json!([]), "any")]}),
+        )],
+        &[],
+    );
+    assert!(all.serves_port(80) && all.serves_port(8080));
 }
