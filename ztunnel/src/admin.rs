@@ -1,6 +1,10 @@
 //! The admin endpoint (localhost:15000 by default): `/config_dump` with
-//! this ztunnel's settings and, in in-pod mode, the pods it serves
-//! (`workloadState`). Nothing here carries key material.
+//! the workloads, services, policies and certificates this ztunnel knows
+//! (shaped as Istio's ztunnel shapes them, see [`dump`]), its settings and,
+//! in in-pod mode, the pods it serves (`workloadState`). Nothing here
+//! carries key material.
+
+pub mod dump;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,14 +19,19 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
+use mesh_tls::SecretManager;
+
 use crate::config::{Config, ProxyMode};
 use crate::inpod::PodStates;
+use crate::state::ProxyState;
 
 /// What the admin endpoint reads.
 #[derive(Clone)]
 pub struct Admin {
     pub config: Arc<Config>,
     pub pods: Option<PodStates>,
+    pub state: Arc<ProxyState>,
+    pub certs: SecretManager,
 }
 
 impl Admin {
@@ -78,7 +87,8 @@ impl Admin {
         }
     }
 
-    /// The dump: `config` and, in in-pod mode, `workloadState`.
+    /// The dump: `workloads`, `services`, `policies`, `certificates`,
+    /// `config` and, in in-pod mode, `workloadState`.
     pub fn config_dump(&self) -> serde_json::Value {
         let c = &self.config;
         let inpod = c.inpod.as_ref().map(|i| {
@@ -90,6 +100,10 @@ impl Admin {
             })
         });
         let mut dump = json!({
+            "workloads": dump::workloads(&self.state),
+            "services": dump::services(&self.state),
+            "policies": dump::policies(&self.state),
+            "certificates": dump::certificates(&self.certs.snapshot()),
             "config": {
                 "nodeName": c.node_name,
                 "proxyMode": match c.proxy_mode {

@@ -141,6 +141,8 @@ impl Ztunnel {
             let admin = crate::admin::Admin {
                 config: inputs.config.clone(),
                 pods: pods.clone(),
+                state: state.clone(),
+                certs: certs.clone(),
             };
             tasks.push(tokio::spawn(admin.serve(listener, watcher.clone())));
         }
