@@ -1,0 +1,126 @@
+//! The command line: istioctl's subcommands and flags where they exist.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::ztunnel_config::{Output, Section};
+
+/// Where `ambientctl demo` keeps the local mesh's manifests.
+pub const DEMO_MANIFESTS: &str = "/run/ambient-demo/manifests";
+pub const ENV_MANIFESTS: &str = "AMBIENT_MANIFESTS";
+
+#[derive(Debug, Parser)]
+#[command(name = "ambientctl", version, about = "Drive the ambient mesh")]
+pub struct Cli {
+    /// The local mesh's manifest directory (what istiod-lite --config-dir
+    /// reads). Default: the demo's.
+    #[arg(long, global = true, env = ENV_MANIFESTS)]
+    pub manifests: Option<PathBuf>,
+    /// A Kubernetes cluster's kubeconfig.
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Enroll a namespace in the ambient mesh, or release it.
+    Namespace {
+        #[command(subcommand)]
+        command: NamespaceCommand,
+    },
+    /// Manage waypoints (Gateways of class istio-waypoint).
+    Waypoint(WaypointArgs),
+    /// Show what a ztunnel knows: workloads, services, policies, certificates.
+    #[command(name = "ztunnel-config", visible_alias = "zc")]
+    ZtunnelConfig(ZtunnelConfigArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NamespaceCommand {
+    /// Label NS istio.io/dataplane-mode=ambient.
+    Enroll { namespace: String },
+    /// Remove the label.
+    Release { namespace: String },
+}
+
+#[derive(Debug, Args)]
+pub struct WaypointArgs {
+    /// The waypoint's name.
+    #[arg(long, global = true, default_value = "waypoint")]
+    pub name: String,
+    #[arg(short = 'n', long, global = true, default_value = "default")]
+    pub namespace: String,
+    #[command(subcommand)]
+    pub command: WaypointCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WaypointCommand {
+    /// Print the waypoint's Gateway.
+    Generate {
+        #[arg(long = "for", value_parser = ["service", "workload", "all", "none"])]
+        traffic: Option<String>,
+        #[arg(short = 'r', long)]
+        revision: Option<String>,
+    },
+    /// Write the waypoint's Gateway.
+    Apply {
+        #[arg(long = "for", value_parser = ["service", "workload", "all", "none"])]
+        traffic: Option<String>,
+        #[arg(short = 'r', long)]
+        revision: Option<String>,
+        /// Label the namespace istio.io/use-waypoint=<name>.
+        #[arg(long)]
+        enroll_namespace: bool,
+        /// Replace the waypoint the namespace already uses.
+        #[arg(long)]
+        overwrite: bool,
+        /// Wait until the waypoint is programmed.
+        #[arg(short = 'w', long)]
+        wait: bool,
+        #[arg(long, default_value = "90s")]
+        waypoint_timeout: String,
+    },
+    /// List waypoints.
+    List {
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// Delete waypoints by name, or all in the namespace.
+    Delete {
+        names: Vec<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show the conditions of waypoints.
+    Status {
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        #[arg(short = 'w', long, default_value_t = true, action = clap::ArgAction::Set)]
+        wait: bool,
+        #[arg(long, default_value = "90s")]
+        waypoint_timeout: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ZtunnelConfigArgs {
+    pub section: Section,
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Short)]
+    pub output: Output,
+    /// Read a saved config dump instead of asking a ztunnel.
+    #[arg(short = 'f', long)]
+    pub file: Option<String>,
+    /// The ztunnel's admin endpoint.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    pub admin: String,
+    #[arg(long, alias = "service-namespace", alias = "policy-namespace")]
+    pub workload_namespace: Option<String>,
+    #[arg(long)]
+    pub workload_node: Option<String>,
+    #[arg(long)]
+    pub address: Option<String>,
+}

@@ -1,0 +1,14 @@
+//! ambientctl: the mesh's CLI, as a library so tests drive it directly.
+//!
+//! - [`cli`]: the commands and flags (clap);
+//! - [`store`]: the local mesh's manifest directory, read and edited;
+//! - [`namespace`], [`waypoint`], [`ztunnel_config`]: one module per command;
+//! - [`table`]: istioctl-style column output.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod namespace;
+pub mod store;
+pub mod table;
+pub mod waypoint;
+pub mod ztunnel_config;
