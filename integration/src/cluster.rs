@@ -955,11 +955,12 @@ fn remove_stale_clusters() {
 /// `deps` directory.
 fn binaries_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target directory")
-        .to_path_buf();
+    // Test binaries live in `target/<profile>/deps`, other binaries (the
+    // local mesh of `cargo xtask demo`) in `target/<profile>`.
+    let mut dir = exe.parent().expect("target directory").to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
     for bin in [
         "istiod-lite",
         "ztunnel",

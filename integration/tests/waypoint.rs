@@ -355,6 +355,12 @@ fn jwt_keys_fetched_from_a_jwks_uri_authenticate_requests_at_the_waypoint() {
     let mut c = shop();
     c.pod(PodSpec::new("shop", "web", "node-b"));
     let vip = c.service("shop", "web", "web");
+    let waypoint_ip = c.get("shop", "waypoint").ip;
+    let url = format!("http://{vip}:{HTTP_PORT}/");
+    until("traffic to web flows through the waypoint", || {
+        curl(c.get("shop", "client"), &[&url]).1
+            == format!("hello from web, you are {waypoint_ip}\n")
+    });
     let idp = Idp::new("k1");
     let jwks_uri = c.identity_provider(&idp.jwks());
     c.apply(
@@ -370,15 +376,16 @@ fn jwt_keys_fetched_from_a_jwks_uri_authenticate_requests_at_the_waypoint() {
         ),
     );
     let client = c.get("shop", "client");
-    let url = format!("http://{vip}:{HTTP_PORT}/");
     let bearer = |t: &str| format!("authorization: Bearer {t}");
     let good = bearer(&idp.token("alice"));
+    // No token: authentication passes, the policy wants a principal.
+    until("the waypoint requires a request principal", || {
+        curl(client, &[&url]) == (403, "RBAC: access denied".into())
+    });
     until(
         "a token signed by the provider's fetched key is accepted",
         || curl(client, &["-H", &good, &url]).0 == 200,
     );
-    // No token: authentication passes, the policy wants a principal.
-    assert_eq!(curl(client, &[&url]), (403, "RBAC: access denied".into()));
     // A token from another key of the same issuer is rejected.
     let forged = bearer(&Idp::new("k1").token("mallory"));
     assert_eq!(

@@ -7,11 +7,15 @@ use anyhow::{Context, bail};
 const TASKS: &[(&str, &str)] = &[
     (
         "ci",
-        "fmt --check, clippy -D warnings, and every test (e2e included)",
+        "fmt --check, clippy -D warnings, every test (e2e included), and the demo's unattended tour",
     ),
     (
         "e2e",
         "the network-namespace cluster suite (root); --redirect nftables|ebpf",
+    ),
+    (
+        "demo",
+        "the local two-node mesh and its guided tour (root); --check runs the tour unattended",
     ),
     (
         "bench",
@@ -32,6 +36,7 @@ const CLUSTER_BINARIES: &[&str] = &[
     "waypoint",
     "cni-plugin",
     "integration",
+    "ambientctl",
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -49,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             e2e(redirect)
         }
         Some("bench") => bench(std::env::args().skip(2).collect()),
+        Some("demo") => demo(std::env::args().skip(2).collect()),
         other => {
             if let Some(t) = other {
                 eprintln!("unknown task {t:?}");
@@ -77,6 +83,8 @@ fn ci() -> anyhow::Result<()> {
     // then the capture suite again with eBPF redirection.
     cargo(&["test", "--workspace"])?;
     e2e("ebpf")?;
+    // The README's first command, unattended, so it cannot rot.
+    run_local_mesh(true)?;
     eprintln!("xtask ci: all checks passed");
     Ok(())
 }
@@ -153,6 +161,49 @@ fn bench(pass: Vec<String>) -> anyhow::Result<()> {
     let mut args = vec!["bench", "-p", "integration", "--bench", "redirection", "--"];
     args.extend(pass.iter().map(String::as_str));
     cargo(&args)
+}
+
+/// Installs what is missing, builds, and runs the local mesh in the
+/// foreground (`local-mesh`, in the integration package).
+fn demo(args: Vec<String>) -> anyhow::Result<()> {
+    let check = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => false,
+        ["--check"] => true,
+        _ => bail!("usage: cargo xtask demo [--check]"),
+    };
+    let root = workspace_root()?;
+    let status = Command::new(root.join(".ci/install-packages"))
+        .status()
+        .context("running .ci/install-packages")?;
+    if !status.success() {
+        bail!("installing system packages failed ({status}); the demo needs root on Debian");
+    }
+    build_cluster_binaries()?;
+    run_local_mesh(check)
+}
+
+fn run_local_mesh(check: bool) -> anyhow::Result<()> {
+    let mut cmd = Command::new(workspace_root()?.join("target/debug/local-mesh"));
+    if check {
+        cmd.arg("--check");
+    }
+    eprintln!(
+        "==> target/debug/local-mesh{}",
+        if check { " --check" } else { "" }
+    );
+    let status = cmd.status().context("starting target/debug/local-mesh")?;
+    if !status.success() {
+        bail!("the local mesh demo failed ({status})");
+    }
+    Ok(())
+}
+
+fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
+    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(|p| p.to_path_buf())
+        .context("xtask lives inside the workspace")
 }
 
 fn build_cluster_binaries() -> anyhow::Result<()> {

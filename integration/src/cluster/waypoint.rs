@@ -31,6 +31,18 @@ impl Cluster {
                 "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: {name}\n  namespace: {namespace}{labels}\nspec:\n  gatewayClassName: istio-waypoint\n  listeners:\n  - name: mesh\n    port: 15008\n    protocol: HBONE\n"
             ),
         );
+        self.deploy_waypoint(namespace, name, node).1
+    }
+
+    /// What the waypoint controller does for an existing Gateway: a Service
+    /// (returns its VIP) and a pod running the `waypoint` binary (returns
+    /// its IP).
+    pub fn deploy_waypoint(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+    ) -> (Ipv4Addr, Ipv4Addr) {
         let vip = Ipv4Addr::new(10, 96, 0, self.next_vip);
         self.next_vip += 1;
         self.write_manifest(
@@ -63,7 +75,7 @@ impl Cluster {
             }),
             ..spec
         };
-        self.pod(spec).ip
+        (vip, self.pod(spec).ip)
     }
 
     /// Deletes the waypoint's Gateway (what `ambientctl waypoint delete`
