@@ -9,11 +9,10 @@ use serde_yaml::{Mapping, Value};
 use crate::store::{Doc, ManifestStore, str_at};
 use crate::table;
 
-pub const WAYPOINT_CLASS: &str = "istio-waypoint";
-pub const WAYPOINT_FOR: &str = "istio.io/waypoint-for";
-pub const USE_WAYPOINT: &str = "istio.io/use-waypoint";
+pub use mesh_model::enrollment::DATAPLANE_MODE;
+pub use mesh_model::routes::{USE_WAYPOINT, WAYPOINT_CLASS, WAYPOINT_FOR_LABEL as WAYPOINT_FOR};
+/// `istio.io/rev` on a Gateway: the control-plane revision it belongs to.
 pub const REVISION: &str = "istio.io/rev";
-pub const DATAPLANE_MODE: &str = "istio.io/dataplane-mode";
 
 /// How `--wait` polls.
 const POLL: Duration = Duration::from_millis(250);

@@ -16,6 +16,12 @@ pub const WAYPOINT_CLASS: &str = "istio-waypoint";
 pub const WAYPOINT_PORT: u16 = 15008;
 /// `istio.io/waypoint-for` on the Gateway: which traffic it takes.
 pub const WAYPOINT_FOR_LABEL: &str = "istio.io/waypoint-for";
+/// `istio.io/use-waypoint`: the waypoint an object (or its namespace) uses.
+pub const USE_WAYPOINT: &str = "istio.io/use-waypoint";
+/// `istio.io/use-waypoint-namespace`: where that waypoint lives.
+pub const USE_WAYPOINT_NAMESPACE: &str = "istio.io/use-waypoint-namespace";
+/// On a waypoint's own pods (set by the waypoint deployment).
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Gateway {

@@ -8,8 +8,7 @@ use std::net::Ipv4Addr;
 use super::host::Proc;
 use super::{Cluster, ISTIOD_NAME, LAN_IP, PodProgram, PodSpec, log_level};
 
-/// The label the waypoint controller puts on a waypoint's pods.
-pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+pub use istiod_lite::translate::waypoint::GATEWAY_NAME_LABEL;
 
 impl Cluster {
     /// Deploys waypoint `namespace/name` on `node`; `traffic` is the

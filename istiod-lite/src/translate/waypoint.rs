@@ -12,19 +12,13 @@ use mesh_proto::istio::workload as wpb;
 
 use super::{TranslateConfig, Warning, workload::service_hostname};
 use crate::model::routes::ParentReference;
+pub use crate::model::routes::{GATEWAY_NAME_LABEL, USE_WAYPOINT, USE_WAYPOINT_NAMESPACE};
 use crate::model::routes::{TrafficType, WAYPOINT_PORT};
 use crate::model::waypoint::{AppProtocol, BoundService, Named, PortProtocol, WaypointConfig};
 use crate::model::{
     AuthorizationPolicySpec, Gateway, Kind, Labels, Model, NsName, ObjectKey,
     PolicyTargetReference, RequestAuthenticationSpec, Service,
 };
-
-/// `istio.io/use-waypoint`: the waypoint an object (or its namespace) uses.
-pub const USE_WAYPOINT: &str = "istio.io/use-waypoint";
-/// `istio.io/use-waypoint-namespace`: where that waypoint lives.
-pub const USE_WAYPOINT_NAMESPACE: &str = "istio.io/use-waypoint-namespace";
-/// On a waypoint's own pods (set by the waypoint deployment).
-pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
 /// A waypoint Gateway, with its address once ready.
 #[derive(Debug)]
