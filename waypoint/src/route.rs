@@ -159,55 +159,47 @@ impl RouteTable {
     pub fn compile(service: &BoundService, domain_suffix: &str) -> Result<Self, RouteError> {
         let mut table = Self::default();
         for route in &service.http_routes {
-            table.ports.push(parent_ports(
-                service,
-                &route.namespace,
-                &route.spec.parent_refs,
-            ));
             let ctx = compile::Ctx {
                 kind: "HTTPRoute",
                 namespace: &route.namespace,
                 name: &route.name,
                 domain_suffix,
             };
-            let r = table.hostnames.len();
-            table
-                .hostnames
-                .push(compile::hostnames(&ctx, &route.spec.hostnames)?);
+            let r = table.add_route(
+                service,
+                &ctx,
+                &route.spec.parent_refs,
+                &route.spec.hostnames,
+            )?;
             for (i, rule) in route.spec.rules.iter().enumerate() {
                 let (rule, matches) = compile::http_rule(&ctx, i, rule)?;
-                let rule_idx = table.rules.len();
-                table.rules.push(rule);
+                let rule = table.add_rule(rule);
                 table.http.extend(matches.into_iter().map(|matcher| Entry {
                     matcher,
-                    rule: rule_idx,
+                    rule,
                     route: r,
                 }));
             }
         }
         for route in &service.grpc_routes {
-            table.ports.push(parent_ports(
-                service,
-                &route.namespace,
-                &route.spec.parent_refs,
-            ));
             let ctx = compile::Ctx {
                 kind: "GRPCRoute",
                 namespace: &route.namespace,
                 name: &route.name,
                 domain_suffix,
             };
-            let r = table.hostnames.len();
-            table
-                .hostnames
-                .push(compile::hostnames(&ctx, &route.spec.hostnames)?);
+            let r = table.add_route(
+                service,
+                &ctx,
+                &route.spec.parent_refs,
+                &route.spec.hostnames,
+            )?;
             for (i, rule) in route.spec.rules.iter().enumerate() {
                 let (rule, matches) = compile::grpc_rule(&ctx, i, rule)?;
-                let rule_idx = table.rules.len();
-                table.rules.push(rule);
+                let rule = table.add_rule(rule);
                 table.grpc.extend(matches.into_iter().map(|matcher| Entry {
                     matcher,
-                    rule: rule_idx,
+                    rule,
                     route: r,
                 }));
             }
@@ -217,6 +209,25 @@ impl RouteTable {
         table.http.sort_by_key(|e| e.matcher.key());
         table.grpc.sort_by_key(|e| e.matcher.key());
         Ok(table)
+    }
+
+    /// Records a route's ports and hostnames; returns its index.
+    fn add_route(
+        &mut self,
+        service: &BoundService,
+        ctx: &compile::Ctx<'_>,
+        parents: &[mesh_model::routes::ParentReference],
+        hostnames: &[String],
+    ) -> Result<usize, RouteError> {
+        self.ports
+            .push(parent_ports(service, ctx.namespace, parents));
+        self.hostnames.push(compile::hostnames(ctx, hostnames)?);
+        Ok(self.hostnames.len() - 1)
+    }
+
+    fn add_rule(&mut self, rule: Rule) -> usize {
+        self.rules.push(rule);
+        self.rules.len() - 1
     }
 
     /// Some route is attached to the Service's `port`; when none is, the
