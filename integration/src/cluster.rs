@@ -951,6 +951,17 @@ fn remove_stale_clusters() {
     }
 }
 
+/// curl from `from`: (HTTP status, body); status 0 when curl itself
+/// failed (no connection, reset, timeout).
+pub fn curl_status(from: &Pod, args: &[&str]) -> (u16, String) {
+    let mut argv = vec!["-sS", "--max-time", "5", "-w", "\n%{http_code}"];
+    argv.extend_from_slice(args);
+    let out = ns_output(&from.netns, "curl", &argv);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
 /// Where cargo put the workspace's binaries: next to the test binary's
 /// `deps` directory.
 fn binaries_dir() -> PathBuf {

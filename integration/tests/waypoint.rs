@@ -6,20 +6,12 @@
 use std::time::{Duration, Instant};
 
 use integration::cluster::host::ns_output;
-use integration::cluster::{Cluster, GRPC_PORT, HTTP_PORT, Pod, PodSpec, TCP_PORT};
+use integration::cluster::{Cluster, GRPC_PORT, HTTP_PORT, PodSpec, TCP_PORT};
 
 const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
 const USE_WAYPOINT: (&str, &str) = ("istio.io/use-waypoint", "waypoint");
 
-/// curl from `from`: (HTTP status, body); status 0 when curl itself failed.
-fn curl(from: &Pod, args: &[&str]) -> (u16, String) {
-    let mut argv = vec!["-sS", "--max-time", "5", "-w", "\n%{http_code}"];
-    argv.extend_from_slice(args);
-    let out = ns_output(&from.netns, "curl", &argv);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
+use integration::cluster::curl_status as curl;
 
 /// Waits until `f` holds for a request (the mesh converging), up to 30 s.
 fn until(what: &str, mut f: impl FnMut() -> bool) {

@@ -14,13 +14,14 @@
 //! unattended and exits non-zero at the first step that misbehaves;
 //! without it the mesh stays up until Ctrl-C.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use ambientctl::store::{ManifestStore, str_at};
 use integration::cluster::host::ns_output;
-use integration::cluster::{Cluster, HTTP_PORT, Pod, PodSpec, TCP_PORT};
+use integration::cluster::{Cluster, HTTP_PORT, Pod, PodSpec, TCP_PORT, curl_status};
 
 const STATE: &str = "/run/ambient-demo";
 const NS: &str = "demo";
@@ -50,9 +51,19 @@ struct Demo {
     store: ManifestStore,
     /// Gateways already given a Service and a pod.
     deployed: Vec<(String, String)>,
+    /// The demo's Services: name → VIP.
+    vips: Vec<(&'static str, Ipv4Addr)>,
 }
 
 type Step = Result<(), String>;
+
+/// `ambientctl`, built next to this binary.
+fn ambientctl_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("ambientctl")))
+        .unwrap_or_else(|| PathBuf::from("ambientctl"))
+}
 
 impl Drop for Demo {
     fn drop(&mut self) {
@@ -76,15 +87,18 @@ impl Demo {
         c.pod(PodSpec::new(NS, "web-v1", "node-b").label("app", "web"));
         c.pod(PodSpec::new(NS, "web-v2", "node-a"));
         c.pod(PodSpec::new(NS, "db", "node-b"));
-        c.service(NS, "web", "web");
-        c.service(NS, "web-v1", "web");
-        c.service(NS, "web-v2", "web-v2");
-        c.service(NS, "db", "db");
+        let vips = vec![
+            ("web", c.service(NS, "web", "web")),
+            ("web-v1", c.service(NS, "web-v1", "web")),
+            ("web-v2", c.service(NS, "web-v2", "web-v2")),
+            ("db", c.service(NS, "db", "db")),
+        ];
         let store = ManifestStore::open(&c.manifests()).expect("manifest directory");
         Demo {
             c,
             store,
             deployed: Vec::new(),
+            vips,
         }
     }
 
@@ -121,11 +135,7 @@ impl Demo {
     /// Runs `ambientctl ARGS` as a user would, reconciling meanwhile.
     fn ambientctl(&mut self, args: &[&str]) -> Result<String, String> {
         println!("\n$ ambientctl {}", args.join(" "));
-        let bin = std::env::current_exe()
-            .ok()
-            .and_then(|e| e.parent().map(|d| d.join("ambientctl")))
-            .unwrap_or_else(|| PathBuf::from("ambientctl"));
-        let mut child = Command::new(bin)
+        let mut child = Command::new(ambientctl_bin())
             .args(args)
             .env("AMBIENT_MANIFESTS", self.c.manifests())
             .stdout(Stdio::piped())
@@ -150,47 +160,26 @@ impl Demo {
     }
 
     /// `ambientctl ztunnel-config` run inside a node (its admin endpoint
-    /// listens on the node's loopback).
+    /// listens on the node's loopback), shown as a user would type it.
     fn ztunnel_config(&self, node: &str, section: &str) -> Result<String, String> {
         let netns = &self.c.node(node).netns;
         println!("\n$ ip netns exec {netns} ambientctl ztunnel-config {section}");
-        let bin = std::env::current_exe()
-            .ok()
-            .and_then(|e| e.parent().map(|d| d.join("ambientctl")))
-            .ok_or("no ambientctl next to local-mesh")?;
-        let out = ns_output(
-            netns,
-            &bin.display().to_string(),
-            &["ztunnel-config", section],
-        );
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = self.ztunnel_config_quiet(node, section)?;
         print!("{text}");
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
         Ok(text)
     }
 
-    fn ztunnel_config_quiet(&self, node: &str, section: &str) -> String {
-        let bin = std::env::current_exe()
-            .ok()
-            .and_then(|e| e.parent().map(|d| d.join("ambientctl")));
-        let Some(bin) = bin else { return String::new() };
-        let out = ns_output(
-            &self.c.node(node).netns,
-            &bin.display().to_string(),
-            &["ztunnel-config", section],
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+    fn ztunnel_config_quiet(&self, node: &str, section: &str) -> Result<String, String> {
+        let bin = ambientctl_bin().display().to_string();
+        let out = ns_output(&self.c.node(node).netns, &bin, &["ztunnel-config", section]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn curl(&self, args: &[&str]) -> (u16, String) {
-        let mut argv = vec!["-sS", "--max-time", "5", "-w", "\n%{http_code}"];
-        argv.extend_from_slice(args);
-        let out = ns_output(&self.client().netns, "curl", &argv);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        (code.trim().parse().unwrap_or(0), body.to_string())
+        curl_status(self.client(), args)
     }
 
     /// Polls `f` (reconciling meanwhile) until it holds or 30 s pass.
@@ -213,7 +202,9 @@ impl Demo {
         self.until("the client reaches web", |d| d.curl(&[&web_url]).0 == 200)?;
 
         let hbone = |d: &Self| {
-            let workloads = d.ztunnel_config_quiet("node-a", "workloads");
+            let workloads = d
+                .ztunnel_config_quiet("node-a", "workloads")
+                .unwrap_or_default();
             workloads
                 .lines()
                 .filter(|l| l.starts_with(NS) && l.trim_end().ends_with("HBONE"))
@@ -295,16 +286,12 @@ impl Demo {
     }
 
     fn service_addr(&self, name: &str, port: u16) -> String {
-        let doc = self
-            .store
-            .get("Service", NS, name)
-            .ok()
-            .flatten()
-            .expect("the demo's service");
-        format!(
-            "{}:{port}",
-            str_at(&doc.object, &["spec", "clusterIP"]).unwrap_or("")
-        )
+        let (_, vip) = self
+            .vips
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("one of the demo's services");
+        format!("{vip}:{port}")
     }
 
     fn service_url(&self, name: &str, port: u16) -> String {
