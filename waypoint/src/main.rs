@@ -19,28 +19,10 @@ fn main() -> ExitCode {
         inbound = %config.inbound_addr,
         "effective configuration"
     );
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("waypoint: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result: anyhow::Result<()> = rt.block_on(async {
-        let wp = Waypoint::start(config).await?;
-        let signal = mesh_runtime::signal::shutdown().await?;
-        tracing::info!(signal, "draining");
-        wp.shutdown().await;
-        Ok(())
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("waypoint: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    mesh_runtime::signal::serve(
+        "waypoint",
+        None,
+        Waypoint::start(config),
+        |wp: Waypoint| async move { wp.shutdown().await },
+    )
 }

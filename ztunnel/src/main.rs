@@ -20,28 +20,10 @@ fn main() -> ExitCode {
         inbound = ?config.inbound_addrs,
         "effective configuration"
     );
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ztunnel: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result: anyhow::Result<()> = rt.block_on(async {
-        let zt = Ztunnel::start(config).await?;
-        let signal = mesh_runtime::signal::shutdown().await?;
-        tracing::info!(signal, "draining");
-        zt.shutdown().await;
-        Ok(())
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ztunnel: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    mesh_runtime::signal::serve(
+        "ztunnel",
+        None,
+        Ztunnel::start(config),
+        |zt: Ztunnel| async move { zt.shutdown().await },
+    )
 }
