@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::ztunnel_config::{Output, Section};
+use crate::ztunnel_config::{Direction, Output, Section};
 
 /// Where `ambientctl demo` keeps the local mesh's manifests.
 pub const DEMO_MANIFESTS: &str = "/run/ambient-demo/manifests";
@@ -123,4 +123,10 @@ pub struct ZtunnelConfigArgs {
     pub workload_node: Option<String>,
     #[arg(long)]
     pub address: Option<String>,
+    /// connections: only inbound or only outbound.
+    #[arg(long, value_enum)]
+    pub direction: Option<Direction>,
+    /// connections: one row per connection, client ports included.
+    #[arg(long)]
+    pub raw: bool,
 }

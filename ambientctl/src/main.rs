@@ -124,6 +124,8 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 namespace: args.workload_namespace.clone(),
                 node: args.workload_node.clone(),
                 address: args.address.clone(),
+                direction: args.direction,
+                raw: args.raw,
             };
             Ok(ztunnel_config::render(
                 &dump,

@@ -20,6 +20,8 @@ pub enum Section {
     Policies,
     #[value(alias = "certs", alias = "cert", alias = "certificate")]
     Certificates,
+    #[value(alias = "cons", alias = "connection")]
+    Connections,
     All,
 }
 
@@ -31,12 +33,23 @@ pub enum Output {
     Yaml,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
 /// Narrowing flags (`--workload-namespace` and friends).
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
     pub namespace: Option<String>,
     pub node: Option<String>,
     pub address: Option<String>,
+    /// Connections: one direction only.
+    pub direction: Option<Direction>,
+    /// Connections: one row per connection, client ports included, instead
+    /// of one row per distinct peer.
+    pub raw: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +112,7 @@ pub fn render(dump: &Value, section: Section, output: Output, filter: &Filter) -
             Section::Services,
             Section::Policies,
             Section::Certificates,
+            Section::Connections,
         ],
         _ => std::slice::from_ref(&section),
     };
@@ -128,10 +142,14 @@ fn key(s: Section) -> &'static str {
         Section::Services => "services",
         Section::Policies => "policies",
         Section::Certificates | Section::All => "certificates",
+        Section::Connections => "workloadState",
     }
 }
 
 fn items(dump: &Value, section: Section, f: &Filter) -> Vec<Value> {
+    if section == Section::Connections {
+        return connections(dump, f);
+    }
     let all = dump[key(section)].as_array().cloned().unwrap_or_default();
     all.into_iter()
         .filter(|v| match section {
@@ -243,7 +261,96 @@ fn short(items: &[Value], section: Section) -> String {
                 .collect::<Vec<_>>(),
         ),
         Section::Certificates | Section::All => certificates(items),
+        Section::Connections => table::render(
+            1,
+            &[
+                "WORKLOAD",
+                "DIRECTION",
+                "LOCAL",
+                "REMOTE",
+                "REMOTE TARGET",
+                "PROTOCOL",
+            ],
+            &items
+                .iter()
+                .map(|c| {
+                    [
+                        "workload",
+                        "direction",
+                        "local",
+                        "remote",
+                        "remoteTarget",
+                        "protocol",
+                    ]
+                    .iter()
+                    .map(|k| s(&c[*k]))
+                    .collect()
+                })
+                .collect::<Vec<_>>(),
+        ),
     }
+}
+
+/// The open connections of `workloadState`, one item per connection (or,
+/// unless `raw`, per distinct peer: the client's ephemeral port dropped and
+/// duplicates merged). Outbound: local is the client, remote where ztunnel
+/// tunnelled (a pod's or waypoint's HBONE port), remote target where the
+/// client aimed. Inbound: local is the delivered-to address, remote the
+/// client.
+fn connections(dump: &Value, f: &Filter) -> Vec<Value> {
+    let strip_port = |a: &str| -> String {
+        if f.raw {
+            return a.to_string();
+        }
+        a.parse::<std::net::SocketAddr>()
+            .map_or_else(|_| a.to_string(), |sa| sa.ip().to_string())
+    };
+    let mut rows: Vec<Value> = Vec::new();
+    let Some(states) = dump["workloadState"].as_object() else {
+        return rows;
+    };
+    for state in states.values() {
+        let namespace = s(&state["namespace"]);
+        if f.namespace.as_deref().is_some_and(|ns| ns != namespace) {
+            continue;
+        }
+        let workload = format!("{}.{namespace}", s(&state["name"]));
+        for (direction, list) in [
+            (Direction::Inbound, "inbound"),
+            (Direction::Outbound, "outbound"),
+        ] {
+            if f.direction.is_some_and(|d| d != direction) {
+                continue;
+            }
+            for c in state["connections"][list].as_array().into_iter().flatten() {
+                let (src, original, actual) =
+                    (s(&c["src"]), s(&c["originalDst"]), s(&c["actualDst"]));
+                let (local, remote, target) = match direction {
+                    Direction::Outbound => (strip_port(&src), actual, original),
+                    Direction::Inbound => {
+                        let target = if original == actual { String::new() } else { original };
+                        (actual, strip_port(&src), target)
+                    }
+                };
+                let row = serde_json::json!({
+                    "workload": workload,
+                    "direction": if direction == Direction::Inbound { "Inbound" } else { "Outbound" },
+                    "local": local,
+                    "remote": remote,
+                    "remoteTarget": target,
+                    "protocol": s(&c["protocol"]),
+                });
+                if f.raw || !rows.contains(&row) {
+                    rows.push(row);
+                }
+            }
+        }
+    }
+    let order = |r: &Value| {
+        ["workload", "direction", "local", "remote", "remoteTarget"].map(|k| s(&r[k]))
+    };
+    rows.sort_by_key(order);
+    rows
 }
 
 fn certificates(items: &[Value]) -> String {

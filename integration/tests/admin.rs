@@ -73,3 +73,80 @@ async fn config_dump_lists_workloads_and_certificates_without_key_material() {
         Some("404")
     );
 }
+
+/// The dump's `workloadState` of `uid` (keyed by workload uid outside
+/// in-pod mode) once it has a connection listed.
+async fn connections_of(admin: SocketAddr, uid: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let dump: Value = serde_json::from_str(&get(admin, "/config_dump").await.1).unwrap();
+        let connections = dump["workloadState"][uid]["connections"].clone();
+        if !connections.is_null() || std::time::Instant::now() > deadline {
+            return connections;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_dump_lists_open_connections_on_both_sides() {
+    let mesh = Mesh::start().await;
+    let client = mesh.workload("sleep", "sleep", 2, "node-a");
+    let server = mesh.workload("echo", "echo", 3, "node-b");
+    let app_addr = SocketAddr::new(server.addresses[0], 8080);
+    let app = tokio::net::TcpListener::bind(app_addr).await.unwrap();
+    let mut env = mesh.ztunnel_env("node-a", &client.addresses);
+    env.insert(
+        ztunnel::config::OUTBOUND_TARGET.into(),
+        app_addr.to_string(),
+    );
+    let both = [client.clone(), server.clone()];
+    let a = mesh.ztunnel("node-a", &both, env).await;
+    let b = mesh.ztunnel_for("node-b", &both).await;
+
+    let mut c = integration::connect_from(client.addresses[0], a.outbound_addr.unwrap())
+        .await
+        .unwrap();
+    let local = c.local_addr().unwrap();
+    c.write_all(b"ping").await.unwrap();
+    let (mut accepted, _) = app.accept().await.unwrap();
+    let mut buf = [0u8; 4];
+    accepted.read_exact(&mut buf).await.unwrap();
+
+    let out = connections_of(a.admin_addr.unwrap(), &client.uid.to_string()).await;
+    let hbone = SocketAddr::new(server.addresses[0], mesh_hbone::HBONE_PORT);
+    assert_eq!(
+        out["outbound"],
+        serde_json::json!([{"src": local.to_string(), "originalDst": app_addr.to_string(),
+            "actualDst": hbone.to_string(), "protocol": "HBONE"}]),
+        "{out}"
+    );
+    assert_eq!(out["inbound"], serde_json::json!([]));
+    let inb = connections_of(b.admin_addr.unwrap(), &server.uid.to_string()).await;
+    let inbound = inb["inbound"].as_array().unwrap();
+    assert_eq!(inbound.len(), 1, "{inb}");
+    assert_eq!(
+        inbound[0]["src"].as_str().unwrap().split(':').next(),
+        Some(client.addresses[0].to_string().as_str())
+    );
+    assert_eq!(inbound[0]["actualDst"], app_addr.to_string());
+    assert_eq!(inbound[0]["protocol"], "HBONE");
+
+    // Closed connections leave the dump.
+    drop(c);
+    drop(accepted);
+    wait_until_gone(a.admin_addr.unwrap(), &client.uid.to_string()).await;
+    wait_until_gone(b.admin_addr.unwrap(), &server.uid.to_string()).await;
+}
+
+async fn wait_until_gone(admin: SocketAddr, uid: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let dump: Value = serde_json::from_str(&get(admin, "/config_dump").await.1).unwrap();
+        if dump["workloadState"][uid].is_null() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "still listed: {dump}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

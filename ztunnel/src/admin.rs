@@ -1,8 +1,8 @@
 //! The admin endpoint (localhost:15000 by default): `/config_dump` with
 //! the workloads, services, policies and certificates this ztunnel knows
 //! (shaped as Istio's ztunnel shapes them, see [`dump`]), its settings and,
-//! in in-pod mode, the pods it serves (`workloadState`). Nothing here
-//! carries key material.
+//! in `workloadState` the pods it serves (in in-pod mode) and the open
+//! connections of each local workload. Nothing here carries key material.
 
 pub mod dump;
 
@@ -23,6 +23,7 @@ use mesh_tls::SecretManager;
 
 use crate::config::{Config, ProxyMode};
 use crate::inpod::PodStates;
+use crate::proxy::connections::ConnectionManager;
 use crate::state::ProxyState;
 
 /// What the admin endpoint reads.
@@ -32,6 +33,7 @@ pub struct Admin {
     pub pods: Option<PodStates>,
     pub state: Arc<ProxyState>,
     pub certs: SecretManager,
+    pub connections: ConnectionManager,
 }
 
 impl Admin {
@@ -88,7 +90,8 @@ impl Admin {
     }
 
     /// The dump: `workloads`, `services`, `policies`, `certificates`,
-    /// `config` and, in in-pod mode, `workloadState`.
+    /// `config` and `workloadState` (pods served in in-pod mode, open
+    /// connections).
     pub fn config_dump(&self) -> serde_json::Value {
         let c = &self.config;
         let inpod = c.inpod.as_ref().map(|i| {
@@ -118,22 +121,22 @@ impl Admin {
                 "inpod": inpod,
             },
         });
+        let mut states = serde_json::Map::new();
         if let Some(pods) = &self.pods {
-            let states: serde_json::Map<String, serde_json::Value> = pods
-                .snapshot()
-                .into_iter()
-                .map(|(uid, p)| {
-                    (
-                        uid,
-                        json!({
-                            "name": p.name,
-                            "namespace": p.namespace,
-                            "serviceAccount": p.service_account,
-                            "state": p.state,
-                        }),
-                    )
-                })
-                .collect();
+            for (uid, p) in pods.snapshot() {
+                states.insert(
+                    uid,
+                    json!({
+                        "name": p.name,
+                        "namespace": p.namespace,
+                        "serviceAccount": p.service_account,
+                        "state": p.state,
+                    }),
+                );
+            }
+        }
+        dump::add_connections(&mut states, &self.state, self.connections.snapshot());
+        if self.pods.is_some() || !states.is_empty() {
             dump["workloadState"] = states.into();
         }
         dump

@@ -143,6 +143,7 @@ impl Ztunnel {
                 pods: pods.clone(),
                 state: state.clone(),
                 certs: certs.clone(),
+                connections: connections.clone(),
             };
             tasks.push(tokio::spawn(admin.serve(listener, watcher.clone())));
         }

@@ -56,10 +56,11 @@ pub(crate) fn admit(
     inputs: &ProxyInputs,
     destination: &mesh_core::WorkloadUid,
     info: mesh_core::ConnectionInfo,
+    protocol: connections::Protocol,
 ) -> Result<connections::ConnectionGuard, Refusal> {
     let guard = inputs
         .connections
-        .register(info.clone(), destination.clone());
+        .register(info.clone(), destination.clone(), protocol);
     match inputs.state.authorize(destination, &info) {
         Some(mesh_core::Decision::Allow) => Ok(guard),
         Some(mesh_core::Decision::Deny(reason)) => Err(Refusal::Denied(reason)),

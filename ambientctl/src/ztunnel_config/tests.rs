@@ -100,3 +100,38 @@ fn an_unreachable_admin_endpoint_says_what_to_check() {
     let e = fetch(&format!("127.0.0.1:{port}")).unwrap_err().to_string();
     assert!(e.contains("cannot reach the ztunnel admin endpoint"), "{e}");
 }
+
+#[test]
+fn connections_group_by_peer_unless_raw() {
+    let out = render(
+        &dump(),
+        Section::Connections,
+        Output::Short,
+        &Filter::default(),
+    );
+    assert_eq!(
+        out,
+        "WORKLOAD    DIRECTION LOCAL          REMOTE            REMOTE TARGET     PROTOCOL
+client.shop Outbound  10.10.1.2      10.10.3.9:15008   10.96.0.10:80     HBONE
+client.shop Outbound  10.10.1.2      93.184.216.34:443 93.184.216.34:443 TCP
+db.legacy   Inbound   10.10.2.3:5432 10.10.1.2                           TCP
+"
+    );
+    let raw = Filter {
+        raw: true,
+        direction: Some(Direction::Outbound),
+        ..Default::default()
+    };
+    let out = render(&dump(), Section::Connections, Output::Short, &raw);
+    assert_eq!(out.lines().count(), 4, "{out}");
+    assert!(out.contains("10.10.1.2:40002"), "{out}");
+    assert!(!out.contains("db.legacy"), "{out}");
+    let legacy = Filter {
+        namespace: Some("legacy".into()),
+        ..Default::default()
+    };
+    let json = render(&dump(), Section::Connections, Output::Json, &legacy);
+    let rows: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["remote"], "10.10.1.2");
+}

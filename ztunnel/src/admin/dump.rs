@@ -15,7 +15,9 @@ use mesh_core::waypoint::{GatewayAddress, GatewayDestination};
 use mesh_core::{Authorization, Service, TunnelProtocol, Workload};
 use mesh_tls::manager::CertState;
 use mesh_xds::ProxyState;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+
+use crate::proxy::connections::OpenConnection;
 
 pub fn workloads(state: &ProxyState) -> Value {
     let mut list: Vec<_> = state.workloads();
@@ -174,4 +176,54 @@ fn waypoint(g: &GatewayAddress) -> Value {
         GatewayDestination::Address { network, address } => format!("{network}/{address}"),
     };
     json!({ "destination": destination, "hboneMtlsPort": g.hbone_port })
+}
+
+/// Adds `connections: {inbound: [..], outbound: [..]}` to the
+/// `workloadState` entry of each workload with open connections. In-pod
+/// entries are keyed by Kubernetes pod uid and found by namespace and name;
+/// other workloads get an entry under their workload uid.
+pub fn add_connections(
+    states: &mut Map<String, Value>,
+    state: &ProxyState,
+    open: Vec<OpenConnection>,
+) {
+    let mut by_workload: BTreeMap<String, (Vec<Value>, Vec<Value>)> = BTreeMap::new();
+    for c in open {
+        let entry = json!({
+            "src": c.src.to_string(),
+            "originalDst": c.original_dst.to_string(),
+            "actualDst": c.actual_dst.to_string(),
+            "protocol": c.protocol.as_str(),
+        });
+        let lists = by_workload.entry(c.workload.to_string()).or_default();
+        if c.inbound {
+            &mut lists.0
+        } else {
+            &mut lists.1
+        }
+        .push(entry);
+    }
+    for (uid, (mut inbound, mut outbound)) in by_workload {
+        let key = |v: &Value| v.to_string();
+        inbound.sort_by_key(key);
+        outbound.sort_by_key(key);
+        let connections = json!({ "inbound": inbound, "outbound": outbound });
+        let workload = state.workload_by_uid(&uid);
+        let same_pod = |v: &Value| {
+            workload.as_ref().is_some_and(|w| {
+                v["name"] == w.name.as_str() && v["namespace"] == w.namespace.as_str()
+            })
+        };
+        if let Some(entry) = states.values_mut().find(|v| same_pod(v)) {
+            entry["connections"] = connections;
+            continue;
+        }
+        let mut entry = json!({ "connections": connections });
+        if let Some(w) = &workload {
+            entry["name"] = w.name.as_str().into();
+            entry["namespace"] = w.namespace.as_str().into();
+            entry["serviceAccount"] = w.service_account.as_str().into();
+        }
+        states.insert(uid, entry);
+    }
 }

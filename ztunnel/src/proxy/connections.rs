@@ -1,7 +1,10 @@
-//! Inbound connections that passed authorization, tracked so that a policy
-//! change can close the ones it no longer allows (`dataplane.md` §7.7).
+//! Open connections. Inbound ones that passed authorization are tracked so
+//! that a policy change can close the ones it no longer allows
+//! (`dataplane.md` §7.7); outbound ones only so that the admin endpoint can
+//! list them (`ztunnel-config connections`).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -15,7 +18,40 @@ use crate::state::ProxyState;
 struct Tracked {
     info: ConnectionInfo,
     destination: WorkloadUid,
+    protocol: Protocol,
     close: watch::Sender<bool>,
+}
+
+/// How a connection travels between ztunnel and its peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Hbone,
+    Tcp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Hbone => "HBONE",
+            Protocol::Tcp => "TCP",
+        }
+    }
+}
+
+/// One open connection as the admin endpoint shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenConnection {
+    /// The workload on this node the connection belongs to.
+    pub workload: WorkloadUid,
+    pub inbound: bool,
+    /// The client's address.
+    pub src: SocketAddr,
+    /// Where the client aimed (a Service VIP, a pod).
+    pub original_dst: SocketAddr,
+    /// Where ztunnel delivered or tunnelled it (a pod, a waypoint's HBONE
+    /// port).
+    pub actual_dst: SocketAddr,
+    pub protocol: Protocol,
 }
 
 /// Every open, authorized inbound connection.
@@ -28,6 +64,19 @@ pub struct ConnectionManager {
 struct Inner {
     next: AtomicU64,
     open: Mutex<HashMap<u64, Tracked>>,
+    outbound: Mutex<HashMap<u64, OpenConnection>>,
+}
+
+/// Held by an outbound connection's task; deregisters on drop.
+pub struct OutboundGuard {
+    id: u64,
+    manager: ConnectionManager,
+}
+
+impl Drop for OutboundGuard {
+    fn drop(&mut self) {
+        self.manager.lock_outbound().remove(&self.id);
+    }
 }
 
 /// Held by the connection's task; deregisters on drop.
@@ -62,7 +111,19 @@ impl ConnectionManager {
         self.inner.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn register(&self, info: ConnectionInfo, destination: WorkloadUid) -> ConnectionGuard {
+    fn lock_outbound(&self) -> std::sync::MutexGuard<'_, HashMap<u64, OpenConnection>> {
+        self.inner
+            .outbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn register(
+        &self,
+        info: ConnectionInfo,
+        destination: WorkloadUid,
+        protocol: Protocol,
+    ) -> ConnectionGuard {
         let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
         let (close, closed) = watch::channel(false);
         self.lock().insert(
@@ -70,6 +131,7 @@ impl ConnectionManager {
             Tracked {
                 info,
                 destination,
+                protocol,
                 close,
             },
         );
@@ -80,6 +142,43 @@ impl ConnectionManager {
         }
     }
 
+    /// Records an outbound connection (`connection.inbound` is ignored).
+    pub fn track_outbound(&self, connection: OpenConnection) -> OutboundGuard {
+        let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        self.lock_outbound().insert(
+            id,
+            OpenConnection {
+                inbound: false,
+                ..connection
+            },
+        );
+        OutboundGuard {
+            id,
+            manager: self.clone(),
+        }
+    }
+
+    /// Every open connection, inbound (authorized and not revoked) and
+    /// outbound, in no particular order.
+    pub fn snapshot(&self) -> Vec<OpenConnection> {
+        let mut all: Vec<OpenConnection> = self
+            .lock()
+            .values()
+            .filter(|t| !*t.close.borrow())
+            .map(|t| OpenConnection {
+                workload: t.destination.clone(),
+                inbound: true,
+                src: t.info.src,
+                original_dst: t.info.dst,
+                actual_dst: t.info.dst,
+                protocol: t.protocol,
+            })
+            .collect();
+        all.extend(self.lock_outbound().values().cloned());
+        all
+    }
+
+    /// Open inbound connections (the ones policy changes re-check).
     pub fn len(&self) -> usize {
         self.lock().len()
     }

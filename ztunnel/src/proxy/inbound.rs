@@ -13,6 +13,7 @@ use mesh_runtime::drain::{DrainWatcher, run_with_drain};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
+use super::connections::Protocol;
 use super::{PROXY_PORTS, ProxyInputs, Refusal};
 
 pub(crate) async fn handle(
@@ -110,7 +111,7 @@ async fn handle_stream(
     };
     // Decided against the workload as it is now (by uid, not the copy this
     // pooled connection started with), whose policies may have changed.
-    let mut guard = match super::admit(&inputs, &workload.uid, info) {
+    let mut guard = match super::admit(&inputs, &workload.uid, info, Protocol::Hbone) {
         Ok(guard) => guard,
         Err(refusal) => {
             info!(target: "access", src_addr = %peer, src_identity = %peer_id, dst_addr = %target,

@@ -10,6 +10,7 @@ use mesh_core::ConnectionInfo;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
+use super::connections::Protocol;
 use super::{PROXY_PORTS, ProxyInputs, local_workload};
 use crate::socket::original_dst;
 
@@ -36,7 +37,7 @@ pub(crate) async fn handle(inputs: Arc<ProxyInputs>, tcp: TcpStream, peer: Socke
         dst,
         src_identity: None,
     };
-    let mut guard = match super::admit(&inputs, &workload.uid, info) {
+    let mut guard = match super::admit(&inputs, &workload.uid, info, Protocol::Tcp) {
         Ok(guard) => guard,
         Err(refusal) => {
             // A reset, as Istio gives: curl sees exit code 56.

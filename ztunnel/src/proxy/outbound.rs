@@ -14,6 +14,7 @@ use mesh_hbone::{WorkloadKey, copy};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
+use super::connections::{OpenConnection, OutboundGuard, Protocol};
 use super::{PROXY_PORTS, ProxyInputs};
 use crate::socket::original_dst;
 
@@ -65,6 +66,7 @@ async fn proxy(
     if dst.ip().is_loopback() && PROXY_PORTS.contains(&dst.port()) {
         return Err(OutboundError::SelfCall(dst));
     }
+    let original = dst;
     let network = &inputs.config.network;
     let source = inputs
         .state
@@ -120,6 +122,7 @@ async fn proxy(
             };
             debug!(%peer, %dst, dst_id = %key.dst_id[0], "tunnelling over HBONE");
             let stream = inputs.pool.connect(&key, &request).await?;
+            let _open = track(inputs, &source, peer, original, key.dst, Protocol::Hbone);
             Ok((dst, copy::copy_bidirectional(&tcp, stream).await?))
         }
         _ => {
@@ -128,6 +131,7 @@ async fn proxy(
             let mut upstream = connect
                 .await
                 .map_err(|source| OutboundError::Passthrough { dst, source })?;
+            let _open = track(inputs, &source, peer, original, dst, Protocol::Tcp);
             let mut tcp = tcp;
             let (sent, recv) = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await?;
             Ok((
@@ -182,7 +186,27 @@ async fn via_waypoint(
     };
     debug!(%peer, dst = %original, %waypoint, waypoint_pod = %key.dst, "tunnelling through the waypoint");
     let stream = inputs.pool.connect(&key, &request).await?;
+    let _open = track(inputs, source, peer, original, key.dst, Protocol::Hbone);
     Ok((original, copy::copy_bidirectional(tcp, stream).await?))
+}
+
+/// Lists the connection on the admin endpoint while the guard lives.
+fn track(
+    inputs: &ProxyInputs,
+    source: &Workload,
+    src: SocketAddr,
+    original_dst: SocketAddr,
+    actual_dst: SocketAddr,
+    protocol: Protocol,
+) -> OutboundGuard {
+    inputs.connections.track_outbound(OpenConnection {
+        workload: source.uid.clone(),
+        inbound: false,
+        src,
+        original_dst,
+        actual_dst,
+        protocol,
+    })
 }
 
 fn connect_headers(source: &Workload, peer: SocketAddr) -> HeaderMap {
