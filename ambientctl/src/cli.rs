@@ -33,9 +33,41 @@ pub enum Command {
     },
     /// Manage waypoints (Gateways of class istio-waypoint).
     Waypoint(WaypointArgs),
-    /// Show what a ztunnel knows: workloads, services, policies, certificates.
+    /// Show what a ztunnel knows: workloads, services, policies,
+    /// certificates, connections.
     #[command(name = "ztunnel-config", visible_alias = "zc")]
     ZtunnelConfig(ZtunnelConfigArgs),
+    /// Create or update objects from YAML (kubectl apply, for the local mesh).
+    Apply {
+        /// A file of YAML documents, or - for standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+    },
+    /// The local mesh in network namespaces.
+    Demo {
+        #[command(subcommand)]
+        command: DemoCommand,
+    },
+    /// Check that this machine can run the mesh.
+    Precheck,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// Start the local mesh in the background.
+    Up,
+    /// Stop it.
+    Down,
+    /// Run the guided tour unattended; exit non-zero at the first step
+    /// that misbehaves (starting the mesh for it if none runs).
+    Check,
+    /// Run a command in a pod's network namespace.
+    Exec {
+        /// NAME[.NAMESPACE] (namespace demo by default).
+        pod: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,14 +141,22 @@ pub enum WaypointCommand {
 #[derive(Debug, Args)]
 pub struct ZtunnelConfigArgs {
     pub section: Section,
+    /// Which ztunnel: `[pod/]NAME[.NAMESPACE]`, a ztunnel or an application
+    /// pod (meaning its node's ztunnel). Default: the first.
+    pub target: Option<String>,
+    /// The ztunnel on this node.
+    #[arg(long)]
+    pub node: Option<String>,
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Short)]
     pub output: Output,
     /// Read a saved config dump instead of asking a ztunnel.
     #[arg(short = 'f', long)]
     pub file: Option<String>,
-    /// The ztunnel's admin endpoint.
-    #[arg(long, default_value = "127.0.0.1:15000")]
-    pub admin: String,
+    /// A ztunnel's admin endpoint to ask directly. Default: the local
+    /// mesh's ztunnel (see TARGET and --node), or 127.0.0.1:15000 when no
+    /// local mesh runs.
+    #[arg(long)]
+    pub admin: Option<String>,
     #[arg(long, alias = "service-namespace", alias = "policy-namespace")]
     pub workload_namespace: Option<String>,
     #[arg(long)]

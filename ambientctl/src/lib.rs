@@ -2,12 +2,18 @@
 //!
 //! - [`cli`]: the commands and flags (clap);
 //! - [`store`]: the local mesh's manifest directory, read and edited;
-//! - [`namespace`], [`waypoint`], [`ztunnel_config`]: one module per command;
+//! - [`local`]: the running local mesh as it publishes itself;
+//! - [`apply`], [`demo`], [`namespace`], [`precheck`], [`waypoint`],
+//!   [`ztunnel_config`]: one module per command;
 //! - [`table`]: istioctl-style column output.
 #![forbid(unsafe_code)]
 
+pub mod apply;
 pub mod cli;
+pub mod demo;
+pub mod local;
 pub mod namespace;
+pub mod precheck;
 pub mod store;
 pub mod table;
 pub mod waypoint;

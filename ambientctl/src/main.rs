@@ -7,9 +7,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use ambientctl::cli::{Cli, Command, DEMO_MANIFESTS, NamespaceCommand, WaypointCommand};
+use ambientctl::cli::{
+    Cli, Command, DEMO_MANIFESTS, DemoCommand, NamespaceCommand, WaypointCommand,
+};
 use ambientctl::store::ManifestStore;
-use ambientctl::{namespace, waypoint, ztunnel_config};
+use ambientctl::{apply, demo, namespace, precheck, waypoint, ztunnel_config};
+
+/// Where a ztunnel's admin endpoint listens in its own network namespace.
+const DEFAULT_ADMIN: &str = "127.0.0.1:15000";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,14 +30,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// The local mesh's manifest directory.
-fn store(cli: &Cli) -> anyhow::Result<ManifestStore> {
+fn kubernetes_unsupported(cli: &Cli) -> anyhow::Result<()> {
     if cli.kubeconfig.is_some() {
         bail!(
             "Kubernetes clusters are not supported by this build yet; use the local mesh \
              (--manifests DIR, or the demo's default)"
         );
     }
+    Ok(())
+}
+
+/// The local mesh's manifest directory.
+fn store(cli: &Cli) -> anyhow::Result<ManifestStore> {
+    kubernetes_unsupported(cli)?;
     let dir = cli
         .manifests
         .clone()
@@ -116,9 +126,26 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             })
         }
         Command::ZtunnelConfig(args) => {
-            let dump = match &args.file {
-                Some(f) => ztunnel_config::read_file(f)?,
-                None => ztunnel_config::fetch(&args.admin)?,
+            kubernetes_unsupported(&cli)?;
+            let dump = match (&args.file, &args.admin) {
+                (Some(f), _) => ztunnel_config::read_file(f)?,
+                (None, Some(addr)) => ztunnel_config::fetch(addr)?,
+                (None, None) => match demo::running() {
+                    Some(mesh) => {
+                        let z = mesh.ztunnel(args.target.as_deref(), args.node.as_deref())?;
+                        let netns = format!("/var/run/netns/{}", z.netns);
+                        mesh_netns::Netns::open(&netns)
+                            .and_then(|ns| ns.run(|| ztunnel_config::fetch(&z.admin)))
+                            .with_context(|| format!("entering {} ({netns})", z.name))??
+                    }
+                    None if args.target.is_some() || args.node.is_some() => {
+                        bail!(
+                            "no local mesh is running to find that ztunnel in; start it with \
+                             `ambientctl demo up`, or give --admin HOST:PORT"
+                        )
+                    }
+                    None => ztunnel_config::fetch(DEFAULT_ADMIN)?,
+                },
             };
             let filter = ztunnel_config::Filter {
                 namespace: args.workload_namespace.clone(),
@@ -133,6 +160,36 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 args.output,
                 &filter,
             ))
+        }
+        Command::Apply { file } => {
+            let store = store(&cli)?;
+            let text = if file == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+            } else {
+                std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?
+            };
+            Ok(apply::apply(&store, file, &text)?)
+        }
+        Command::Demo { command } => {
+            let mut out = String::new();
+            match command {
+                DemoCommand::Up => {
+                    demo::up(&mut out)?;
+                }
+                DemoCommand::Down => demo::down(&mut out)?,
+                DemoCommand::Check => demo::check()?,
+                DemoCommand::Exec { pod, command } => demo::exec(pod, command)?,
+            }
+            Ok(out)
+        }
+        Command::Precheck => {
+            let report = precheck::run(&precheck::Host::this_machine());
+            if report.ok() {
+                Ok(report.render())
+            } else {
+                print!("{}", report.render());
+                bail!("the checks above failed")
+            }
         }
     }
 }

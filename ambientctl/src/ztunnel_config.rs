@@ -328,7 +328,11 @@ fn connections(dump: &Value, f: &Filter) -> Vec<Value> {
                 let (local, remote, target) = match direction {
                     Direction::Outbound => (strip_port(&src), actual, original),
                     Direction::Inbound => {
-                        let target = if original == actual { String::new() } else { original };
+                        let target = if original == actual {
+                            String::new()
+                        } else {
+                            original
+                        };
                         (actual, strip_port(&src), target)
                     }
                 };
@@ -346,9 +350,8 @@ fn connections(dump: &Value, f: &Filter) -> Vec<Value> {
             }
         }
     }
-    let order = |r: &Value| {
-        ["workload", "direction", "local", "remote", "remoteTarget"].map(|k| s(&r[k]))
-    };
+    let order =
+        |r: &Value| ["workload", "direction", "local", "remote", "remoteTarget"].map(|k| s(&r[k]));
     rows.sort_by_key(order);
     rows
 }

@@ -56,6 +56,9 @@ pub struct Pod {
     pub uid: String,
     pub app: Proc,
     labels: BTreeMap<String, String>,
+    container_id: String,
+    /// The CNI chain's ADD result, given back on DEL.
+    cni_result: serde_json::Value,
 }
 
 /// What a test asks for when it creates a pod.
@@ -647,6 +650,8 @@ impl Cluster {
             uid,
             app,
             labels: spec.labels,
+            container_id,
+            cni_result: result,
         });
         if program.is_some() {
             return Ok(self.pods.last().expect("just pushed"));
@@ -673,6 +678,46 @@ impl Cluster {
             Ok(_) => self.pods.last().expect("just pushed"),
             Err(e) => panic!("creating pod {what}: {e}"),
         }
+    }
+
+    /// Deletes a pod as a kubelet would: the application stops, the CNI
+    /// chain's DEL runs (the node agent releases the pod), the sandbox and
+    /// the API object go. Returns whether there was such a pod.
+    pub fn delete_pod(&mut self, namespace: &str, name: &str) -> bool {
+        let Some(i) = self
+            .pods
+            .iter()
+            .position(|p| p.namespace == namespace && p.name == name)
+        else {
+            return false;
+        };
+        let pod = self.pods.remove(i);
+        let node_i = self.node_index(&pod.node);
+        let Pod {
+            app,
+            netns,
+            uid,
+            container_id,
+            cni_result,
+            ..
+        } = pod;
+        drop(app);
+        let sandbox = cni::Sandbox {
+            container_id: &container_id,
+            netns: &netns,
+            pod_name: name,
+            pod_namespace: namespace,
+            pod_uid: &uid,
+        };
+        self.nodes[node_i].network.del(&sandbox, Some(&cni_result));
+        let _ = std::fs::remove_file(self.nodes[node_i].dir.join("netns").join(&netns));
+        let _ = host::output("ip", &["netns", "del", &netns], None);
+        let _ = std::fs::remove_file(
+            self.manifests()
+                .join(format!("pod-{namespace}-{name}.yaml")),
+        );
+        self.sync_kube_proxy();
+        true
     }
 
     /// The pod named `namespace/name`.

@@ -84,7 +84,7 @@ fn ci() -> anyhow::Result<()> {
     cargo(&["test", "--workspace"])?;
     e2e("ebpf")?;
     // The README's first command, unattended, so it cannot rot.
-    run_local_mesh(true)?;
+    run_demo(true)?;
     eprintln!("xtask ci: all checks passed");
     Ok(())
 }
@@ -163,8 +163,11 @@ fn bench(pass: Vec<String>) -> anyhow::Result<()> {
     cargo(&args)
 }
 
-/// Installs what is missing, builds, and runs the local mesh in the
-/// foreground (`local-mesh`, in the integration package).
+/// Installs what is missing, builds, brings the local mesh up
+/// (`ambientctl demo up`), runs the guided tour (`ambientctl demo check`)
+/// and, unless `--check`, keeps the mesh up until Ctrl-C or `ambientctl
+/// demo down` from another shell. `--check` takes it down after the tour
+/// and fails if any step misbehaved.
 fn demo(args: Vec<String>) -> anyhow::Result<()> {
     let check = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [] => false,
@@ -179,23 +182,61 @@ fn demo(args: Vec<String>) -> anyhow::Result<()> {
         bail!("installing system packages failed ({status}); the demo needs root on Debian");
     }
     build_cluster_binaries()?;
-    run_local_mesh(check)
+    run_demo(check)
 }
 
-fn run_local_mesh(check: bool) -> anyhow::Result<()> {
-    let mut cmd = Command::new(workspace_root()?.join("target/debug/local-mesh"));
-    if check {
-        cmd.arg("--check");
-    }
-    eprintln!(
-        "==> target/debug/local-mesh{}",
-        if check { " --check" } else { "" }
-    );
-    let status = cmd.status().context("starting target/debug/local-mesh")?;
+fn ambientctl(args: &[&str]) -> anyhow::Result<()> {
+    let bin = workspace_root()?.join("target/debug/ambientctl");
+    eprintln!("==> ambientctl {}", args.join(" "));
+    let status = Command::new(&bin)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
     if !status.success() {
-        bail!("the local mesh demo failed ({status})");
+        bail!("ambientctl {} failed ({status})", args.join(" "));
     }
     Ok(())
+}
+
+/// The commands of docs/getting-started.md that bring the mesh up, tour
+/// it and take it down.
+fn run_demo(check: bool) -> anyhow::Result<()> {
+    ambientctl(&["demo", "up"])?;
+    let toured = ambientctl(&["demo", "check"]);
+    if check || toured.is_err() {
+        let down = ambientctl(&["demo", "down"]);
+        toured?;
+        return down;
+    }
+    println!(
+        "\nThe mesh stays up. Try, from another shell (as root, with target/debug on PATH):\n  \
+         ambientctl waypoint list -A\n  ambientctl ztunnel-config connections\n  \
+         ambientctl demo exec client -- curl -s http://web.demo/\n\
+         Stop it with Ctrl-C here, or `ambientctl demo down`."
+    );
+    wait_for_ctrl_c_or_mesh_gone();
+    ambientctl(&["demo", "down"])
+}
+
+/// Blocks until SIGINT or SIGTERM, or until the local mesh has stopped
+/// (its description in /run/ambient-demo is gone).
+fn wait_for_ctrl_c_or_mesh_gone() {
+    use nix::sys::signal::{SigSet, Signal, kill};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    // Blocked before the watcher thread exists, so it inherits the mask
+    // and only `wait` below takes the signal.
+    if set.thread_block().is_err() {
+        return;
+    }
+    std::thread::spawn(|| {
+        while std::path::Path::new("/run/ambient-demo/mesh.json").exists() {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        let _ = kill(nix::unistd::getpid(), Signal::SIGTERM);
+    });
+    let _ = set.wait();
 }
 
 fn workspace_root() -> anyhow::Result<std::path::PathBuf> {

@@ -1,74 +1,74 @@
-//! `local-mesh`: the local two-node mesh that `cargo xtask demo` starts.
+//! `local-mesh`: the local two-node mesh that `ambientctl demo up` (and so
+//! `cargo xtask demo`) starts in the background.
 //!
 //! Two nodes (network namespaces, each with a ztunnel and a node agent),
-//! istiod-lite on a manifest directory published at
-//! `/run/ambient-demo/manifests` (where `ambientctl` looks by default), and
-//! the sample apps of namespace `demo`: a `client` pod (curl) and `web-v1`,
-//! `web-v2`, `db` pods (`pod-echo`: HTTP and a TCP echo). While it runs it
-//! is also the waypoint controller: every waypoint Gateway gets a Service
-//! and a pod running `waypoint`, and its status says `Programmed`.
+//! istiod-lite on a manifest directory, and the sample apps of namespace
+//! `demo`: a `client` pod and `web-v1`, `web-v2`, `db` pods (`pod-echo`:
+//! HTTP on 80, a TCP echo on 9000, gRPC on 50051) behind Services `web`
+//! (selecting web-v1), `web-v1`, `web-v2` and `db`. The namespace starts
+//! outside the mesh; the tour (`ambientctl demo check`) enrolls it.
 //!
-//! The tour enrolls `demo`, shows ztunnel's view, denies a connection with
-//! an L4 policy, applies a waypoint with `ambientctl`, denies POST with an
-//! L7 policy and splits traffic 90/10 with an HTTPRoute. `--check` runs it
-//! unattended and exits non-zero at the first step that misbehaves;
-//! without it the mesh stays up until Ctrl-C.
+//! It publishes itself in `/run/ambient-demo`: `mesh.json` (its pid, the
+//! manifest directory, each ztunnel's and pod's network namespace; see
+//! `ambientctl::local`) and `manifests`, a link to the manifest directory
+//! (where `ambientctl` looks by default). Each pod gets
+//! `/etc/netns/<netns>/hosts` naming the Services (`web.demo`), which
+//! `ip netns exec` mounts as the pod's `/etc/hosts`.
+//!
+//! While it runs it is also the waypoint controller: every waypoint
+//! Gateway gets a Service and a pod running `waypoint` and its status says
+//! `Programmed`; a deleted Gateway's pod and Service are removed. It stops
+//! on SIGTERM (`ambientctl demo down`) or Ctrl-C, removing everything.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
+use std::time::Duration;
 
+use ambientctl::local::{DEMO_DIR, LocalMesh, LocalPod, LocalZtunnel};
 use ambientctl::store::{ManifestStore, str_at};
-use integration::cluster::host::ns_output;
-use integration::cluster::{Cluster, HTTP_PORT, Pod, PodSpec, TCP_PORT, curl_status};
+use integration::cluster::{Cluster, PodSpec};
+use mesh_model::routes::WAYPOINT_CLASS;
 
-const STATE: &str = "/run/ambient-demo";
 const NS: &str = "demo";
+/// Where waypoints run.
+const WAYPOINT_NODE: &str = "node-b";
+/// ztunnel's admin endpoint inside its node's namespace.
+const ZTUNNEL_ADMIN: &str = "127.0.0.1:15000";
 
 fn main() -> ExitCode {
-    let check = std::env::args().any(|a| a == "--check");
-    let mut demo = Demo::start();
-    let result = demo.tour();
-    match result {
-        Err(e) => {
-            eprintln!("\n✗ {e}");
-            ExitCode::FAILURE
-        }
-        Ok(()) if check => {
-            println!("\n✔ every step of the tour behaved");
-            ExitCode::SUCCESS
-        }
-        Ok(()) => {
-            demo.serve_until_signalled();
-            ExitCode::SUCCESS
-        }
+    if let Some(other) = ambientctl::demo::running() {
+        eprintln!(
+            "a local mesh is already running (pid {}); stop it with `ambientctl demo down`",
+            other.pid
+        );
+        return ExitCode::FAILURE;
     }
+    let mut demo = Demo::start();
+    demo.publish();
+    println!("The local mesh is up; stop it with `ambientctl demo down` or SIGTERM.");
+    demo.serve_until_signalled();
+    ExitCode::SUCCESS
 }
 
 struct Demo {
     c: Cluster,
     store: ManifestStore,
-    /// Gateways already given a Service and a pod.
-    deployed: Vec<(String, String)>,
-    /// The demo's Services: name → VIP.
-    vips: Vec<(&'static str, Ipv4Addr)>,
-}
-
-type Step = Result<(), String>;
-
-/// `ambientctl`, built next to this binary.
-fn ambientctl_bin() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join("ambientctl")))
-        .unwrap_or_else(|| PathBuf::from("ambientctl"))
+    /// Every Service: (namespace, name, VIP), the waypoints' included.
+    services: Vec<(String, String, Ipv4Addr)>,
+    /// Gateways given a Service and a pod.
+    waypoints: Vec<(String, String)>,
+    /// The `/etc/netns/<netns>` directories written.
+    hosts_dirs: Vec<PathBuf>,
 }
 
 impl Drop for Demo {
     fn drop(&mut self) {
         // The cluster tears itself down after this; nothing may point at it.
-        let _ = std::fs::remove_dir_all(STATE);
+        let _ = std::fs::remove_dir_all(DEMO_DIR);
+        for d in &self.hosts_dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 
@@ -76,51 +76,124 @@ impl Demo {
     fn start() -> Self {
         println!("Starting a two-node mesh in network namespaces ...");
         let mut c = Cluster::start(&["node-a", "node-b"]);
-        let _ = std::fs::remove_dir_all(STATE);
-        std::fs::create_dir_all(STATE).expect("create /run/ambient-demo");
-        std::os::unix::fs::symlink(c.manifests(), Path::new(STATE).join("manifests"))
+        let _ = std::fs::remove_dir_all(DEMO_DIR);
+        std::fs::create_dir_all(DEMO_DIR).expect("create /run/ambient-demo");
+        std::os::unix::fs::symlink(c.manifests(), Path::new(DEMO_DIR).join("manifests"))
             .expect("publish the manifest directory");
-        std::fs::write(Path::new(STATE).join("pid"), std::process::id().to_string())
-            .expect("write the pid file");
         c.namespace(NS, &[]);
         c.pod(PodSpec::new(NS, "client", "node-a"));
         c.pod(PodSpec::new(NS, "web-v1", "node-b").label("app", "web"));
         c.pod(PodSpec::new(NS, "web-v2", "node-a"));
         c.pod(PodSpec::new(NS, "db", "node-b"));
-        let vips = vec![
-            ("web", c.service(NS, "web", "web")),
-            ("web-v1", c.service(NS, "web-v1", "web")),
-            ("web-v2", c.service(NS, "web-v2", "web-v2")),
-            ("db", c.service(NS, "db", "db")),
-        ];
+        let mut services = Vec::new();
+        for (name, selector) in [
+            ("web", "web"),
+            ("web-v1", "web"),
+            ("web-v2", "web-v2"),
+            ("db", "db"),
+        ] {
+            let vip = c.service(NS, name, selector);
+            services.push((NS.to_string(), name.to_string(), vip));
+        }
         let store = ManifestStore::open(&c.manifests()).expect("manifest directory");
         Demo {
             c,
             store,
-            deployed: Vec::new(),
-            vips,
+            services,
+            waypoints: Vec::new(),
+            hosts_dirs: Vec::new(),
         }
     }
 
-    fn client(&self) -> &Pod {
-        self.c.get(NS, "client")
+    /// Writes `mesh.json` and every pod's hosts file.
+    fn publish(&mut self) {
+        let mesh = LocalMesh {
+            pid: std::process::id(),
+            manifests: self.c.manifests(),
+            logs: self.c.dir.path().to_path_buf(),
+            ztunnels: self
+                .c
+                .nodes
+                .iter()
+                .map(|n| LocalZtunnel {
+                    name: format!("ztunnel-{}", n.name),
+                    node: n.name.clone(),
+                    netns: n.netns.clone(),
+                    admin: ZTUNNEL_ADMIN.into(),
+                })
+                .collect(),
+            pods: self
+                .c
+                .pods
+                .iter()
+                .map(|p| LocalPod {
+                    namespace: p.namespace.clone(),
+                    name: p.name.clone(),
+                    node: p.node.clone(),
+                    netns: p.netns.clone(),
+                    ip: p.ip.to_string(),
+                })
+                .collect(),
+        };
+        for pod in &mesh.pods {
+            let dir = Path::new("/etc/netns").join(&pod.netns);
+            std::fs::create_dir_all(&dir).expect("/etc/netns/<pod>");
+            std::fs::write(dir.join("hosts"), self.hosts(&pod.namespace))
+                .expect("a pod's hosts file");
+            if !self.hosts_dirs.contains(&dir) {
+                self.hosts_dirs.push(dir);
+            }
+        }
+        mesh.save(Path::new(DEMO_DIR)).expect("publish mesh.json");
+    }
+
+    /// `/etc/hosts` for a pod in `namespace`: every Service by
+    /// `name.namespace.svc.cluster.local` and `name.namespace`, and the
+    /// namespace's own by `name`, as cluster DNS with its search path does.
+    fn hosts(&self, namespace: &str) -> String {
+        let mut out = String::from("127.0.0.1 localhost\n");
+        for (ns, name, vip) in &self.services {
+            out.push_str(&format!("{vip} {name}.{ns}.svc.cluster.local {name}.{ns}"));
+            if ns == namespace {
+                out.push_str(&format!(" {name}"));
+            }
+            out.push('\n');
+        }
+        out
     }
 
     /// The waypoint controller: deploys every new waypoint Gateway and
-    /// marks it Programmed.
+    /// marks it Programmed; removes the pods and Services of deleted ones.
     fn reconcile(&mut self) {
         let Ok(gateways) = self.store.list("Gateway") else {
             return;
         };
+        let wanted: Vec<(String, String)> = gateways
+            .iter()
+            .filter(|gw| str_at(&gw.object, &["spec", "gatewayClassName"]) == Some(WAYPOINT_CLASS))
+            .map(|gw| (gw.namespace().to_string(), gw.name().to_string()))
+            .collect();
+        let mut changed = false;
+        for key in self.waypoints.clone() {
+            if !wanted.contains(&key) {
+                println!(
+                    "waypoint {}/{}: Gateway deleted; removing its pod and Service",
+                    key.0, key.1
+                );
+                self.c.remove_waypoint(&key.0, &key.1);
+                self.services
+                    .retain(|(ns, name, _)| (ns, name) != (&key.0, &key.1));
+                self.waypoints.retain(|k| *k != key);
+                changed = true;
+            }
+        }
         for gw in gateways {
-            if str_at(&gw.object, &["spec", "gatewayClassName"]) != Some("istio-waypoint") {
-                continue;
-            }
             let key = (gw.namespace().to_string(), gw.name().to_string());
-            if self.deployed.contains(&key) {
+            if !wanted.contains(&key) || self.waypoints.contains(&key) {
                 continue;
             }
-            let (vip, _) = self.c.deploy_waypoint(&key.0, &key.1, "node-b");
+            println!("waypoint {}/{}: deploying on {WAYPOINT_NODE}", key.0, key.1);
+            let (vip, _) = self.c.deploy_waypoint(&key.0, &key.1, WAYPOINT_NODE);
             let mut object = gw.object.clone();
             object["status"] = serde_yaml::from_str(&format!(
                 "addresses: [{{type: IPAddress, value: {vip}}}]\nconditions:\n- {{type: Programmed, status: \"True\", reason: Programmed, message: Resource programmed, assigned to service(s) {}.{}.svc.cluster.local:15008}}\n",
@@ -128,191 +201,16 @@ impl Demo {
             ))
             .expect("status YAML");
             let _ = self.store.apply(object);
-            self.deployed.push(key);
+            self.services.push((key.0.clone(), key.1.clone(), vip));
+            self.waypoints.push(key);
+            changed = true;
         }
-    }
-
-    /// Runs `ambientctl ARGS` as a user would, reconciling meanwhile.
-    fn ambientctl(&mut self, args: &[&str]) -> Result<String, String> {
-        println!("\n$ ambientctl {}", args.join(" "));
-        let mut child = Command::new(ambientctl_bin())
-            .args(args)
-            .env("AMBIENT_MANIFESTS", self.c.manifests())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("running ambientctl: {e}"))?;
-        while child.try_wait().map_err(|e| e.to_string())?.is_none() {
-            self.reconcile();
-            std::thread::sleep(Duration::from_millis(100));
+        if changed {
+            self.publish();
         }
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        print!("{stdout}");
-        if !out.status.success() {
-            return Err(format!(
-                "ambientctl {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(stdout)
-    }
-
-    /// `ambientctl ztunnel-config` run inside a node (its admin endpoint
-    /// listens on the node's loopback), shown as a user would type it.
-    fn ztunnel_config(&self, node: &str, section: &str) -> Result<String, String> {
-        let netns = &self.c.node(node).netns;
-        println!("\n$ ip netns exec {netns} ambientctl ztunnel-config {section}");
-        let text = self.ztunnel_config_quiet(node, section)?;
-        print!("{text}");
-        Ok(text)
-    }
-
-    fn ztunnel_config_quiet(&self, node: &str, section: &str) -> Result<String, String> {
-        let bin = ambientctl_bin().display().to_string();
-        let out = ns_output(&self.c.node(node).netns, &bin, &["ztunnel-config", section]);
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn curl(&self, args: &[&str]) -> (u16, String) {
-        curl_status(self.client(), args)
-    }
-
-    /// Polls `f` (reconciling meanwhile) until it holds or 30 s pass.
-    fn until(&mut self, what: &str, mut f: impl FnMut(&Self) -> bool) -> Step {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !f(self) {
-            if Instant::now() > deadline {
-                return Err(format!("timed out waiting until {what}"));
-            }
-            self.reconcile();
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        println!("  ✔ {what}");
-        Ok(())
-    }
-
-    fn tour(&mut self) -> Step {
-        self.ambientctl(&["namespace", "enroll", NS])?;
-        let web_url = self.service_url("web", HTTP_PORT);
-        self.until("the client reaches web", |d| d.curl(&[&web_url]).0 == 200)?;
-
-        let hbone = |d: &Self| {
-            let workloads = d
-                .ztunnel_config_quiet("node-a", "workloads")
-                .unwrap_or_default();
-            workloads
-                .lines()
-                .filter(|l| l.starts_with(NS) && l.trim_end().ends_with("HBONE"))
-                .count()
-                == 4
-        };
-        self.until("ztunnel lists the demo's 4 pods with protocol HBONE", hbone)?;
-        self.ztunnel_config("node-a", "workloads")?;
-        let certs = self.ztunnel_config("node-a", "certificates")?;
-        if !certs.lines().any(|l| {
-            l.starts_with(&format!("spiffe://cluster.local/ns/{NS}/sa/client"))
-                && l.contains("Available")
-        }) {
-            return Err(format!(
-                "the client's mTLS identity is not issued:\n{certs}"
-            ));
-        }
-        println!("  ✔ the client holds its SPIFFE identity (mutual TLS)");
-
-        // L4: only web may talk to db.
-        let db = self.service_addr("db", TCP_PORT);
-        self.apply_yaml(
-            "demo-db-policy.yaml",
-            &format!("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: db-from-web, namespace: {NS}}}\nspec:\n  selector: {{matchLabels: {{app: db}}}}\n  action: ALLOW\n  rules:\n  - from:\n    - source:\n        principals: [cluster.local/ns/{NS}/sa/web-v1, cluster.local/ns/{NS}/sa/web-v2]\n"),
-        );
-        self.until(
-            "ztunnel denies the client's connection to db (L4 policy)",
-            |d| {
-                // pod-echo's TCP greeting is `db <client ip>`: none means denied.
-                d.c.socat(d.client(), &db, "hello\n")
-                    .map_or(true, |out| !out.starts_with("db "))
-            },
-        )?;
-
-        // A waypoint, then L7 policy and a weighted route through it.
-        self.ambientctl(&[
-            "waypoint",
-            "apply",
-            "-n",
-            NS,
-            "--enroll-namespace",
-            "--wait",
-        ])?;
-        self.ambientctl(&["waypoint", "list", "-n", NS])?;
-        let waypoint_ip = self.c.get(NS, "waypoint").ip.to_string();
-        self.until("web is reached through the waypoint", |d| {
-            d.curl(&[&web_url])
-                .1
-                .ends_with(&format!("you are {waypoint_ip}\n"))
-        })?;
-        self.apply_yaml(
-            "demo-web-get-only.yaml",
-            &format!("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: web-get-only, namespace: {NS}}}\nspec:\n  targetRefs:\n  - {{kind: Service, group: \"\", name: web}}\n  action: ALLOW\n  rules:\n  - to:\n    - operation: {{methods: [GET]}}\n"),
-        );
-        self.until(
-            "the waypoint denies POST to web (403 RBAC: access denied)",
-            |d| d.curl(&["-X", "POST", "-d", "x", &web_url]) == (403, "RBAC: access denied".into()),
-        )?;
-        self.apply_yaml(
-            "demo-web-split.yaml",
-            &format!("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: web, namespace: {NS}}}\nspec:\n  parentRefs:\n  - {{group: \"\", kind: Service, name: web, port: {HTTP_PORT}}}\n  rules:\n  - backendRefs:\n    - {{name: web-v1, port: {HTTP_PORT}, weight: 90}}\n    - {{name: web-v2, port: {HTTP_PORT}, weight: 10}}\n"),
-        );
-        self.until("the route sends some requests to web-v2", |d| {
-            d.curl(&[&web_url]).1.contains("web-v2")
-        })?;
-        let urls: Vec<&str> = std::iter::repeat_n(web_url.as_str(), 200).collect();
-        let mut argv = vec!["-sS", "--max-time", "60"];
-        argv.extend(&urls);
-        let out = ns_output(&self.client().netns, "curl", &argv);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v1 = text.matches("hello from web-v1").count();
-        let v2 = text.matches("hello from web-v2").count();
-        println!("  200 requests: web-v1 {v1}, web-v2 {v2}");
-        if v1 + v2 != 200 || !(160..=194).contains(&v1) {
-            return Err(format!("the 90/10 split did not show: v1={v1} v2={v2}"));
-        }
-        println!("  ✔ the HTTPRoute splits traffic 90/10");
-        Ok(())
-    }
-
-    fn service_addr(&self, name: &str, port: u16) -> String {
-        let (_, vip) = self
-            .vips
-            .iter()
-            .find(|(n, _)| *n == name)
-            .expect("one of the demo's services");
-        format!("{vip}:{port}")
-    }
-
-    fn service_url(&self, name: &str, port: u16) -> String {
-        format!("http://{}/", self.service_addr(name, port))
-    }
-
-    fn apply_yaml(&self, file: &str, yaml: &str) {
-        println!(
-            "\n$ cat <<EOF > {}/{file}\n{yaml}EOF",
-            self.c.manifests().display()
-        );
-        self.c.write_manifest(file, yaml);
     }
 
     fn serve_until_signalled(&mut self) {
-        println!(
-            "\nThe mesh is up. Try, from another shell:\n  ambientctl waypoint list -A\n  ambientctl waypoint status -n {NS}\n  ip netns exec {} ambientctl ztunnel-config workloads\n  ip netns exec {} curl -s {}\nStop it with Ctrl-C.",
-            self.c.node("node-a").netns,
-            self.client().netns,
-            self.service_url("web", HTTP_PORT)
-        );
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -331,7 +229,7 @@ impl Demo {
                 }
             });
             if stop {
-                println!("\nStopping the mesh ...");
+                println!("Stopping the mesh ...");
                 return;
             }
             self.reconcile();

@@ -77,6 +77,17 @@ impl Cluster {
         (vip, self.pod(spec).ip)
     }
 
+    /// What the waypoint controller does when a Gateway is gone: its pod
+    /// and Service are deleted (Kubernetes garbage-collects them, as the
+    /// Gateway owns them).
+    pub fn remove_waypoint(&mut self, namespace: &str, name: &str) {
+        self.delete_pod(namespace, name);
+        let _ = std::fs::remove_file(
+            self.manifests()
+                .join(format!("svc-{namespace}-{name}.yaml")),
+        );
+    }
+
     /// Deletes the waypoint's Gateway (what `ambientctl waypoint delete`
     /// does); its Service and pod stay until garbage-collected.
     pub fn delete_gateway(&self, namespace: &str, name: &str) {
