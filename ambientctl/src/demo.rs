@@ -48,7 +48,7 @@ pub enum DemoError {
     StartTimeout(Duration),
     #[error("the local mesh (pid {0}) is still running {STOP_TIMEOUT:?} after SIGTERM")]
     StopTimeout(u32),
-    #[error("{0}")]
+    #[error(transparent)]
     Local(#[from] LocalError),
     #[error("running {what}: {source}")]
     Exec {

@@ -55,8 +55,8 @@ pub struct Filter {
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
     #[error(
-        "cannot reach the ztunnel admin endpoint {addr}: {source} (is ztunnel running, and is \
-         --admin its ADMIN_ADDR? in the local mesh give --node)"
+        "cannot reach the ztunnel admin endpoint {addr} (is ztunnel running, and is {addr} \
+         its ADMIN_ADDR?)"
     )]
     Connect {
         addr: String,
