@@ -22,6 +22,14 @@ use crate::model::{
 /// The annotation that makes a policy log instead of enforce.
 pub const DRY_RUN: &str = "istio.io/dry-run";
 
+/// Whether the policy is annotated `istio.io/dry-run: "true"` (any case).
+pub fn is_dry_run(ap: &AuthorizationPolicy) -> bool {
+    ap.metadata
+        .annotations
+        .get(DRY_RUN)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
 /// The outcome of converting one policy for ztunnel.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Converted {
@@ -90,11 +98,7 @@ pub fn convert(ap: &AuthorizationPolicy, ns: &str, name: &str, root_namespace: &
             ),
         }
     });
-    let dry_run = ap
-        .metadata
-        .annotations
-        .get(DRY_RUN)
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let dry_run = is_dry_run(ap);
     Converted {
         policy: Some(pb::Authorization {
             name: name.to_string(),

@@ -227,6 +227,8 @@ pub fn translate(model: &Model, cfg: &TranslateConfig) -> Translation {
 
     out.warnings
         .extend(waypoint::unsupported_route_parents(model));
+    out.warnings
+        .extend(waypoint::dry_run_policies_at_waypoints(model));
     for wp in waypoints.iter() {
         let k = (wp.namespace.to_string(), wp.name.to_string());
         let config = waypoint::config(

@@ -218,10 +218,15 @@ fn policies_targeting(
     Vec<Named<AuthorizationPolicySpec>>,
     Vec<Named<RequestAuthenticationSpec>>,
 ) {
+    // Waypoints cannot log-only yet: a dry-run policy is left out rather
+    // than enforced (see `dry_run_policies_at_waypoints`).
     let policies = targeting(
         &model.authorization_policies,
         ns,
-        |ap| (&ap.spec.target_refs, ap.spec.target_ref.as_ref()),
+        |ap| match super::authorization::is_dry_run(ap) {
+            true => (&[][..], None),
+            false => (&ap.spec.target_refs, ap.spec.target_ref.as_ref()),
+        },
         |ap| &ap.spec,
         hits,
     );
@@ -317,6 +322,28 @@ pub fn unsupported_route_parents(model: &Model) -> Vec<Warning> {
                 name: name.clone(),
             },
             message: "routes attached to a Gateway are not applied by waypoints yet; attach the route to the Service (parentRefs: [{group: \"\", kind: Service, name: ...}])".into(),
+        })
+        .collect()
+}
+
+/// Dry-run policies with `targetRefs`: waypoints do not evaluate them
+/// (they cannot log without enforcing yet), so they have no effect there,
+/// and the user is told.
+pub fn dry_run_policies_at_waypoints(model: &Model) -> Vec<Warning> {
+    model
+        .authorization_policies
+        .iter()
+        .filter(|(_, ap)| {
+            super::authorization::is_dry_run(ap)
+                && (!ap.spec.target_refs.is_empty() || ap.spec.target_ref.is_some())
+        })
+        .map(|((ns, name), _)| Warning {
+            object: ObjectKey {
+                kind: Kind::AuthorizationPolicy,
+                namespace: ns.clone(),
+                name: name.clone(),
+            },
+            message: "dry-run is not supported by waypoints yet: this policy is not sent to the waypoint, so it is neither enforced nor logged there".into(),
         })
         .collect()
 }

@@ -771,9 +771,16 @@ fn gateway_policies_need_the_gateway_group_and_name() {
             "service-named-waypoint",
             "{kind: Service, group: \"\", name: waypoint}",
         ),
+        policy("default-group", "{kind: Gateway, name: waypoint}").replace(
+            "name: default-group,",
+            "name: dry-run, annotations: {istio.io/dry-run: \"true\"},",
+        ),
     ]
     .concat();
     let t = translate(&model_of(&yaml), &TranslateConfig::default());
+    let warned: Vec<&str> = t.warnings.iter().map(|w| w.object.name.as_str()).collect();
+    assert_eq!(warned, ["dry-run"], "{:?}", t.warnings);
+    assert!(t.warnings[0].message.contains("not sent to the waypoint"));
     let got: Vec<&str> = t.waypoints["apps/waypoint"]
         .policies
         .iter()
