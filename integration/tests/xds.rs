@@ -362,3 +362,68 @@ async fn xds_without_a_valid_token_is_refused() {
     let status = client.delta_aggregated_resources(r).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
 }
+
+/// A new policy reaches a ztunnel before the workload that names it, and a
+/// deleted one after the workload stops naming it: ztunnel denies a
+/// workload whose listed policy it lacks, so either other order would
+/// refuse connections for a moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_are_made_before_and_broken_after_the_workloads_that_name_them() {
+    let mesh = Mesh::start().await;
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: apps, labels: {{app: web}}}}\nspec: {{nodeName: n}}\nstatus: {{podIP: {}}}\n",
+        mesh.subnet.ip(2)
+    );
+    mesh.write_manifest("pod.yaml", &pod);
+    wait_until("istiod reads the pod", || {
+        mesh.istiod().resources.borrow().by_type[ADDRESS_TYPE].len() == 1
+    })
+    .await;
+    let (tx, rx) = mpsc::channel(8);
+    for type_url in [ADDRESS_TYPE, AUTHORIZATION_TYPE] {
+        tx.send(DeltaDiscoveryRequest {
+            type_url: type_url.into(),
+            node: Some(mesh_proto::envoy::config::core::v3::Node {
+                id: "ztunnel~1.1.1.1~test.istio-system~istio-system.svc.cluster.local".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let mut client = ads_client(&mesh).await;
+    let mut responses = client
+        .delta_aggregated_resources(bearer(&mesh, ReceiverStream::new(rx)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), responses.message())
+            .await
+            .expect("a response within 10 s")
+            .unwrap()
+            .unwrap()
+    };
+    // The answers to the two subscriptions.
+    next().await;
+    next().await;
+
+    let policy = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: web-only, namespace: apps}\nspec:\n  selector: {matchLabels: {app: web}}\n  action: ALLOW\n  rules: [{from: [{source: {namespaces: [apps]}}]}]\n";
+    mesh.write_manifest("policy.yaml", policy);
+    let first = next().await;
+    let second = next().await;
+    assert_eq!(first.type_url, AUTHORIZATION_TYPE, "the policy comes first");
+    assert_eq!(first.resources[0].name, "apps/web-only");
+    assert_eq!(second.type_url, ADDRESS_TYPE);
+
+    std::fs::remove_file(mesh.manifests().join("policy.yaml")).unwrap();
+    let first = next().await;
+    let second = next().await;
+    assert_eq!(
+        first.type_url, ADDRESS_TYPE,
+        "the workload stops naming it first"
+    );
+    assert_eq!(second.type_url, AUTHORIZATION_TYPE);
+    assert_eq!(second.removed_resources, ["apps/web-only"]);
+}

@@ -332,6 +332,11 @@ pub enum DenyReason {
     /// Enforced ALLOW policies apply and none matched.
     #[error("allow policies exist, but none allowed")]
     NotAllowed,
+    /// A policy that applies is not known here: the control plane sent one
+    /// this proxy refused, or one the workload lists has not arrived.
+    /// Deciding without it could allow what it denies, so nothing is.
+    #[error("policy {policy} applies but {why}; failing closed")]
+    UnknownPolicy { policy: String, why: &'static str },
 }
 
 impl fmt::Display for Decision {

@@ -77,7 +77,7 @@ impl Handler for StateHandler {
         }
     }
 
-    fn apply(&mut self, type_url: &str, _name: &str, bytes: &[u8]) -> Result<(), String> {
+    fn apply(&mut self, type_url: &str, name: &str, bytes: &[u8]) -> Result<(), String> {
         if type_url == ADDRESS_TYPE {
             let proto = wpb::Address::decode(bytes).map_err(|e| format!("cannot decode: {e}"))?;
             match Address::try_from(&proto).map_err(|e| e.to_string())? {
@@ -85,10 +85,18 @@ impl Handler for StateHandler {
                 Address::Service(s) => self.state.insert_service(s),
             }
         } else {
-            let proto =
-                spb::Authorization::decode(bytes).map_err(|e| format!("cannot decode: {e}"))?;
-            self.state
-                .insert_policy(Authorization::try_from(&proto).map_err(|e| e.to_string())?);
+            // A policy that cannot be read must not silently drop out:
+            // the state fails its namespace closed until a good one comes.
+            let policy = spb::Authorization::decode(bytes)
+                .map_err(|e| format!("cannot decode: {e}"))
+                .and_then(|proto| Authorization::try_from(&proto).map_err(|e| e.to_string()));
+            match policy {
+                Ok(p) => self.state.insert_policy(p),
+                Err(e) => {
+                    self.state.reject_policy(name);
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }

@@ -10,11 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use mesh_core::{
-    Authorization, ConnectionInfo, Decision, GatewayAddress, GatewayDestination, Network,
-    NetworkAddress, Scope, Service, Workload, WorkloadUid,
+    Authorization, ConnectionInfo, Decision, DenyReason, GatewayAddress, GatewayDestination,
+    Network, NetworkAddress, Scope, Service, Workload, WorkloadUid,
 };
 use tokio::sync::watch;
 use tracing::{info, warn};
+
+/// Istio's root namespace, where mesh-wide (global) policies live.
+const ROOT_NAMESPACE: &str = "istio-system";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -79,6 +82,11 @@ struct Inner {
     services: HashMap<String, Arc<Service>>,
     services_by_vip: HashMap<NetworkAddress, Arc<Service>>,
     policies: HashMap<String, Arc<Authorization>>,
+    /// Policies (`namespace/name`) the control plane sent that could not be
+    /// read, and of which no good version is held: their scope is unknown,
+    /// so every workload of their namespace (all workloads, for the root
+    /// namespace) is denied until a readable version or a removal arrives.
+    rejected_policies: BTreeSet<String>,
     /// Service key → uids of the workloads that list it (its endpoints).
     endpoints: HashMap<String, BTreeSet<String>>,
 }
@@ -247,17 +255,35 @@ impl ProxyState {
         let changed = {
             let mut inner = self.write();
             let key = policy.key();
+            let was_rejected = inner.rejected_policies.remove(&key);
             let old = inner.policies.insert(key, Arc::new(policy.clone()));
-            old.is_none_or(|o| *o != policy)
+            was_rejected || old.is_none_or(|o| *o != policy)
         };
         if changed {
             self.policies_changed();
         }
     }
 
+    /// Records that the policy `key` (`namespace/name`) was sent but could
+    /// not be read. A good version already held stays in force; without
+    /// one, the policy's namespace fails closed (see `authorize`).
+    pub fn reject_policy(&self, key: &str) {
+        let newly = {
+            let mut inner = self.write();
+            !inner.policies.contains_key(key) && inner.rejected_policies.insert(key.to_string())
+        };
+        if newly {
+            self.policies_changed();
+        }
+    }
+
     /// Removes a policy by `namespace/name`; false if it was unknown.
     pub fn remove_policy(&self, key: &str) -> bool {
-        let removed = self.write().policies.remove(key).is_some();
+        let removed = {
+            let mut inner = self.write();
+            let rejected = inner.rejected_policies.remove(key);
+            inner.policies.remove(key).is_some() || rejected
+        };
         if removed {
             self.policies_changed();
         }
@@ -389,11 +415,38 @@ impl ProxyState {
                 Some(p) if !out.iter().any(|o| Arc::ptr_eq(o, p)) => out.push(p.clone()),
                 Some(_) => {}
                 None => {
-                    warn!(workload = %workload.uid, policy = %key, "workload lists an unknown policy; skipping it")
+                    warn!(workload = %workload.uid, policy = %key, "workload lists an unknown policy; its connections are denied until it arrives")
                 }
             }
         }
         out
+    }
+
+    /// Why `workload`'s connections cannot be decided on the policies held:
+    /// a policy it lists is missing, or a policy of its namespace (or of
+    /// the root namespace) was refused. `None` when the policies are whole.
+    fn missing_policy(inner: &Inner, workload: &Workload) -> Option<DenyReason> {
+        if let Some(key) = workload
+            .authorization_policies
+            .iter()
+            .find(|k| !inner.policies.contains_key(k.as_str()))
+        {
+            return Some(DenyReason::UnknownPolicy {
+                policy: key.clone(),
+                why: "has not arrived or was refused",
+            });
+        }
+        inner
+            .rejected_policies
+            .iter()
+            .find(|key| {
+                let ns = key.split_once('/').map_or("", |(ns, _)| ns);
+                ns == workload.namespace || ns == ROOT_NAMESPACE
+            })
+            .map(|key| DenyReason::UnknownPolicy {
+                policy: key.clone(),
+                why: "was sent in a form this proxy could not read",
+            })
     }
 
     /// Decides a connection to the workload `uid` as it is now, reading the
@@ -406,6 +459,9 @@ impl ProxyState {
         }
         let inner = self.read();
         let workload = inner.by_uid.get(uid.as_str())?;
+        if let Some(reason) = Self::missing_policy(&inner, workload) {
+            return Some(Decision::Deny(reason));
+        }
         let policies = Self::applicable(&inner, workload);
         drop(inner);
         for p in mesh_core::authorization::dry_run_matches(policies.iter().map(|p| &**p), conn) {
@@ -454,5 +510,122 @@ mod tests {
             .join("../../ztunnel/examples/local-workloads.yaml");
         let config = ProxyState::load_file(&path).unwrap();
         assert_eq!(config.workloads.len(), 2);
+    }
+
+    /// A policy the control plane sent that cannot be read, or one a
+    /// workload lists that never came, denies instead of being skipped.
+    #[test]
+    fn unreadable_or_missing_policies_fail_closed() {
+        use crate::client::{AUTHORIZATION_TYPE, Handler, StateHandler};
+        use mesh_proto::istio::security as spb;
+        use prost::Message;
+
+        let state = Arc::new(ProxyState::new());
+        let config: LocalConfig = serde_yaml::from_str(
+            "workloads:\n\
+             - {uid: a, name: a, namespace: apps, addresses: [10.0.0.1], serviceAccount: a, node: n}\n\
+             - {uid: b, name: b, namespace: other, addresses: [10.0.0.2], serviceAccount: b, node: n}\n",
+        )
+        .unwrap();
+        state.apply_local(config);
+        let mut handler = StateHandler::new(state.clone(), true);
+        handler.answered(AUTHORIZATION_TYPE);
+        let conn = ConnectionInfo {
+            src: "10.0.0.9:1000".parse().unwrap(),
+            dst: "10.0.0.1:80".parse().unwrap(),
+            src_identity: None,
+        };
+        let decide = |uid: &str| state.authorize(&WorkloadUid::new(uid), &conn).unwrap();
+        assert_eq!(decide("a"), Decision::Allow);
+
+        // An action this proxy does not know: refused, and its namespace
+        // denied, while other namespaces are untouched.
+        let unreadable = spb::Authorization {
+            name: "deny-some".into(),
+            namespace: "apps".into(),
+            scope: spb::Scope::Namespace as i32,
+            action: 42,
+            ..Default::default()
+        };
+        let versions = state.policy_changes();
+        let err = handler
+            .apply(
+                AUTHORIZATION_TYPE,
+                "apps/deny-some",
+                &unreadable.encode_to_vec(),
+            )
+            .unwrap_err();
+        assert!(err.contains("action"), "{err}");
+        assert!(
+            versions.has_changed().unwrap(),
+            "open connections are re-checked"
+        );
+        let denied = decide("a").to_string();
+        assert!(
+            denied.contains("apps/deny-some") && denied.contains("failing closed"),
+            "{denied}"
+        );
+        assert_eq!(decide("b"), Decision::Allow);
+
+        // A readable version lifts it; a later unreadable one keeps it.
+        let readable = spb::Authorization {
+            action: spb::Action::Deny as i32,
+            ..unreadable.clone()
+        };
+        handler
+            .apply(
+                AUTHORIZATION_TYPE,
+                "apps/deny-some",
+                &readable.encode_to_vec(),
+            )
+            .unwrap();
+        assert_eq!(
+            decide("a"),
+            Decision::Allow,
+            "a DENY with no rules matches nothing"
+        );
+        assert!(
+            handler
+                .apply(
+                    AUTHORIZATION_TYPE,
+                    "apps/deny-some",
+                    &unreadable.encode_to_vec()
+                )
+                .is_err()
+        );
+        assert_eq!(
+            decide("a"),
+            Decision::Allow,
+            "the good version stays in force"
+        );
+
+        // A refused root-namespace policy denies every namespace; its
+        // removal lifts that.
+        let global = spb::Authorization {
+            name: "mesh-wide".into(),
+            namespace: "istio-system".into(),
+            ..unreadable
+        };
+        let _ = handler.apply(
+            AUTHORIZATION_TYPE,
+            "istio-system/mesh-wide",
+            &global.encode_to_vec(),
+        );
+        assert!(matches!(
+            decide("b"),
+            Decision::Deny(DenyReason::UnknownPolicy { .. })
+        ));
+        assert!(handler.remove(AUTHORIZATION_TYPE, "istio-system/mesh-wide"));
+        assert_eq!(decide("b"), Decision::Allow);
+
+        // A workload that lists a policy not (yet) held is denied.
+        let mut b = (*state.workload_by_uid("b").unwrap()).clone();
+        b.authorization_policies = vec!["other/allow-b".into()];
+        state.insert(b);
+        let why = decide("b").to_string();
+        assert!(
+            why.contains("other/allow-b") && why.contains("has not arrived"),
+            "{why}"
+        );
     }
 }

@@ -185,11 +185,24 @@ impl AdsStream {
     }
 
     async fn push_all(&mut self, current: &ResourceSet) -> Result<(), ()> {
-        let types: Vec<String> = self.subscriptions.keys().cloned().collect();
-        for t in types {
+        // A ztunnel denies connections to a workload that lists a policy it
+        // does not hold. So new and changed policies go before the workloads
+        // that name them, and removed ones after the workloads stop naming
+        // them: make before break, with no blip either way.
+        let policies = super::AUTHORIZATION_TYPE;
+        let others: Vec<String> = self
+            .subscriptions
+            .keys()
+            .filter(|t| *t != policies)
+            .cloned()
+            .collect();
+        self.push_part(policies, current, false, Part::Updates)
+            .await?;
+        for t in others {
             self.push(&t, current, false).await?;
         }
-        Ok(())
+        self.push_part(policies, current, false, Part::Removals)
+            .await
     }
 
     /// Sends the difference between what the proxy holds and `current`.
@@ -200,6 +213,18 @@ impl AdsStream {
         type_url: &str,
         current: &ResourceSet,
         always: bool,
+    ) -> Result<(), ()> {
+        self.push_part(type_url, current, always, Part::Both).await
+    }
+
+    /// [`Self::push`], limited to new and changed resources, or to
+    /// removals, or not.
+    async fn push_part(
+        &mut self,
+        type_url: &str,
+        current: &ResourceSet,
+        always: bool,
+        part: Part,
     ) -> Result<(), ()> {
         let empty = Default::default();
         let all = current.of_type(type_url).unwrap_or(&empty);
@@ -222,6 +247,9 @@ impl AdsStream {
         };
         let mut resources = Vec::new();
         for (name, r) in want {
+            if part == Part::Removals {
+                break;
+            }
             if held.get(name) != Some(&r.version) {
                 resources.push(Resource {
                     version: r.version.clone(),
@@ -234,7 +262,7 @@ impl AdsStream {
         }
         let removed: Vec<String> = held
             .keys()
-            .filter(|n| !want.contains_key(*n))
+            .filter(|n| part != Part::Updates && !want.contains_key(*n))
             .cloned()
             .collect();
         for n in &removed {
@@ -259,4 +287,12 @@ impl AdsStream {
             .fetch_add(response.resources.len() as u64, Ordering::Relaxed);
         self.tx.send(Ok(response)).await.map_err(|_| ())
     }
+}
+
+/// Which part of a type's difference to send.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Both,
+    Updates,
+    Removals,
 }
