@@ -113,8 +113,19 @@ impl Istiod {
                 manifest_errors.clone(),
                 watcher.clone(),
             )));
+        } else if let Some(kube) = &config.kubernetes {
+            let client = mesh_kube::source::connect(
+                kube.kubeconfig.as_deref(),
+                crate::config::KUBE_CONNECT_TIMEOUT,
+            )
+            .await?;
+            let (source, model) =
+                mesh_kube::source::KubeSource::start(client, crate::config::KUBE_SYNC_TIMEOUT)
+                    .await?;
+            models_tx.send_replace(Arc::new(model));
+            tasks.push(tokio::spawn(source.run(models_tx.clone(), watcher.clone())));
         } else {
-            info!("no --config-dir: serving an empty mesh");
+            info!("no --config-dir or --kubernetes: serving an empty mesh");
         }
         let initial = models.borrow_and_update().clone();
         let mut sync = pod_index_sync(pods.clone());

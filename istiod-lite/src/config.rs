@@ -93,6 +93,13 @@ pub struct ServeArgs {
     /// How often the manifest directory is checked for changes.
     #[arg(long, env = ENV_CONFIG_POLL, default_value = "500ms")]
     pub config_poll_interval: String,
+    /// Watch a Kubernetes API server for the model: the cluster of
+    /// --kubeconfig, or the in-cluster service account without it.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// The kubeconfig of the cluster to watch (implies --kubernetes).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
     /// Policies in this namespace apply to the whole mesh.
     #[arg(long, env = ENV_ROOT_NAMESPACE, default_value = "istio-system")]
     pub root_namespace: String,
@@ -120,6 +127,18 @@ pub struct TokenArgs {
     pub ttl: String,
 }
 
+/// Where the Kubernetes source finds its cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kubernetes {
+    /// None: in-cluster (or `KUBECONFIG`).
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// How long the API server has to answer at start before istiod-lite
+/// gives up, and how long the first list of every kind may take.
+pub const KUBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const KUBE_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// The validated configuration of `istiod-lite serve`.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -133,6 +152,8 @@ pub struct Config {
     pub serving_names: Vec<String>,
     pub config_dir: Option<PathBuf>,
     pub config_poll_interval: Duration,
+    /// Watch a Kubernetes API server (rather than a manifest directory).
+    pub kubernetes: Option<Kubernetes>,
     pub jwks_refresh_interval: Duration,
     pub translate: TranslateConfig,
 }
@@ -241,6 +262,20 @@ impl Config {
                 "must be at least 1s",
             ));
         }
+        let kubernetes = (args.kubernetes || args.kubeconfig.is_some()).then(|| Kubernetes {
+            kubeconfig: args.kubeconfig.clone(),
+        });
+        if kubernetes.is_some() && args.config_dir.is_some() {
+            return Err(invalid(
+                ENV_CONFIG_DIR,
+                &args
+                    .config_dir
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+                "give either a manifest directory or --kubernetes/--kubeconfig, not both",
+            ));
+        }
         let trust_domain = args.common.trust_domain()?;
         Ok(Self {
             state_dir: args.common.state_dir.clone(),
@@ -253,6 +288,7 @@ impl Config {
             serving_names,
             config_dir: args.config_dir.clone(),
             config_poll_interval,
+            kubernetes,
             jwks_refresh_interval,
             translate: TranslateConfig {
                 cluster_id: args.cluster_id.clone(),
@@ -276,6 +312,7 @@ impl Config {
             serving_names: vec!["localhost".into(), "127.0.0.1".into()],
             config_dir: None,
             config_poll_interval: Duration::from_millis(100),
+            kubernetes: None,
             jwks_refresh_interval: Duration::from_secs(20 * 60),
             translate: TranslateConfig::default(),
         }
@@ -304,6 +341,24 @@ mod tests {
             c.trusted_node_accounts
                 .contains(&("istio-system".into(), "ztunnel".into()))
         );
+    }
+
+    #[test]
+    fn one_source_at_a_time() {
+        assert_eq!(Config::from_args(&args(&[])).unwrap().kubernetes, None);
+        let k = Config::from_args(&args(&["--kubeconfig", "/k"])).unwrap();
+        assert_eq!(
+            k.kubernetes,
+            Some(Kubernetes {
+                kubeconfig: Some("/k".into())
+            })
+        );
+        let in_cluster = Config::from_args(&args(&["--kubernetes"])).unwrap();
+        assert_eq!(in_cluster.kubernetes, Some(Kubernetes { kubeconfig: None }));
+        let dir = std::env::temp_dir();
+        let both = args(&["--kubernetes", "--config-dir", dir.to_str().unwrap()]);
+        let e = Config::from_args(&both).unwrap_err().to_string();
+        assert!(e.contains("not both"), "{e}");
     }
 
     #[test]
