@@ -13,13 +13,16 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::ca::kubernetes::KubeAuthenticator;
 use crate::ca::service::CaPolicy;
+use crate::ca::token::Authenticator;
 use crate::ca::{CaService, CertificateAuthority, PodIndex, TokenIssuer};
 use crate::config::Config;
 use crate::jwks::JwksResolver;
 use crate::model::Model;
 use crate::source::manifests::{self, ErrorLog, ManifestDir};
 use crate::xds::{self, AdsService, ResourceSet, XdsStats};
+use mesh_kube::token_review::TokenReviewer;
 
 use mesh_proto::xds::MAX_MESSAGE_SIZE;
 
@@ -83,16 +86,6 @@ impl Istiod {
         let (serving_chain, serving_key) = ca.issue_serving(&config.serving_names)?;
         let tls = crate::grpc::server_config(&serving_chain, &serving_key)?;
 
-        let service = CaService::new(
-            ca.clone(),
-            tokens.clone(),
-            pods.clone(),
-            CaPolicy {
-                default_ttl: config.default_cert_ttl,
-                max_ttl: config.max_cert_ttl,
-                trusted_node_accounts: config.trusted_node_accounts.clone(),
-            },
-        );
         let (trigger, watcher) = drain::new();
         let mut tasks = Vec::new();
 
@@ -100,6 +93,9 @@ impl Istiod {
         // the first proxies get the whole mesh, then follow its changes.
         let (models_tx, mut models) = watch::channel(Arc::new(Model::default()));
         let manifest_errors = ErrorLog::default();
+        // Who calls the CA and xDS: bootstrap tokens, and in a cluster also
+        // service account tokens the API server reviews.
+        let mut auth: Arc<dyn Authenticator> = tokens.clone();
         if let Some(dir) = &config.config_dir {
             let mut source = ManifestDir::new(dir);
             let report = source
@@ -119,6 +115,11 @@ impl Istiod {
                 crate::config::KUBE_CONNECT_TIMEOUT,
             )
             .await?;
+            auth = Arc::new(KubeAuthenticator::new(
+                TokenReviewer::new(client.clone()),
+                tokens.clone(),
+                models.clone(),
+            ));
             let (source, model) =
                 mesh_kube::source::KubeSource::start(client, crate::config::KUBE_SYNC_TIMEOUT)
                     .await?;
@@ -127,6 +128,16 @@ impl Istiod {
         } else {
             info!("no --config-dir or --kubernetes: serving an empty mesh");
         }
+        let service = CaService::new(
+            ca.clone(),
+            auth.clone(),
+            pods.clone(),
+            CaPolicy {
+                default_ttl: config.default_cert_ttl,
+                max_ttl: config.max_cert_ttl,
+                trusted_node_accounts: config.trusted_node_accounts.clone(),
+            },
+        );
         let initial = models.borrow_and_update().clone();
         let mut sync = pod_index_sync(pods.clone());
         sync(&initial);
@@ -149,12 +160,7 @@ impl Istiod {
         drop(models_tx);
 
         let xds_stats = Arc::new(XdsStats::default());
-        let ads = AdsService::new(
-            tokens.clone(),
-            resources.clone(),
-            watcher.clone(),
-            xds_stats.clone(),
-        );
+        let ads = AdsService::new(auth, resources.clone(), watcher.clone(), xds_stats.clone());
         let router = tonic::transport::Server::builder()
             .add_service(IstioCertificateServiceServer::new(service))
             .add_service(

@@ -2,6 +2,7 @@
 //! identity a caller may have a certificate for.
 
 pub mod authority;
+pub mod kubernetes;
 pub mod nodes;
 pub mod service;
 pub mod token;

@@ -37,6 +37,8 @@ pub enum AuthError {
     BadSignature,
     #[error("token expired {0} s ago; issue a new one with `istiod-lite token`")]
     Expired(u64),
+    #[error("{0}")]
+    Kubernetes(String),
 }
 
 /// Turns a bearer token into a [`Caller`].
@@ -135,6 +137,12 @@ impl TokenIssuer {
         let body = B64.encode(serde_json::to_vec(&claims).unwrap_or_default());
         let tag = hmac::sign(&self.key, body.as_bytes());
         format!("{PREFIX}.{body}.{}", B64.encode(tag.as_ref()))
+    }
+
+    /// Whether `token` has the shape of ours (`v1.<claims>.<signature>`)
+    /// rather than of a Kubernetes JWT (`eyJ...`).
+    pub fn looks_like_bootstrap(token: &str) -> bool {
+        token.trim().starts_with(&format!("{PREFIX}."))
     }
 
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {

@@ -8,7 +8,7 @@ pub mod waypoint;
 pub mod workload;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 
