@@ -120,10 +120,33 @@ impl Istiod {
                 tokens.clone(),
                 models.clone(),
             ));
-            let (source, model) =
-                mesh_kube::source::KubeSource::start(client, crate::config::KUBE_SYNC_TIMEOUT)
-                    .await?;
+            let (source, model) = mesh_kube::source::KubeSource::start(
+                client.clone(),
+                crate::config::KUBE_SYNC_TIMEOUT,
+            )
+            .await?;
             models_tx.send_replace(Arc::new(model));
+            let settings = mesh_kube::waypoint::WaypointSettings {
+                image: kube.waypoint_image.clone(),
+                istiod_address: kube.istiod_address.clone(),
+                root_cert_pem: ca.root_pem().to_string(),
+                cluster_id: config.translate.cluster_id.clone(),
+                trust_domain: config.translate.trust_domain.to_string(),
+                domain_suffix: config.translate.domain_suffix.clone(),
+            };
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let drained = watcher.clone();
+            tasks.push(tokio::spawn(async move {
+                drained.signaled().await;
+                let _ = stop_tx.send(());
+            }));
+            tasks.push(tokio::spawn(mesh_kube::waypoint::run(
+                client,
+                settings,
+                async {
+                    let _ = stop_rx.await;
+                },
+            )));
             tasks.push(tokio::spawn(source.run(models_tx.clone(), watcher.clone())));
         } else {
             info!("no --config-dir or --kubernetes: serving an empty mesh");

@@ -24,6 +24,10 @@ pub const ENV_CONFIG_POLL: &str = "CONFIG_POLL_INTERVAL";
 pub const ENV_ROOT_NAMESPACE: &str = "ROOT_NAMESPACE";
 pub const ENV_CLUSTER_ID: &str = "CLUSTER_ID";
 pub const ENV_JWKS_REFRESH: &str = "PILOT_JWT_PUB_KEY_REFRESH_INTERVAL";
+pub const ENV_WAYPOINT_IMAGE: &str = "WAYPOINT_IMAGE";
+pub const ENV_ISTIOD_ADDRESS: &str = "ISTIOD_ADDRESS";
+pub const DEFAULT_WAYPOINT_IMAGE: &str =
+    concat!("ambient-mesh/waypoint:", env!("CARGO_PKG_VERSION"));
 
 use mesh_runtime::config::invalid;
 pub use mesh_runtime::config::{ConfigError, EXIT_CONFIG};
@@ -42,7 +46,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control plane (CA on the gRPC port).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a bootstrap token that authenticates a proxy to the CA.
     Token(TokenArgs),
     /// Print the mesh root certificate (PEM), creating the CA if needed.
@@ -100,6 +104,12 @@ pub struct ServeArgs {
     /// The kubeconfig of the cluster to watch (implies --kubernetes).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// The image of the waypoint Deployments the controller creates.
+    #[arg(long, env = ENV_WAYPOINT_IMAGE, default_value = DEFAULT_WAYPOINT_IMAGE)]
+    pub waypoint_image: String,
+    /// The address waypoints reach istiod-lite's CA and xDS at.
+    #[arg(long, env = ENV_ISTIOD_ADDRESS, default_value = "istiod.istio-system.svc:15012")]
+    pub istiod_address: String,
     /// Policies in this namespace apply to the whole mesh.
     #[arg(long, env = ENV_ROOT_NAMESPACE, default_value = "istio-system")]
     pub root_namespace: String,
@@ -127,11 +137,14 @@ pub struct TokenArgs {
     pub ttl: String,
 }
 
-/// Where the Kubernetes source finds its cluster.
+/// Where the Kubernetes source finds its cluster, and what the waypoint
+/// controller deploys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Kubernetes {
     /// None: in-cluster (or `KUBECONFIG`).
     pub kubeconfig: Option<PathBuf>,
+    pub waypoint_image: String,
+    pub istiod_address: String,
 }
 
 /// How long the API server has to answer at start before istiod-lite
@@ -264,6 +277,8 @@ impl Config {
         }
         let kubernetes = (args.kubernetes || args.kubeconfig.is_some()).then(|| Kubernetes {
             kubeconfig: args.kubeconfig.clone(),
+            waypoint_image: args.waypoint_image.clone(),
+            istiod_address: args.istiod_address.clone(),
         });
         if kubernetes.is_some() && args.config_dir.is_some() {
             return Err(invalid(
@@ -327,7 +342,7 @@ mod tests {
         let mut argv = vec!["istiod-lite", "serve"];
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).unwrap().command {
-            Command::Serve(a) => a,
+            Command::Serve(a) => *a,
             _ => unreachable!("serve was parsed"),
         }
     }
@@ -347,14 +362,12 @@ mod tests {
     fn one_source_at_a_time() {
         assert_eq!(Config::from_args(&args(&[])).unwrap().kubernetes, None);
         let k = Config::from_args(&args(&["--kubeconfig", "/k"])).unwrap();
-        assert_eq!(
-            k.kubernetes,
-            Some(Kubernetes {
-                kubeconfig: Some("/k".into())
-            })
-        );
+        let k = k.kubernetes.unwrap();
+        assert_eq!(k.kubeconfig, Some("/k".into()));
+        assert_eq!(k.waypoint_image, "ambient-mesh/waypoint:0.1.0");
+        assert_eq!(k.istiod_address, "istiod.istio-system.svc:15012");
         let in_cluster = Config::from_args(&args(&["--kubernetes"])).unwrap();
-        assert_eq!(in_cluster.kubernetes, Some(Kubernetes { kubeconfig: None }));
+        assert_eq!(in_cluster.kubernetes.unwrap().kubeconfig, None);
         let dir = std::env::temp_dir();
         let both = args(&["--kubernetes", "--config-dir", dir.to_str().unwrap()]);
         let e = Config::from_args(&both).unwrap_err().to_string();

@@ -3,10 +3,13 @@
 //! - [`source`]: the model from the API server (a watcher per kind), the
 //!   same model the manifest directory gives;
 //! - [`token_review`]: who a service account token belongs to (the CA's
-//!   and xDS's authentication).
+//!   and xDS's authentication);
+//! - [`waypoint`]: the waypoint controller (ServiceAccount, Deployment,
+//!   Service per waypoint Gateway, and the Gateway's status).
 #![forbid(unsafe_code)]
 
 pub mod source;
 pub mod token_review;
+pub mod waypoint;
 
 pub use kube::Client;

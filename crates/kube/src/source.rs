@@ -229,22 +229,29 @@ impl KubeObjects {
                 .get(&key)
                 .map(|last| (key.clone(), last.clone()))
         };
-        let mut json = match serde_json::to_value(&o) {
-            Ok(v) => v,
-            Err(e) => return refuse(e.to_string(), rejected),
-        };
-        // List items come without their type; the watcher knows it.
-        json["apiVersion"] = watched.api_version().into();
-        json["kind"] = watched.kind.as_str().into();
-        let doc = match serde_yaml::to_value(&json) {
-            Ok(v) => v,
-            Err(e) => return refuse(e.to_string(), rejected),
-        };
-        match parse_object(doc) {
-            Ok(Parsed::Object(k, object)) => Some((k, *object)),
-            Ok(Parsed::Ignored { .. }) => None,
-            Err(e) => refuse(e.to_string(), rejected),
+        match to_object(watched, &o) {
+            Ok(Some(parsed)) => Some(parsed),
+            Ok(None) => None,
+            Err(problem) => refuse(problem, rejected),
         }
+    }
+}
+
+/// An object from the API server, read by the manifest source's parser.
+/// `None` for kinds the model does not read.
+pub(crate) fn to_object(
+    watched: &Watched,
+    o: &DynamicObject,
+) -> Result<Option<(ObjectKey, Object)>, String> {
+    let mut json = serde_json::to_value(o).map_err(|e| e.to_string())?;
+    // List items come without their type; the watcher knows it.
+    json["apiVersion"] = watched.api_version().into();
+    json["kind"] = watched.kind.as_str().into();
+    let doc = serde_yaml::to_value(&json).map_err(|e| e.to_string())?;
+    match parse_object(doc) {
+        Ok(Parsed::Object(k, object)) => Ok(Some((k, *object))),
+        Ok(Parsed::Ignored { .. }) => Ok(None),
+        Err(e) => Err(e.to_string()),
     }
 }
 

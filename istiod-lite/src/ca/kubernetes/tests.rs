@@ -76,5 +76,8 @@ async fn service_account_tokens_are_reviewed_and_bootstrap_tokens_still_work() {
     let token = bootstrap.issue(&ours, Duration::from_secs(60));
     assert_eq!(auth.authenticate(&token).await.unwrap(), ours);
     let e = auth.authenticate("v1.forged.sig").await.unwrap_err();
-    assert!(matches!(e, AuthError::Malformed(_) | AuthError::BadSignature), "{e}");
+    assert!(
+        matches!(e, AuthError::Malformed(_) | AuthError::BadSignature),
+        "{e}"
+    );
 }
