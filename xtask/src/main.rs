@@ -18,6 +18,10 @@ const TASKS: &[(&str, &str)] = &[
         "the local two-node mesh and its guided tour (root); --check runs the tour unattended",
     ),
     (
+        "crds",
+        "regenerate deploy/crds/security.istio.io.yaml from the mesh-model types",
+    ),
+    (
         "bench",
         "benchmarks (root, release build): redirection nftables vs eBPF; [--quick] [--json FILE]",
     ),
@@ -55,6 +59,10 @@ fn main() -> anyhow::Result<()> {
         }
         Some("bench") => bench(std::env::args().skip(2).collect()),
         Some("demo") => demo(std::env::args().skip(2).collect()),
+        Some("crds") => cargo_with_env(
+            &["test", "-p", "mesh-kube", "--lib", "crds::"],
+            &[("UPDATE_CRDS", "1")],
+        ),
         other => {
             if let Some(t) = other {
                 eprintln!("unknown task {t:?}");

@@ -1,5 +1,6 @@
 //! The mesh's Kubernetes side, on kube-rs:
 //!
+//! - [`crds`]: the security.istio.io CRDs, generated from the model's types;
 //! - [`source`]: the model from the API server (a watcher per kind), the
 //!   same model the manifest directory gives;
 //! - [`token_review`]: who a service account token belongs to (the CA's
@@ -8,6 +9,7 @@
 //!   Service per waypoint Gateway, and the Gateway's status).
 #![forbid(unsafe_code)]
 
+pub mod crds;
 pub mod source;
 pub mod token_review;
 pub mod waypoint;

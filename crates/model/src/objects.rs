@@ -173,6 +173,7 @@ pub struct AuthorizationPolicy {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizationPolicySpec {
     #[serde(default)]
@@ -190,6 +191,7 @@ pub struct AuthorizationPolicySpec {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum AuthorizationAction {
     #[default]
@@ -200,6 +202,7 @@ pub enum AuthorizationAction {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadSelector {
     #[serde(default)]
@@ -219,6 +222,7 @@ pub fn labels_match(selector: &Labels, labels: &Labels) -> bool {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyTargetReference {
     #[serde(default)]
@@ -230,12 +234,14 @@ pub struct PolicyTargetReference {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExtensionProvider {
     pub name: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizationRule {
     #[serde(default)]
@@ -247,6 +253,7 @@ pub struct AuthorizationRule {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RuleFrom {
     #[serde(default)]
@@ -254,6 +261,7 @@ pub struct RuleFrom {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RuleTo {
     #[serde(default)]
@@ -261,6 +269,7 @@ pub struct RuleTo {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Source {
     #[serde(default)]
@@ -290,6 +299,7 @@ pub struct Source {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Operation {
     #[serde(default)]
@@ -311,6 +321,7 @@ pub struct Operation {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleCondition {
     pub key: String,
@@ -328,6 +339,7 @@ pub struct PeerAuthentication {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PeerAuthenticationSpec {
     #[serde(default)]
@@ -340,6 +352,7 @@ pub struct PeerAuthenticationSpec {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MutualTls {
     #[serde(default)]
@@ -347,6 +360,7 @@ pub struct MutualTls {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum MtlsMode {
     /// Inherit from the namespace, then the mesh.
@@ -367,6 +381,7 @@ pub struct RequestAuthentication {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestAuthenticationSpec {
     #[serde(default)]
@@ -380,6 +395,7 @@ pub struct RequestAuthenticationSpec {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JwtRule {
     pub issuer: String,
@@ -409,6 +425,7 @@ pub struct JwtRule {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwtHeader {
     pub name: String,
@@ -417,6 +434,7 @@ pub struct JwtHeader {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClaimToHeader {
     pub header: String,
