@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod discover;
+pub mod install;
 pub mod plugin_server;
 pub mod pods;
 pub mod redirect;
@@ -24,9 +25,15 @@ pub mod zds;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mesh_model::Model;
 use mesh_model::manifests::{self, ManifestDir};
+
+/// How long the API server has to answer at start, and how long the
+/// first list of pods and namespaces may take.
+const KUBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const KUBE_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 use mesh_runtime::drain::{self, DrainMode, DrainTrigger};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -73,24 +80,51 @@ impl Agent {
         let zds = zds::ZdsServer::default();
         let mut tasks = Vec::new();
 
-        let mut dir = ManifestDir::new(&config.manifest_dir);
-        let first = dir.scan().map_err(|e| {
-            anyhow::anyhow!(
-                "reading the manifest directory {}: {e}",
-                config.manifest_dir.display()
-            )
-        })?;
-        for e in &first.errors {
-            warn!("invalid manifest: {e}");
+        let (models_tx, mut models) = watch::channel(Arc::new(Model::default()));
+        match config.source()? {
+            config::Source::Manifests(manifest_dir) => {
+                let mut dir = ManifestDir::new(&manifest_dir);
+                let first = dir.scan().map_err(|e| {
+                    anyhow::anyhow!(
+                        "reading the manifest directory {}: {e}",
+                        manifest_dir.display()
+                    )
+                })?;
+                for e in &first.errors {
+                    warn!("invalid manifest: {e}");
+                }
+                models_tx.send_replace(Arc::new(dir.model()));
+                tasks.push(tokio::spawn(manifests::watch_dir(
+                    dir,
+                    config.manifest_poll_interval,
+                    models_tx,
+                    Default::default(),
+                    watcher.clone(),
+                )));
+            }
+            config::Source::Kubernetes(kubeconfig) => {
+                let client =
+                    mesh_kube::source::connect(kubeconfig.as_deref(), KUBE_CONNECT_TIMEOUT).await?;
+                let (source, model) = mesh_kube::source::KubeSource::start_kinds(
+                    client,
+                    &mesh_kube::source::ENROLLMENT,
+                    KUBE_SYNC_TIMEOUT,
+                )
+                .await?;
+                models_tx.send_replace(Arc::new(model));
+                tasks.push(tokio::spawn(source.run(models_tx, watcher.clone())));
+            }
         }
-        let (models_tx, mut models) = watch::channel(Arc::new(dir.model()));
-        tasks.push(tokio::spawn(manifests::watch_dir(
-            dir,
-            config.manifest_poll_interval,
-            models_tx,
-            Default::default(),
-            watcher.clone(),
-        )));
+        if let Some(install) = config.install() {
+            let entry = install::Entry {
+                agent_socket: config.plugin_socket.clone(),
+                excluded_namespaces: config.excluded_namespaces.clone(),
+            };
+            let written =
+                install::install(&install.binary, &install.bin_dir, &install.conf_dir, &entry)?;
+            info!(config = %written.display(), bin_dir = %install.bin_dir.display(),
+                "mesh-cni installed and chained into the node's network config");
+        }
 
         // Bound before returning, so a ztunnel started next finds it.
         let zds_listener = zds::ZdsServer::listen(&config.zds_socket).map_err(|e| {

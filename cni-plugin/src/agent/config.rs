@@ -25,9 +25,27 @@ pub struct Config {
     /// The node this agent serves (pods are matched by spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,
-    /// The local mesh's manifest directory (the Kubernetes source comes later).
+    /// The local mesh's manifest directory, where Namespaces and Pods are
+    /// read (or give --kubernetes).
     #[arg(long, env = "MANIFEST_DIR")]
-    pub manifest_dir: PathBuf,
+    pub manifest_dir: Option<PathBuf>,
+    /// Watch the Kubernetes API server for Namespaces and Pods: the
+    /// cluster of --kubeconfig, or the in-cluster service account.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// The kubeconfig of the cluster to watch (implies --kubernetes).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Install mesh-cni on this node at start: the binary into
+    /// --cni-bin-dir and an entry into the primary config of
+    /// --cni-conf-dir (both or neither).
+    #[arg(long, env = "CNI_BIN_DIR", requires = "cni_conf_dir")]
+    pub cni_bin_dir: Option<PathBuf>,
+    #[arg(long, env = "CNI_CONF_DIR", requires = "cni_bin_dir")]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// The mesh-cni binary to install (default: next to cni-agent).
+    #[arg(long, env = "CNI_BINARY")]
+    pub cni_binary: Option<PathBuf>,
     /// How often the manifest directory is re-read.
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pub manifest_poll_interval: Duration,
@@ -59,6 +77,114 @@ pub struct Config {
     pub status_file: Option<PathBuf>,
 }
 
+/// Where the model comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Manifests(PathBuf),
+    /// The kubeconfig, or in-cluster.
+    Kubernetes(Option<PathBuf>),
+}
+
+/// What `--cni-bin-dir` and `--cni-conf-dir` ask for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Install {
+    pub binary: PathBuf,
+    pub bin_dir: PathBuf,
+    pub conf_dir: PathBuf,
+}
+
+impl Config {
+    /// The one source given.
+    pub fn source(&self) -> anyhow::Result<Source> {
+        let kubernetes = self.kubernetes || self.kubeconfig.is_some();
+        match (&self.manifest_dir, kubernetes) {
+            (Some(dir), false) => Ok(Source::Manifests(dir.clone())),
+            (None, true) => Ok(Source::Kubernetes(self.kubeconfig.clone())),
+            (Some(_), true) => {
+                anyhow::bail!("give either --manifest-dir or --kubernetes/--kubeconfig, not both")
+            }
+            (None, false) => anyhow::bail!(
+                "no source of pods: give --manifest-dir DIR (the local mesh) or --kubernetes"
+            ),
+        }
+    }
+
+    /// The install asked for, if any.
+    pub fn install(&self) -> Option<Install> {
+        let (bin_dir, conf_dir) = (self.cni_bin_dir.clone()?, self.cni_conf_dir.clone()?);
+        let binary = self.cni_binary.clone().unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|e| {
+                    e.parent()
+                        .map(|d| d.join(crate::agent::install::PLUGIN_TYPE))
+                })
+                .unwrap_or_else(|| crate::agent::install::PLUGIN_TYPE.into())
+        });
+        Some(Install {
+            binary,
+            bin_dir,
+            conf_dir,
+        })
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     mesh_core::duration::parse(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let mut argv = vec!["cni-agent", "--node-name", "n"];
+        argv.extend_from_slice(args);
+        Config::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn exactly_one_source_and_both_install_dirs_or_neither() {
+        assert_eq!(
+            config(&["--manifest-dir", "/m"]).source().unwrap(),
+            Source::Manifests("/m".into())
+        );
+        assert_eq!(
+            config(&["--kubeconfig", "/k"]).source().unwrap(),
+            Source::Kubernetes(Some("/k".into()))
+        );
+        assert_eq!(
+            config(&["--kubernetes"]).source().unwrap(),
+            Source::Kubernetes(None)
+        );
+        let e = config(&[]).source().unwrap_err().to_string();
+        assert!(e.contains("no source of pods"), "{e}");
+        let e = config(&["--kubernetes", "--manifest-dir", "/m"])
+            .source()
+            .unwrap_err();
+        assert!(e.to_string().contains("not both"));
+
+        let c = config(&[
+            "--kubernetes",
+            "--cni-bin-dir",
+            "/b",
+            "--cni-conf-dir",
+            "/c",
+            "--cni-binary",
+            "/x",
+        ]);
+        assert_eq!(
+            c.install(),
+            Some(Install {
+                binary: "/x".into(),
+                bin_dir: "/b".into(),
+                conf_dir: "/c".into()
+            })
+        );
+        assert_eq!(config(&["--kubernetes"]).install(), None);
+        assert!(
+            Config::try_parse_from(["cni-agent", "--node-name", "n", "--cni-bin-dir", "/b"])
+                .is_err()
+        );
+    }
 }

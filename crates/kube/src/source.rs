@@ -58,6 +58,9 @@ impl Watched {
 const SECURITY: &str = "security.istio.io";
 const GATEWAY: &str = "gateway.networking.k8s.io";
 
+/// The kinds the node agent needs: which pods are enrolled.
+pub const ENROLLMENT: [Watched; 2] = [WATCHED[0], WATCHED[1]];
+
 /// Every kind of the model, at the version read.
 pub const WATCHED: [Watched; 9] = [
     Watched {
@@ -118,8 +121,10 @@ pub const WATCHED: [Watched; 9] = [
 
 /// The objects the watchers have delivered, by kind; pure, so tests feed it
 /// events directly.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KubeObjects {
+    /// The kinds watched.
+    kinds: Vec<Watched>,
     objects: BTreeMap<ObjectKey, Object>,
     /// Objects of a kind being re-listed (between `Init` and `InitDone`).
     relisting: BTreeMap<Kind, BTreeMap<ObjectKey, Object>>,
@@ -137,14 +142,31 @@ pub struct ObjectRejected {
     pub problem: String,
 }
 
+impl Default for KubeObjects {
+    /// Every kind of the model.
+    fn default() -> Self {
+        Self::of(&WATCHED)
+    }
+}
+
 impl KubeObjects {
+    /// Only `kinds` (the node agent needs Namespaces and Pods).
+    pub fn of(kinds: &[Watched]) -> Self {
+        Self {
+            kinds: kinds.to_vec(),
+            objects: BTreeMap::new(),
+            relisting: BTreeMap::new(),
+            synced: BTreeSet::new(),
+        }
+    }
+
     pub fn model(&self) -> Model {
         Model::from_objects(self.objects.iter())
     }
 
     /// Whether every kind has been listed once.
     pub fn synced(&self) -> bool {
-        WATCHED.iter().all(|w| self.synced.contains(&w.kind))
+        self.kinds.iter().all(|w| self.synced.contains(&w.kind))
     }
 
     /// Counts a kind as listed and empty: its CRD is not installed.
@@ -332,9 +354,9 @@ pub async fn connect(kubeconfig: Option<&Path>, timeout: Duration) -> Result<Cli
 type Events =
     futures::stream::BoxStream<'static, (Watched, Result<Event<DynamicObject>, watcher::Error>)>;
 
-/// The watchers of every kind, merged.
-fn events(client: Client) -> Events {
-    let streams = WATCHED.iter().map(|w| {
+/// The watchers of `kinds`, merged.
+fn events(client: Client, kinds: &[Watched]) -> Events {
+    let streams = kinds.iter().map(|w| {
         let w = *w;
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &w.api_resource());
         watcher::watcher(api, watcher::Config::default())
@@ -356,9 +378,18 @@ impl KubeSource {
     /// Lists every kind (a missing CRD counts as empty); returns once all
     /// are listed, so the first proxies get the whole mesh.
     pub async fn start(client: Client, timeout: Duration) -> Result<(Self, Model), SourceError> {
+        Self::start_kinds(client, &WATCHED, timeout).await
+    }
+
+    /// [`Self::start`] for some kinds only.
+    pub async fn start_kinds(
+        client: Client,
+        kinds: &[Watched],
+        timeout: Duration,
+    ) -> Result<(Self, Model), SourceError> {
         let mut source = KubeSource {
-            objects: KubeObjects::default(),
-            events: events(client),
+            objects: KubeObjects::of(kinds),
+            events: events(client, kinds),
         };
         let deadline = tokio::time::Instant::now() + timeout;
         while !source.objects.synced() {
@@ -369,7 +400,7 @@ impl KubeSource {
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    let missing: Vec<&str> = WATCHED
+                    let missing: Vec<&str> = kinds
                         .iter()
                         .filter(|w| !source.objects.synced.contains(&w.kind))
                         .map(|w| w.plural)
