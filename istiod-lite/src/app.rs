@@ -126,6 +126,10 @@ impl Istiod {
             )
             .await?;
             models_tx.send_replace(Arc::new(model));
+            // ztunnel and other pods of our namespace verify us with it.
+            let own_namespace =
+                std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "istio-system".into());
+            mesh_kube::waypoint::publish_root_cert(&client, &own_namespace, ca.root_pem()).await?;
             let settings = mesh_kube::waypoint::WaypointSettings {
                 image: kube.waypoint_image.clone(),
                 istiod_address: kube.istiod_address.clone(),

@@ -1,6 +1,7 @@
 //! The mesh's Kubernetes side, on kube-rs:
 //!
 //! - [`crds`]: the security.istio.io CRDs, generated from the model's types;
+//! - [`deploy`]: the install manifests of `deploy/`, built in and rendered;
 //! - [`source`]: the model from the API server (a watcher per kind), the
 //!   same model the manifest directory gives;
 //! - [`token_review`]: who a service account token belongs to (the CA's
@@ -10,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod crds;
+pub mod deploy;
 pub mod source;
 pub mod token_review;
 pub mod waypoint;

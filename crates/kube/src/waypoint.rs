@@ -277,21 +277,50 @@ pub fn desired(gw: &GatewayRef, s: &WaypointSettings) -> WaypointObjects {
             ..Default::default()
         },
         // Shared by every waypoint of the namespace: not owned by one.
-        root_cert: ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(ROOT_CERT_CONFIGMAP.into()),
-                namespace: Some(gw.namespace.clone()),
-                labels: Some(labels(&[("istio.io/config", "true")])),
-                ..Default::default()
-            },
-            data: Some(
-                [("root-cert.pem".to_string(), s.root_cert_pem.clone())]
-                    .into_iter()
-                    .collect(),
-            ),
+        root_cert: root_cert_configmap(&gw.namespace, &s.root_cert_pem),
+    }
+}
+
+/// `istio-ca-root-cert` of `namespace`: the root(s) its pods verify
+/// istiod-lite with.
+pub fn root_cert_configmap(namespace: &str, pem: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(ROOT_CERT_CONFIGMAP.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(labels(&[("istio.io/config", "true")])),
             ..Default::default()
         },
+        data: Some(
+            [("root-cert.pem".to_string(), pem.to_string())]
+                .into_iter()
+                .collect(),
+        ),
+        ..Default::default()
     }
+}
+
+/// Writes `istio-ca-root-cert` in `namespace` (istiod-lite's own, at
+/// start, for ztunnel).
+pub async fn publish_root_cert(
+    client: &Client,
+    namespace: &str,
+    pem: &str,
+) -> Result<(), ControllerError> {
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .patch(
+            ROOT_CERT_CONFIGMAP,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&typed(root_cert_configmap(namespace, pem))),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| ControllerError::Write {
+            what: "the root certificate ConfigMap",
+            namespace: namespace.into(),
+            name: ROOT_CERT_CONFIGMAP.into(),
+            error: e.to_string(),
+        })
 }
 
 /// The Gateway's status: Accepted and Programmed as istiod words them.
