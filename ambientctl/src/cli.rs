@@ -50,6 +50,19 @@ pub enum Command {
     },
     /// Check that this machine can run the mesh.
     Precheck,
+    /// Install the mesh on a Kubernetes cluster (the manifests of deploy/).
+    Install {
+        /// `profile=ambient|ambient-ebpf`, `hub=REGISTRY`, `tag=VERSION`;
+        /// repeatable, or comma-separated.
+        #[arg(long = "set", value_name = "KEY=VALUE", value_delimiter = ',')]
+        set: Vec<String>,
+        /// Print the manifests instead of applying them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Accepted for istioctl's sake: install never asks.
+        #[arg(short = 'y', long)]
+        skip_confirmation: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

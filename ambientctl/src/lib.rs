@@ -3,7 +3,7 @@
 //! - [`cli`]: the commands and flags (clap);
 //! - [`store`]: the local mesh's manifest directory, read and edited;
 //! - [`local`]: the running local mesh as it publishes itself;
-//! - [`apply`], [`demo`], [`namespace`], [`precheck`], [`waypoint`],
+//! - [`apply`], [`demo`], [`install`], [`namespace`], [`precheck`], [`waypoint`],
 //!   [`ztunnel_config`]: one module per command;
 //! - [`table`]: istioctl-style column output.
 #![forbid(unsafe_code)]
@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod cli;
 pub mod demo;
+pub mod install;
 pub mod local;
 pub mod namespace;
 pub mod precheck;

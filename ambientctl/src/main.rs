@@ -11,7 +11,7 @@ use ambientctl::cli::{
     Cli, Command, DEMO_MANIFESTS, DemoCommand, NamespaceCommand, WaypointCommand,
 };
 use ambientctl::store::ManifestStore;
-use ambientctl::{apply, demo, namespace, precheck, waypoint, ztunnel_config};
+use ambientctl::{apply, demo, install, namespace, precheck, waypoint, ztunnel_config};
 
 /// Where a ztunnel's admin endpoint listens in its own network namespace.
 const DEFAULT_ADMIN: &str = "127.0.0.1:15000";
@@ -181,6 +181,13 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 DemoCommand::Exec { pod, command } => demo::exec(pod, command)?,
             }
             Ok(out)
+        }
+        Command::Install { set, dry_run, .. } => {
+            let values = install::values(set)?;
+            if *dry_run {
+                return Ok(install::dry_run(&values)?);
+            }
+            Ok(install::install(&values, cli.kubeconfig.as_deref())?)
         }
         Command::Precheck => {
             let report = precheck::run(&precheck::Host::this_machine());

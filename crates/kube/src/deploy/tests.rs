@@ -174,3 +174,51 @@ fn paths_resolve_like_kustomize() {
         RenderError::Missing("nowhere/kustomization.yaml".into())
     );
 }
+
+#[tokio::test]
+async fn apply_writes_every_object_by_server_side_apply_in_order() {
+    use http::{Request, Response};
+    use kube::client::Body;
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let server = tokio::spawn(async move {
+        let mut paths = Vec::new();
+        while let Some((request, send)) = handle.next_request().await {
+            assert_eq!(request.method(), http::Method::PATCH);
+            assert!(
+                request
+                    .uri()
+                    .query()
+                    .unwrap()
+                    .contains("fieldManager=ambientctl")
+            );
+            paths.push(request.uri().path().to_string());
+            let body = request.into_body().collect_bytes().await.unwrap();
+            send.send_response(Response::new(Body::from(body.to_vec())));
+        }
+        paths
+    });
+    let objects = render(&Values::default()).unwrap();
+    let mut components = Vec::new();
+    apply(&client, &objects, "ambientctl", |c| components.push(c))
+        .await
+        .unwrap();
+    drop(client);
+    let paths = server.await.unwrap();
+    assert_eq!(paths.len(), objects.len());
+    assert_eq!(
+        paths[0],
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/authorizationpolicies.security.istio.io"
+    );
+    assert!(paths.contains(&"/api/v1/namespaces/istio-system".to_string()));
+    assert!(
+        paths.contains(&"/apis/apps/v1/namespaces/istio-system/daemonsets/ztunnel".to_string())
+    );
+    assert!(
+        paths.contains(&"/apis/rbac.authorization.k8s.io/v1/clusterroles/istiod-lite".to_string())
+    );
+    assert_eq!(
+        components,
+        ["CRDs and namespace", "Istiod", "Ztunnel", "CNI"]
+    );
+}
