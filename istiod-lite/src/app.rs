@@ -96,6 +96,8 @@ impl Istiod {
         // Who calls the CA and xDS: bootstrap tokens, and in a cluster also
         // service account tokens the API server reviews.
         let mut auth: Arc<dyn Authenticator> = tokens.clone();
+        // In a cluster: the conditions to write back on objects.
+        let mut statuses = None;
         if let Some(dir) = &config.config_dir {
             let mut source = ManifestDir::new(dir);
             let report = source
@@ -138,6 +140,12 @@ impl Istiod {
                 trust_domain: config.translate.trust_domain.to_string(),
                 domain_suffix: config.translate.domain_suffix.clone(),
             };
+            let (status_tx, status_rx) = watch::channel(Arc::new(Default::default()));
+            statuses = Some(status_tx);
+            tasks.push(tokio::spawn(mesh_kube::status::run(
+                client.clone(),
+                status_rx,
+            )));
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
             let drained = watcher.clone();
             tasks.push(tokio::spawn(async move {
@@ -174,6 +182,9 @@ impl Istiod {
             warn!(object = %w.object, "{}", w.message);
         }
         jwks.want(first.jwks_uris);
+        if let Some(tx) = &statuses {
+            tx.send_replace(Arc::new(first.statuses));
+        }
         tasks.push(tokio::spawn(jwks.clone().run(watcher.clone())));
         let (resources_tx, resources) = watch::channel(Arc::new(first.set));
         tasks.push(tokio::spawn(xds::generate(
@@ -182,6 +193,7 @@ impl Istiod {
             resources_tx.clone(),
             sync,
             jwks,
+            statuses,
             watcher.clone(),
         )));
         drop(models_tx);

@@ -5,6 +5,7 @@
 //! - [`source`]: where they come from (a manifest directory today);
 //! - [`translate`]: model → Istio's xDS resources (pure functions);
 //! - [`xds`]: the delta ADS server that pushes them;
+//! - [`status`]: the conditions objects should carry (written in a cluster);
 //! - [`jwks`]: fetches the key sets RequestAuthentications name by URL;
 //! - [`grpc`]: the TLS listener on 15012 that serves the CA and xDS;
 //! - [`config`]: every setting, parsed before anything binds;
@@ -16,6 +17,7 @@ pub mod ca;
 pub mod config;
 pub mod grpc;
 pub mod jwks;
+pub mod status;
 
 /// The model lives in its own crate, shared with the CNI node agent.
 pub use mesh_model as model;

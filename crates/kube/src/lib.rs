@@ -4,6 +4,8 @@
 //! - [`deploy`]: the install manifests of `deploy/`, built in and rendered;
 //! - [`source`]: the model from the API server (a watcher per kind), the
 //!   same model the manifest directory gives;
+//! - [`status`]: conditions written back (ZtunnelAccepted, WaypointAccepted,
+//!   istio.io/WaypointBound);
 //! - [`token_review`]: who a service account token belongs to (the CA's
 //!   and xDS's authentication);
 //! - [`waypoint`]: the waypoint controller (ServiceAccount, Deployment,
@@ -13,6 +15,7 @@
 pub mod crds;
 pub mod deploy;
 pub mod source;
+pub mod status;
 pub mod token_review;
 pub mod waypoint;
 

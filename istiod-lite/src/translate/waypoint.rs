@@ -371,4 +371,4 @@ pub fn config(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

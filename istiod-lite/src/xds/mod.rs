@@ -30,6 +30,8 @@ pub struct Generated {
     pub warnings: Vec<Warning>,
     /// Every `jwksUri` the waypoints' rules name, for the resolver.
     pub jwks_uris: BTreeSet<String>,
+    /// The conditions the objects should carry (written in a cluster).
+    pub statuses: mesh_kube::status::Statuses,
 }
 
 /// Translates `model`, inlines the key sets fetched so far, and wraps the
@@ -44,6 +46,7 @@ pub fn resource_set(
     let jwks_uris = jwks::inline(&mut t, keys);
     Generated {
         set: ResourceSet::new(&t, generation),
+        statuses: crate::status::desired(model, &t),
         warnings: t.warnings,
         jwks_uris,
     }
@@ -52,13 +55,15 @@ pub fn resource_set(
 /// Re-translates on every model change and every new key set, waiting
 /// [`DEBOUNCE`] for more changes first, and publishes the result when it
 /// differs. Each warning is logged when it first appears. `on_model` sees
-/// every snapshot translated.
+/// every snapshot translated; `statuses`, when given, gets the conditions
+/// of each.
 pub async fn generate(
     mut models: watch::Receiver<Arc<Model>>,
     cfg: TranslateConfig,
     out: watch::Sender<Arc<ResourceSet>>,
     mut on_model: impl FnMut(&Model) + Send,
     jwks: JwksResolver,
+    statuses: Option<watch::Sender<Arc<mesh_kube::status::Statuses>>>,
     drain: DrainWatcher,
 ) {
     let mut keys_changed = jwks.changes();
@@ -79,8 +84,18 @@ pub async fn generate(
             set,
             warnings,
             jwks_uris,
+            statuses: wanted,
         } = resource_set(&model, &cfg, &jwks.snapshot(), generation);
         jwks.want(jwks_uris);
+        if let Some(tx) = &statuses {
+            tx.send_if_modified(|now| {
+                let differs = **now != wanted;
+                if differs {
+                    *now = Arc::new(wanted);
+                }
+                differs
+            });
+        }
         let mut now = HashSet::new();
         for w in warnings {
             let key = (w.object.to_string(), w.message.clone());

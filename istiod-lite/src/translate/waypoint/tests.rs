@@ -44,7 +44,7 @@ fn gateway(ns: &str, name: &str, l: &[(&str, &str)], allowed_from: Option<&str>)
 /// it ready), and the waypoint's pod.
 fn waypoint_deployment(ns: &str, name: &str, ip_suffix: u8) -> String {
     format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}, labels: {{gateway.networking.k8s.io/gateway-name: {name}}}}}\n\
          spec: {{clusterIP: 10.96.9.{ip_suffix}, selector: {{gateway.networking.k8s.io/gateway-name: {name}}}, \
          ports: [{{name: status-port, port: 15021}}, {{name: mesh, port: 15008, appProtocol: all}}]}}\n---\n{}",
         pod(
@@ -81,7 +81,7 @@ const FOR: &str = "istio.io/waypoint-for";
 /// Namespace `apps` using `waypoint`; the waypoint (of traffic type
 /// `waypoint_for`, default when `None`) with its Service; `echo` with its
 /// pod and `other` with its pod, unlabelled.
-fn apps(waypoint_for: Option<&str>) -> String {
+pub(crate) fn apps(waypoint_for: Option<&str>) -> String {
     let gw_labels: Vec<(&str, &str)> = waypoint_for.map(|f| (FOR, f)).into_iter().collect();
     [
         namespace("apps", &[(USE, "waypoint")]),
@@ -590,7 +590,7 @@ fn waypoint_and_gateway_pods_never_get_a_waypoint() {
     }]);
 }
 
-const ATTACHED: &str = r#"
+pub(crate) const ATTACHED: &str = r#"
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: echo-route, namespace: apps}
