@@ -176,6 +176,12 @@ pub fn render(values: &Values) -> Result<Vec<Value>, RenderError> {
             if let Some(image) = container.get("image").and_then(Value::as_str) {
                 container["image"] = retag(image, values).into();
             }
+            // The image istiod-lite's waypoint controller deploys.
+            set_env(
+                container,
+                "WAYPOINT_IMAGE",
+                &format!("{}/waypoint:{}", values.hub, values.tag),
+            );
             if values.profile == Profile::AmbientEbpf {
                 for name in ["INPOD_REDIRECTION", "REDIRECTION"] {
                     set_env(container, name, "ebpf");

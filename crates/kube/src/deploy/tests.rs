@@ -219,6 +219,6 @@ async fn apply_writes_every_object_by_server_side_apply_in_order() {
     );
     assert_eq!(
         components,
-        ["CRDs and namespace", "Istiod", "Ztunnel", "CNI"]
+        ["Istio core", "Istiod", "Ztunnel", "CNI"]
     );
 }
