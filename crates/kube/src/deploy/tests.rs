@@ -217,8 +217,5 @@ async fn apply_writes_every_object_by_server_side_apply_in_order() {
     assert!(
         paths.contains(&"/apis/rbac.authorization.k8s.io/v1/clusterroles/istiod-lite".to_string())
     );
-    assert_eq!(
-        components,
-        ["Istio core", "Istiod", "Ztunnel", "CNI"]
-    );
+    assert_eq!(components, ["Istio core", "Istiod", "Ztunnel", "CNI"]);
 }
