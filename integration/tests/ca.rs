@@ -56,7 +56,7 @@ async fn impersonation_needs_a_pod_with_that_identity_on_the_callers_node() {
     let zt_a = client(&mesh, node_proxy("node-a"), true);
 
     let (code, msg) = refusal(zt_a.fetch(&id("ghost")).await.unwrap_err());
-    assert_eq!(code, tonic::Code::Unauthenticated);
+    assert_eq!(code, tonic::Code::PermissionDenied);
     assert!(msg.contains("no pod") && msg.contains("node-a"), "{msg}");
 
     // A pod with that identity on another node does not help.
@@ -88,7 +88,7 @@ async fn only_trusted_node_proxies_may_impersonate() {
             .await
             .unwrap_err(),
     );
-    assert_eq!(code, tonic::Code::Unauthenticated);
+    assert_eq!(code, tonic::Code::PermissionDenied);
     assert!(msg.contains("not a trusted node proxy"), "{msg}");
 
     // Without impersonation a workload gets its own identity.

@@ -80,23 +80,23 @@ impl CaService {
         };
         let caller_account = (caller.namespace.clone(), caller.service_account.clone());
         if !self.policy.trusted_node_accounts.contains(&caller_account) {
-            return Err(Status::unauthenticated(format!(
+            return Err(Status::permission_denied(format!(
                 "{}/{} may not request certificates for other identities: it is not a trusted node proxy (see --trusted-node-accounts / CA_TRUSTED_NODE_ACCOUNTS)",
                 caller.namespace, caller.service_account
             )));
         }
         let identity: Identity = requested.parse().map_err(|e| {
-            Status::unauthenticated(format!(
+            Status::invalid_argument(format!(
                 "{IMPERSONATED_IDENTITY} {requested:?} is not a SPIFFE identity: {e}"
             ))
         })?;
         if identity.trust_domain() != td {
-            return Err(Status::unauthenticated(format!(
+            return Err(Status::permission_denied(format!(
                 "{identity} is outside this CA's trust domain {td}"
             )));
         }
         let node = caller.node.as_deref().ok_or_else(|| {
-            Status::unauthenticated(
+            Status::permission_denied(
                 "the caller's credential names no node, so it cannot impersonate",
             )
         })?;
@@ -104,7 +104,7 @@ impl CaService {
             .pods
             .identity_on_node(node, identity.namespace(), identity.service_account())
         {
-            return Err(Status::unauthenticated(format!(
+            return Err(Status::permission_denied(format!(
                 "no pod with identity {identity} runs on node {node}; a node proxy may only request identities of pods on its own node"
             )));
         }
