@@ -34,6 +34,7 @@ eventually() {
 
 cleanup() {
   if [[ "${KEEP:-}" != 1 ]]; then kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true; fi
+  rm -f "${KUBECONFIG_FILE:-}"
 }
 trap cleanup EXIT
 
@@ -96,9 +97,15 @@ spec:
     - source:
         principals: [cluster.local/ns/demo/sa/web-v1, cluster.local/ns/demo/sa/web-v2]
 YAML
-refused() { ! kubectl -n demo exec deploy/client -- curl -s --max-time 5 http://db.demo/ >/dev/null; }
+# Refused means curl's own reset exit codes (52, 56), not a failed exec.
+refused() {
+  local code=0
+  kubectl -n demo exec deploy/client -- curl -s --max-time 5 http://db.demo/ >/dev/null || code=$?
+  [[ $code == 52 || $code == 56 ]]
+}
 eventually refused || fail "the client still reaches db"
-answer_from web-v1 http://db.demo/ | grep -q '^hello from db' || fail "web-v1 no longer reaches db"
+web_reaches_db() { answer_from web-v1 http://db.demo/ | grep -q '^hello from db'; }
+eventually web_reaches_db || fail "web-v1 no longer reaches db"
 condition_is() {
   [ "$(kubectl -n demo get authorizationpolicy "$1" -o jsonpath='{.status.conditions[0].type}={.status.conditions[0].status}')" = "$2" ]
 }
@@ -110,7 +117,7 @@ kubectl label namespace demo istio.io/use-waypoint=waypoint --overwrite
 kubectl -n demo wait --for=condition=Programmed gateway/waypoint --timeout 180s
 kubectl -n demo rollout status deployment/waypoint --timeout 180s
 WAYPOINT_IP=$(kubectl -n demo get pods -l gateway.networking.k8s.io/gateway-name=waypoint -o jsonpath='{.items[0].status.podIP}')
-through_waypoint() { answer_from client http://web.demo/ | grep -q "you are $WAYPOINT_IP"; }
+through_waypoint() { answer_from client http://web.demo/ | grep -q "you are $WAYPOINT_IP\$"; }
 eventually through_waypoint || fail "web is not reached through the waypoint ($WAYPOINT_IP)"
 
 step "5. L7 policy: web allows GET only"

@@ -1,8 +1,8 @@
 //! Installing the plugin on a Kubernetes node, as the node agent's
 //! DaemonSet does at start: `mesh-cni` is copied into the node's CNI
 //! binary directory, and an entry for it is appended to the plugin list of
-//! the node's primary network config (the first `*.conflist` or `*.conf`
-//! by name, as the container runtime picks it). A `.conf` holding a single
+//! the node's primary network config (the first `*.conflist`, `*.conf` or
+//! `*.json` by name, as the container runtime picks it). A `.conf` holding a single
 //! plugin is turned into a `.conflist` around it.
 //!
 //! Both writes are atomic (a temporary file, then a rename), so the runtime
@@ -103,7 +103,7 @@ pub fn primary_config(conf_dir: &Path) -> Result<PathBuf, InstallError> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.extension()
-                .is_some_and(|x| x == "conflist" || x == "conf")
+                .is_some_and(|x| x == "conflist" || x == "conf" || x == "json")
         })
         .collect();
     candidates.sort();
@@ -113,7 +113,11 @@ pub fn primary_config(conf_dir: &Path) -> Result<PathBuf, InstallError> {
         .ok_or_else(|| InstallError::NoNetwork(conf_dir.to_path_buf()))
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
+/// Writes `bytes` with `mode` to a temporary file beside `path`, then
+/// renames it over `path`: readers see the old file or the whole new one,
+/// never a half-written or not-yet-executable one.
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallError> {
+    use std::os::unix::fs::PermissionsExt;
     let write = |source| InstallError::Write {
         path: path.to_path_buf(),
         source,
@@ -125,6 +129,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
             .unwrap_or("mesh-cni")
     ));
     std::fs::write(&tmp, bytes).map_err(write)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(write)?;
     std::fs::rename(&tmp, path).map_err(write)
 }
 
@@ -141,15 +146,7 @@ pub fn install(
         path: binary.to_path_buf(),
         source,
     })?;
-    let target = bin_dir.join(PLUGIN_TYPE);
-    write_atomically(&target, &bytes)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).map_err(
-        |source| InstallError::Write {
-            path: target.clone(),
-            source,
-        },
-    )?;
+    write_atomically(&bin_dir.join(PLUGIN_TYPE), &bytes, 0o755)?;
 
     let path = primary_config(conf_dir)?;
     let config = read_config(&path)?;
@@ -163,6 +160,7 @@ pub fn install(
         serde_json::to_vec_pretty(&chained)
             .unwrap_or_default()
             .as_slice(),
+        0o644,
     )?;
     if out != path {
         let _ = std::fs::remove_file(&path);

@@ -426,11 +426,12 @@ impl KubeSource {
                 }
                 changed
             }
-            Err(e) if is_not_found(&e) => {
-                if !self.objects.synced.contains(&w.kind) {
-                    warn!(kind = w.kind.as_str(), resource = %format!("{}.{}", w.plural, w.group),
-                        "the API server does not serve this kind (CRD not installed?); treating it as empty and retrying");
-                }
+            // Before the first list, a 404 means the CRD is not installed:
+            // the kind is empty. After it, keep what we have: a 404 while an
+            // API server restarts must not wipe every policy.
+            Err(e) if is_not_found(&e) && !self.objects.synced.contains(&w.kind) => {
+                warn!(kind = w.kind.as_str(), resource = %format!("{}.{}", w.plural, w.group),
+                    "the API server does not serve this kind (CRD not installed?); treating it as empty and retrying");
                 self.objects.absent(w.kind)
             }
             Err(e) => {

@@ -124,17 +124,22 @@ pub async fn write_changes(client: &Client, written: &Statuses, wanted: &Statuse
     result
 }
 
-/// Writes every change of `wanted` until it closes.
+/// Writes every change of `wanted` until it closes; what failed to be
+/// written is tried again every [`RETRY`].
 pub async fn run(client: Client, mut wanted: watch::Receiver<Arc<Statuses>>) {
     let mut written = Statuses::new();
     loop {
         let now = wanted.borrow_and_update().clone();
         written = write_changes(&client, &written, &now).await;
-        if wanted.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = wanted.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(RETRY), if written != *now => {}
         }
     }
 }
+
+/// How soon a status that could not be written is tried again.
+pub const RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests;

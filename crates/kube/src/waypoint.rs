@@ -435,10 +435,19 @@ pub async fn reconcile(
     if let Err(problem) = &outcome {
         warn!(gateway = %format!("{ns}/{}", gw.name), %problem, "waypoint not programmed");
     }
+    let mut wanted = status(&gw, gateway.metadata.generation, &outcome, &s.domain_suffix);
+    // Writing the same status again would change the Gateway and wake
+    // this controller again, for ever: unchanged conditions keep their
+    // time, and an unchanged status is not written.
+    let current = &gateway.data["status"];
+    keep_transition_times(&mut wanted, current);
+    if without_times(&wanted) == without_times(current) {
+        return Ok(());
+    }
     let body = json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "Gateway",
-        "status": status(&gw, gateway.metadata.generation, &outcome, &s.domain_suffix),
+        "status": wanted,
     });
     Api::<DynamicObject>::namespaced_with(client.clone(), ns, &GATEWAYS.api_resource())
         .patch_status(&gw.name, &apply, &Patch::Apply(&body))
@@ -450,8 +459,39 @@ pub async fn reconcile(
     Ok(())
 }
 
-/// A typed object as an apply patch: with its apiVersion and kind, which
-/// server-side apply needs and k8s-openapi leaves out of `Default`.
+/// Conditions whose type, status and reason have not changed keep the
+/// `lastTransitionTime` they have.
+fn keep_transition_times(wanted: &mut serde_json::Value, current: &serde_json::Value) {
+    let Some(conditions) = wanted["conditions"].as_array_mut() else {
+        return;
+    };
+    for c in conditions {
+        let same = current["conditions"].as_array().and_then(|old| {
+            old.iter().find(|o| {
+                o["type"] == c["type"] && o["status"] == c["status"] && o["reason"] == c["reason"]
+            })
+        });
+        if let Some(old) = same {
+            c["lastTransitionTime"] = old["lastTransitionTime"].clone();
+        }
+    }
+}
+
+/// The status with the condition times left out, for comparing.
+fn without_times(status: &serde_json::Value) -> serde_json::Value {
+    let mut s = status.clone();
+    if let Some(conditions) = s["conditions"].as_array_mut() {
+        for c in conditions {
+            if let Some(m) = c.as_object_mut() {
+                m.remove("lastTransitionTime");
+            }
+        }
+    }
+    json!({"addresses": s["addresses"], "conditions": s["conditions"]})
+}
+
+/// A typed object as an apply patch, its apiVersion and kind set (server-side
+/// apply needs them).
 fn typed<K: k8s_openapi::Resource + serde::Serialize>(object: K) -> serde_json::Value {
     let mut v = serde_json::to_value(&object).unwrap_or_default();
     v["apiVersion"] = K::API_VERSION.into();

@@ -198,3 +198,41 @@ async fn an_invalid_waypoint_is_refused_in_its_status_and_nothing_is_deployed() 
     reconcile(&client, &ingress, &settings()).await.unwrap();
     assert!(drain(&mut seen).is_empty(), "other classes are not ours");
 }
+
+#[tokio::test]
+async fn an_unchanged_status_is_not_written_again() {
+    let (client, mut seen) = mock();
+    reconcile(&client, &gateway(|_| {}), &settings())
+        .await
+        .unwrap();
+    let first = drain(&mut seen);
+    let written = first.last().unwrap().body["status"].clone();
+
+    // The Gateway as the API server now has it: our status, as written.
+    let (client, mut seen) = mock();
+    let current = gateway(|g| g["status"] = written.clone());
+    reconcile(&client, &current, &settings()).await.unwrap();
+    let again = drain(&mut seen);
+    assert_eq!(
+        again.len(),
+        4,
+        "the objects are applied (a no-op), the status is not"
+    );
+    assert!(again.iter().all(|s| !s.path.ends_with("/status")));
+
+    // A new generation changes observedGeneration: written, with the
+    // unchanged conditions keeping their transition time.
+    let (client, mut seen) = mock();
+    let newer = gateway(|g| {
+        g["status"] = written.clone();
+        g["metadata"]["generation"] = 2.into();
+    });
+    reconcile(&client, &newer, &settings()).await.unwrap();
+    let third = drain(&mut seen);
+    let status = &third.last().unwrap().body["status"];
+    assert_eq!(status["conditions"][1]["observedGeneration"], 2);
+    assert_eq!(
+        status["conditions"][1]["lastTransitionTime"],
+        written["conditions"][1]["lastTransitionTime"]
+    );
+}
