@@ -80,6 +80,34 @@ pub struct Istiod {
 
 impl Istiod {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
+        // In a cluster: the API server first (a wrong address fails here,
+        // at once), and the self-signed root kept in a Secret there.
+        let own_namespace =
+            std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "istio-system".into());
+        let kube_client = match &config.kubernetes {
+            Some(kube) => Some(
+                mesh_kube::source::connect(
+                    kube.kubeconfig.as_deref(),
+                    crate::config::KUBE_CONNECT_TIMEOUT,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        if let (Some(client), None) = (&kube_client, &config.ca_certs_dir) {
+            let (state_dir, td) = (config.state_dir.clone(), config.trust_domain.clone());
+            mesh_kube::ca_secret::sync_ca_dir(
+                client,
+                &own_namespace,
+                &config.state_dir.join("ca"),
+                || {
+                    CertificateAuthority::load_or_generate(&state_dir, td)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                },
+            )
+            .await?;
+        }
         let ca = Arc::new(load_ca(&config)?);
         let tokens = Arc::new(TokenIssuer::load_or_generate(&config.state_dir)?);
         let pods = Arc::new(PodIndex::new());
@@ -111,12 +139,7 @@ impl Istiod {
                 manifest_errors.clone(),
                 watcher.clone(),
             )));
-        } else if let Some(kube) = &config.kubernetes {
-            let client = mesh_kube::source::connect(
-                kube.kubeconfig.as_deref(),
-                crate::config::KUBE_CONNECT_TIMEOUT,
-            )
-            .await?;
+        } else if let (Some(kube), Some(client)) = (&config.kubernetes, kube_client.clone()) {
             auth = Arc::new(KubeAuthenticator::new(
                 TokenReviewer::new(client.clone()),
                 tokens.clone(),
@@ -129,8 +152,6 @@ impl Istiod {
             .await?;
             models_tx.send_replace(Arc::new(model));
             // ztunnel and other pods of our namespace verify us with it.
-            let own_namespace =
-                std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "istio-system".into());
             mesh_kube::waypoint::publish_root_cert(&client, &own_namespace, ca.root_pem()).await?;
             let settings = mesh_kube::waypoint::WaypointSettings {
                 image: kube.waypoint_image.clone(),

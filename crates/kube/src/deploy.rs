@@ -249,6 +249,8 @@ fn plural(kind: &str) -> Option<&'static str> {
         "ConfigMap" => "configmaps",
         "ClusterRole" => "clusterroles",
         "ClusterRoleBinding" => "clusterrolebindings",
+        "Role" => "roles",
+        "RoleBinding" => "rolebindings",
         "Deployment" => "deployments",
         "DaemonSet" => "daemonsets",
         "CustomResourceDefinition" => "customresourcedefinitions",

@@ -1,5 +1,6 @@
 //! The mesh's Kubernetes side, on kube-rs:
 //!
+//! - [`ca_secret`]: the self-signed root kept in Secret istio-ca-secret;
 //! - [`crds`]: the security.istio.io CRDs, generated from the model's types;
 //! - [`deploy`]: the install manifests of `deploy/`, built in and rendered;
 //! - [`source`]: the model from the API server (a watcher per kind), the
@@ -12,6 +13,7 @@
 //!   Service per waypoint Gateway, and the Gateway's status).
 #![forbid(unsafe_code)]
 
+pub mod ca_secret;
 pub mod crds;
 pub mod deploy;
 pub mod source;

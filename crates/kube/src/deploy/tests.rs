@@ -1,6 +1,6 @@
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value as Json;
 
@@ -75,6 +75,8 @@ fn every_rendered_object_is_its_kubernetes_type_field_for_field() {
             "ServiceAccount" => round_trip::<ServiceAccount>(&json),
             "ClusterRole" => round_trip::<ClusterRole>(&json),
             "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(&json),
+            "Role" => round_trip::<Role>(&json),
+            "RoleBinding" => round_trip::<RoleBinding>(&json),
             "Deployment" => round_trip::<Deployment>(&json),
             "DaemonSet" => round_trip::<DaemonSet>(&json),
             "Service" => round_trip::<Service>(&json),
@@ -96,6 +98,8 @@ fn every_rendered_object_is_its_kubernetes_type_field_for_field() {
             "ServiceAccount/istiod",
             "ClusterRole/istiod-lite",
             "ClusterRoleBinding/istiod-lite",
+            "Role/istiod-lite",
+            "RoleBinding/istiod-lite",
             "Deployment/istiod",
             "Service/istiod",
             "ServiceAccount/ztunnel",
