@@ -105,9 +105,12 @@ impl Agent {
             config::Source::Kubernetes(kubeconfig) => {
                 let client =
                     mesh_kube::source::connect(kubeconfig.as_deref(), KUBE_CONNECT_TIMEOUT).await?;
-                let (source, model) = mesh_kube::source::KubeSource::start_kinds(
+                // Only this node's pods: the agent captures no others.
+                let own_pods = format!("spec.nodeName={}", config.node_name);
+                let (source, model) = mesh_kube::source::KubeSource::start_selected(
                     client,
                     &mesh_kube::source::ENROLLMENT,
+                    Some(&own_pods),
                     KUBE_SYNC_TIMEOUT,
                 )
                 .await?;

@@ -354,12 +354,17 @@ pub async fn connect(kubeconfig: Option<&Path>, timeout: Duration) -> Result<Cli
 type Events =
     futures::stream::BoxStream<'static, (Watched, Result<Event<DynamicObject>, watcher::Error>)>;
 
-/// The watchers of `kinds`, merged.
-fn events(client: Client, kinds: &[Watched]) -> Events {
+/// The watchers of `kinds`, merged; Pods only those matching
+/// `pod_fields` when given (a field selector such as `spec.nodeName=n1`).
+fn events(client: Client, kinds: &[Watched], pod_fields: Option<&str>) -> Events {
     let streams = kinds.iter().map(|w| {
         let w = *w;
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &w.api_resource());
-        watcher::watcher(api, watcher::Config::default())
+        let config = match pod_fields {
+            Some(fields) if w.kind == Kind::Pod => watcher::Config::default().fields(fields),
+            _ => watcher::Config::default(),
+        };
+        watcher::watcher(api, config)
             .default_backoff()
             .map(move |e| (w, e))
             .boxed()
@@ -387,9 +392,20 @@ impl KubeSource {
         kinds: &[Watched],
         timeout: Duration,
     ) -> Result<(Self, Model), SourceError> {
+        Self::start_selected(client, kinds, None, timeout).await
+    }
+
+    /// [`Self::start_kinds`], with Pods narrowed by a field selector (the
+    /// node agent wants its own node's: `spec.nodeName=<node>`).
+    pub async fn start_selected(
+        client: Client,
+        kinds: &[Watched],
+        pod_fields: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(Self, Model), SourceError> {
         let mut source = KubeSource {
             objects: KubeObjects::of(kinds),
-            events: events(client, kinds),
+            events: events(client, kinds, pod_fields),
         };
         let deadline = tokio::time::Instant::now() + timeout;
         while !source.objects.synced() {

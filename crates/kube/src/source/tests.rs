@@ -284,3 +284,56 @@ async fn a_kubeconfig_pointing_nowhere_fails_at_once_naming_the_server() {
         .to_string();
     assert!(e.starts_with("reading the kubeconfig"), "{e}");
 }
+
+#[tokio::test]
+async fn the_node_agent_lists_only_its_nodes_pods() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let queries = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let mut held = Vec::new();
+        while let Some((request, send)) = handle.next_request().await {
+            let query = request.uri().query().unwrap_or_default().to_string();
+            let path = request.uri().path().to_string();
+            if query.contains("watch=true") {
+                held.push(send);
+                continue;
+            }
+            seen.push((path.clone(), query));
+            let file = if path == "/api/v1/pods" {
+                "pods.json"
+            } else {
+                "namespaces.json"
+            };
+            send.send_response(respond(StatusCode::OK, fixture(file)));
+            if seen.len() == 2 {
+                return seen;
+            }
+        }
+        seen
+    });
+    let (_source, model) = KubeSource::start_selected(
+        Client::new(service, "default"),
+        &ENROLLMENT,
+        Some("spec.nodeName=kind-worker"),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(model.pods.len(), 1);
+    assert!(
+        model.authorization_policies.is_empty(),
+        "only the kinds asked for"
+    );
+    let seen = queries.await.unwrap();
+    let pods = seen.iter().find(|(p, _)| p == "/api/v1/pods").unwrap();
+    assert!(
+        pods.1.contains("fieldSelector=spec.nodeName%3Dkind-worker"),
+        "{}",
+        pods.1
+    );
+    let namespaces = seen
+        .iter()
+        .find(|(p, _)| p == "/api/v1/namespaces")
+        .unwrap();
+    assert!(!namespaces.1.contains("fieldSelector"), "{}", namespaces.1);
+}
