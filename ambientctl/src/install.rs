@@ -4,7 +4,6 @@
 //! component as istioctl does (`✔ Istiod installed`).
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use mesh_kube::deploy::{self, Profile, Values};
 
@@ -53,7 +52,8 @@ pub fn install(
         .build()
         .map_err(InstallError::Runtime)?;
     rt.block_on(async {
-        let client = mesh_kube::source::connect(kubeconfig, Duration::from_secs(10)).await?;
+        let client =
+            mesh_kube::source::connect(kubeconfig, mesh_kube::source::CONNECT_TIMEOUT).await?;
         deploy::apply(&client, &objects, "ambientctl", |component| {
             println!("✔ {component} installed");
         })

@@ -67,12 +67,8 @@ pub enum LocalError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("writing {path}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Write(crate::store::StoreError),
     #[error("no ztunnel runs on node {node:?}; the local mesh's nodes are {known}")]
     NoSuchNode { node: String, known: String },
     #[error(
@@ -104,15 +100,8 @@ impl LocalMesh {
 
     /// Publishes the mesh in `dir` (atomically).
     pub fn save(&self, dir: &Path) -> Result<(), LocalError> {
-        let path = dir.join(FILE);
-        let tmp = dir.join(format!(".{FILE}.tmp"));
-        let write = |source| LocalError::Write {
-            path: path.clone(),
-            source,
-        };
         let text = serde_json::to_string_pretty(self).expect("plain data serializes");
-        std::fs::write(&tmp, text).map_err(write)?;
-        std::fs::rename(&tmp, &path).map_err(write)
+        crate::store::write_atomic(&dir.join(FILE), &text).map_err(LocalError::Write)
     }
 
     /// The ztunnel `ztunnel-config` asks: the one named by `target`

@@ -218,7 +218,9 @@ fn to_yaml(docs: &[Value], file: &Path) -> Result<String, StoreError> {
     Ok(out)
 }
 
-fn write_atomic(file: &Path, text: &str) -> Result<(), StoreError> {
+/// Writes `text` to a temporary file beside `file`, then renames it over
+/// `file`: readers see the old contents or the new, never half.
+pub(crate) fn write_atomic(file: &Path, text: &str) -> Result<(), StoreError> {
     let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("x");
     let tmp = file.with_file_name(format!(".{name}.tmp"));
     let write = |source| StoreError::Write {

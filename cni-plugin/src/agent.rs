@@ -25,15 +25,10 @@ pub mod zds;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use mesh_model::Model;
 use mesh_model::manifests::{self, ManifestDir};
 
-/// How long the API server has to answer at start, and how long the
-/// first list of pods and namespaces may take.
-const KUBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const KUBE_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 use mesh_runtime::drain::{self, DrainMode, DrainTrigger};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -103,15 +98,18 @@ impl Agent {
                 )));
             }
             config::Source::Kubernetes(kubeconfig) => {
-                let client =
-                    mesh_kube::source::connect(kubeconfig.as_deref(), KUBE_CONNECT_TIMEOUT).await?;
+                let client = mesh_kube::source::connect(
+                    kubeconfig.as_deref(),
+                    mesh_kube::source::CONNECT_TIMEOUT,
+                )
+                .await?;
                 // Only this node's pods: the agent captures no others.
                 let own_pods = format!("spec.nodeName={}", config.node_name);
                 let (source, model) = mesh_kube::source::KubeSource::start_selected(
                     client,
                     &mesh_kube::source::ENROLLMENT,
                     Some(&own_pods),
-                    KUBE_SYNC_TIMEOUT,
+                    mesh_kube::source::SYNC_TIMEOUT,
                 )
                 .await?;
                 models_tx.send_replace(Arc::new(model));

@@ -88,7 +88,7 @@ impl Istiod {
             Some(kube) => Some(
                 mesh_kube::source::connect(
                     kube.kubeconfig.as_deref(),
-                    crate::config::KUBE_CONNECT_TIMEOUT,
+                    mesh_kube::source::CONNECT_TIMEOUT,
                 )
                 .await?,
             ),
@@ -147,7 +147,7 @@ impl Istiod {
             ));
             let (source, model) = mesh_kube::source::KubeSource::start(
                 client.clone(),
-                crate::config::KUBE_SYNC_TIMEOUT,
+                mesh_kube::source::SYNC_TIMEOUT,
             )
             .await?;
             models_tx.send_replace(Arc::new(model));
@@ -198,13 +198,19 @@ impl Istiod {
         let mut sync = pod_index_sync(pods.clone());
         sync(&initial);
         let jwks = JwksResolver::new(config.jwks_refresh_interval);
-        let first = xds::resource_set(&initial, &config.translate, &jwks.snapshot(), 1);
+        let first = xds::resource_set(
+            &initial,
+            &config.translate,
+            &jwks.snapshot(),
+            1,
+            statuses.is_some(),
+        );
         for w in first.warnings {
             warn!(object = %w.object, "{}", w.message);
         }
         jwks.want(first.jwks_uris);
-        if let Some(tx) = &statuses {
-            tx.send_replace(Arc::new(first.statuses));
+        if let (Some(tx), Some(wanted)) = (&statuses, first.statuses) {
+            tx.send_replace(Arc::new(wanted));
         }
         tasks.push(tokio::spawn(jwks.clone().run(watcher.clone())));
         let (resources_tx, resources) = watch::channel(Arc::new(first.set));

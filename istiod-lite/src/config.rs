@@ -147,11 +147,6 @@ pub struct Kubernetes {
     pub istiod_address: String,
 }
 
-/// How long the API server has to answer at start before istiod-lite
-/// gives up, and how long the first list of every kind may take.
-pub const KUBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-pub const KUBE_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
-
 /// The validated configuration of `istiod-lite serve`.
 #[derive(Clone, Debug)]
 pub struct Config {

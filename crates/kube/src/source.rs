@@ -313,6 +313,11 @@ pub enum SourceError {
     SyncTimeout(String, Duration),
 }
 
+/// How long an API server has to answer at start before a binary gives up.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the first list of every kind watched may take.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A client for the cluster of `kubeconfig` (its current context), or,
 /// without one, the in-cluster service account (or `KUBECONFIG`); checked
 /// to answer within `timeout`, so a wrong address fails at once.

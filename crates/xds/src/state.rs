@@ -14,7 +14,7 @@ use mesh_core::{
     Network, NetworkAddress, Scope, Service, Workload, WorkloadUid,
 };
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::info;
 
 /// Istio's root namespace, where mesh-wide (global) policies live.
 const ROOT_NAMESPACE: &str = "istio-system";
@@ -393,12 +393,8 @@ impl ProxyState {
     }
 
     /// The policies that apply to `workload` (`dataplane.md` §7.2): its
-    /// namespace's, the mesh-wide ones, and those it lists by name.
-    /// Listed names that are unknown are skipped with a warning.
-    pub fn policies_for(&self, workload: &Workload) -> Vec<Arc<Authorization>> {
-        Self::applicable(&self.read(), workload)
-    }
-
+    /// namespace's, the mesh-wide ones, and those it lists by name (an
+    /// unknown listed name never gets here: `missing_policy` denies first).
     fn applicable(inner: &Inner, workload: &Workload) -> Vec<Arc<Authorization>> {
         let mut out: Vec<Arc<Authorization>> = inner
             .policies
@@ -410,13 +406,13 @@ impl ProxyState {
             })
             .cloned()
             .collect();
-        for key in &workload.authorization_policies {
-            match inner.policies.get(key) {
-                Some(p) if !out.iter().any(|o| Arc::ptr_eq(o, p)) => out.push(p.clone()),
-                Some(_) => {}
-                None => {
-                    warn!(workload = %workload.uid, policy = %key, "workload lists an unknown policy; its connections are denied until it arrives")
-                }
+        for p in workload
+            .authorization_policies
+            .iter()
+            .filter_map(|key| inner.policies.get(key))
+        {
+            if !out.iter().any(|o| Arc::ptr_eq(o, p)) {
+                out.push(p.clone());
             }
         }
         out

@@ -30,8 +30,9 @@ pub struct Generated {
     pub warnings: Vec<Warning>,
     /// Every `jwksUri` the waypoints' rules name, for the resolver.
     pub jwks_uris: BTreeSet<String>,
-    /// The conditions the objects should carry (written in a cluster).
-    pub statuses: mesh_kube::status::Statuses,
+    /// The conditions the objects should carry, when asked for (in a
+    /// cluster, where they are written).
+    pub statuses: Option<mesh_kube::status::Statuses>,
 }
 
 /// Translates `model`, inlines the key sets fetched so far, and wraps the
@@ -41,12 +42,13 @@ pub fn resource_set(
     cfg: &TranslateConfig,
     keys: &jwks::Snapshot,
     generation: u64,
+    with_statuses: bool,
 ) -> Generated {
     let mut t = translate(model, cfg);
     let jwks_uris = jwks::inline(&mut t, keys);
     Generated {
         set: ResourceSet::new(&t, generation),
-        statuses: crate::status::desired(model, &t),
+        statuses: with_statuses.then(|| crate::status::desired(model, &t)),
         warnings: t.warnings,
         jwks_uris,
     }
@@ -85,9 +87,15 @@ pub async fn generate(
             warnings,
             jwks_uris,
             statuses: wanted,
-        } = resource_set(&model, &cfg, &jwks.snapshot(), generation);
+        } = resource_set(
+            &model,
+            &cfg,
+            &jwks.snapshot(),
+            generation,
+            statuses.is_some(),
+        );
         jwks.want(jwks_uris);
-        if let Some(tx) = &statuses {
+        if let (Some(tx), Some(wanted)) = (&statuses, wanted) {
             tx.send_if_modified(|now| {
                 let differs = **now != wanted;
                 if differs {
