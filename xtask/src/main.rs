@@ -19,7 +19,7 @@ const TASKS: &[(&str, &str)] = &[
     ),
     (
         "crds",
-        "regenerate deploy/crds/security.istio.io.yaml from the mesh-model types",
+        "regenerate deploy/base/crds/security.istio.io.yaml from the mesh-model types",
     ),
     (
         "bench",

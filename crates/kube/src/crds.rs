@@ -2,7 +2,7 @@
 //! reads, generated from the same Rust types that parse them, so the API
 //! server accepts exactly what istiod-lite understands.
 //!
-//! `deploy/crds/security.istio.io.yaml` is this module's output, committed.
+//! `deploy/base/crds/security.istio.io.yaml` is this module's output, committed.
 //! A test fails when the two differ; `UPDATE_CRDS=1 cargo test -p mesh-kube
 //! crds` (or `cargo xtask crds`) writes the file again.
 //!
@@ -17,7 +17,7 @@ use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
 /// Where the generated CRDs are committed, from the workspace root.
-pub const CRD_FILE: &str = "deploy/crds/security.istio.io.yaml";
+pub const CRD_FILE: &str = "deploy/base/crds/security.istio.io.yaml";
 
 /// The spec's schema, as Kubernetes wants it: OpenAPI v3, every subschema
 /// inline (no `$ref`), structural.

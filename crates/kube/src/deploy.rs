@@ -33,12 +33,8 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../../../deploy/base/cni-node.yaml"),
     ),
     (
-        "crds/kustomization.yaml",
-        include_str!("../../../deploy/crds/kustomization.yaml"),
-    ),
-    (
-        "crds/security.istio.io.yaml",
-        include_str!("../../../deploy/crds/security.istio.io.yaml"),
+        "base/crds/security.istio.io.yaml",
+        include_str!("../../../deploy/base/crds/security.istio.io.yaml"),
     ),
 ];
 

@@ -62,32 +62,34 @@ fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(
     }
 }
 
+/// `kind/name` of an object, after checking it against its Kubernetes type.
+fn typed(o: &Value) -> String {
+    let json: Json = serde_json::to_value(o).unwrap();
+    let kind = json["kind"].as_str().unwrap().to_string();
+    let name = json["metadata"]["name"].as_str().unwrap().to_string();
+    let checked = match kind.as_str() {
+        "Namespace" => round_trip::<Namespace>(&json),
+        "ServiceAccount" => round_trip::<ServiceAccount>(&json),
+        "ClusterRole" => round_trip::<ClusterRole>(&json),
+        "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(&json),
+        "Role" => round_trip::<Role>(&json),
+        "RoleBinding" => round_trip::<RoleBinding>(&json),
+        "Deployment" => round_trip::<Deployment>(&json),
+        "DaemonSet" => round_trip::<DaemonSet>(&json),
+        "Service" => round_trip::<Service>(&json),
+        "CustomResourceDefinition" => round_trip::<CustomResourceDefinition>(&json),
+        other => Err(format!("no type checked for kind {other}")),
+    };
+    if let Err(e) = checked {
+        panic!("{kind} {name}: {e}");
+    }
+    format!("{kind}/{name}")
+}
+
 #[test]
 fn every_rendered_object_is_its_kubernetes_type_field_for_field() {
     let objects = render(&Values::default()).unwrap();
-    let mut kinds = Vec::new();
-    for o in &objects {
-        let json: Json = serde_json::to_value(o).unwrap();
-        let kind = json["kind"].as_str().unwrap().to_string();
-        let name = json["metadata"]["name"].as_str().unwrap().to_string();
-        let checked = match kind.as_str() {
-            "Namespace" => round_trip::<Namespace>(&json),
-            "ServiceAccount" => round_trip::<ServiceAccount>(&json),
-            "ClusterRole" => round_trip::<ClusterRole>(&json),
-            "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(&json),
-            "Role" => round_trip::<Role>(&json),
-            "RoleBinding" => round_trip::<RoleBinding>(&json),
-            "Deployment" => round_trip::<Deployment>(&json),
-            "DaemonSet" => round_trip::<DaemonSet>(&json),
-            "Service" => round_trip::<Service>(&json),
-            "CustomResourceDefinition" => round_trip::<CustomResourceDefinition>(&json),
-            other => Err(format!("no type checked for kind {other}")),
-        };
-        if let Err(e) = checked {
-            panic!("{kind} {name}: {e}");
-        }
-        kinds.push(format!("{kind}/{name}"));
-    }
+    let kinds: Vec<String> = objects.iter().map(typed).collect();
     assert_eq!(
         kinds,
         [
@@ -125,6 +127,39 @@ fn env_of(objects: &[Value], kind: &str, name: &str, var: &str) -> String {
         .and_then(|e| e["value"].as_str())
         .unwrap_or_default()
         .to_string()
+}
+
+/// The acceptance check of the install: what `kubectl kustomize` makes of
+/// `deploy/base` is, object for object, what `ambientctl install` renders
+/// (kubectl orders by kind; we apply in file order, CRDs first), and each
+/// object is its Kubernetes type.
+#[test]
+fn kubectl_kustomize_renders_what_install_applies() {
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/base");
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&base)
+        .output()
+        .expect("kubectl is needed for this test (.ci/install-packages installs it)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        base.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut theirs: Vec<Value> =
+        serde_yaml::Deserializer::from_str(std::str::from_utf8(&out.stdout).unwrap())
+            .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+            .collect();
+    let mut ours = kustomize("base").unwrap();
+    let key = |o: &Value| typed(o);
+    theirs.sort_by_key(key);
+    ours.sort_by_key(key);
+    assert_eq!(theirs.len(), 17);
+    for (t, o) in theirs.iter().zip(&ours) {
+        assert_eq!(t, o, "kubectl and our renderer differ on {}", typed(o));
+    }
+    assert_eq!(theirs.len(), ours.len());
 }
 
 #[test]
@@ -172,6 +207,7 @@ fn profiles_and_values_adjust_the_rendered_objects() {
 #[test]
 fn paths_resolve_like_kustomize() {
     assert_eq!(join("base", "../crds"), "crds");
+    assert_eq!(join("base", "crds/a.yaml"), "base/crds/a.yaml");
     assert_eq!(join("base", "./ztunnel.yaml"), "base/ztunnel.yaml");
     assert_eq!(
         kustomize("nowhere").unwrap_err(),
