@@ -59,10 +59,22 @@ const SECURITY: &str = "security.istio.io";
 const GATEWAY: &str = "gateway.networking.k8s.io";
 
 /// The kinds the node agent needs: which pods are enrolled.
-pub const ENROLLMENT: [Watched; 2] = [WATCHED[0], WATCHED[1]];
+pub const ENROLLMENT: [Watched; 2] = [watched(Kind::Namespace), watched(Kind::Pod)];
+
+/// Where `kind` is served (every kind of the model is in [`WATCHED`]).
+pub const fn watched(kind: Kind) -> Watched {
+    let mut i = 0;
+    while i < WATCHED.len() {
+        if WATCHED[i].kind as u8 == kind as u8 {
+            return WATCHED[i];
+        }
+        i += 1;
+    }
+    panic!("a kind of the model is not in WATCHED")
+}
 
 /// Every kind of the model, at the version read.
-pub const WATCHED: [Watched; 9] = [
+pub const WATCHED: [Watched; 10] = [
     Watched {
         kind: Kind::Namespace,
         group: "",
@@ -80,6 +92,12 @@ pub const WATCHED: [Watched; 9] = [
         group: "",
         version: "v1",
         plural: "services",
+    },
+    Watched {
+        kind: Kind::EndpointSlice,
+        group: "discovery.k8s.io",
+        version: "v1",
+        plural: "endpointslices",
     },
     Watched {
         kind: Kind::AuthorizationPolicy,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use mesh_model::Kind;
 use serde_json::json;
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -49,10 +50,10 @@ impl StatusKey {
     fn resource(&self) -> (ApiResource, &'static str) {
         match self.kind {
             StatusKind::AuthorizationPolicy => (
-                crate::source::WATCHED[3].api_resource(),
+                crate::source::watched(Kind::AuthorizationPolicy).api_resource(),
                 "security.istio.io/v1",
             ),
-            StatusKind::Service => (crate::source::WATCHED[2].api_resource(), "v1"),
+            StatusKind::Service => (crate::source::watched(Kind::Service).api_resource(), "v1"),
         }
     }
 }

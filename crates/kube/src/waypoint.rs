@@ -34,7 +34,7 @@ use mesh_model::{Kind, Object};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::source::{WATCHED, Watched, to_object};
+use crate::source::{Watched, to_object};
 use crate::token_review::ISTIO_CA_AUDIENCE;
 
 /// Who writes what the controller writes.
@@ -372,7 +372,7 @@ pub enum ControllerError {
     },
 }
 
-const GATEWAYS: Watched = WATCHED[6];
+const GATEWAYS: Watched = crate::source::watched(Kind::Gateway);
 
 /// Brings one Gateway's waypoint to what it should be. Gateways of other
 /// classes are left alone.

@@ -29,6 +29,7 @@ pub enum Kind {
     Namespace,
     Pod,
     Service,
+    EndpointSlice,
     AuthorizationPolicy,
     PeerAuthentication,
     Gateway,
@@ -45,6 +46,7 @@ impl Kind {
             ("", "Namespace") => Kind::Namespace,
             ("", "Pod") => Kind::Pod,
             ("", "Service") => Kind::Service,
+            ("discovery.k8s.io", "EndpointSlice") => Kind::EndpointSlice,
             ("security.istio.io", "AuthorizationPolicy") => Kind::AuthorizationPolicy,
             ("security.istio.io", "PeerAuthentication") => Kind::PeerAuthentication,
             ("gateway.networking.k8s.io", "Gateway") => Kind::Gateway,
@@ -60,6 +62,7 @@ impl Kind {
             Kind::Namespace => "Namespace",
             Kind::Pod => "Pod",
             Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::Gateway => "Gateway",
@@ -98,6 +101,7 @@ pub enum Object {
     Namespace(Namespace),
     Pod(Pod),
     Service(Service),
+    EndpointSlice(EndpointSlice),
     AuthorizationPolicy(AuthorizationPolicy),
     PeerAuthentication(PeerAuthentication),
     Gateway(Gateway),
@@ -126,6 +130,9 @@ pub struct Model {
     pub namespaces: BTreeMap<String, Namespace>,
     pub pods: BTreeMap<NsName, Pod>,
     pub services: BTreeMap<NsName, Service>,
+    /// The endpoints of Services without a selector, kept by hand (or by
+    /// another controller) rather than chosen from pods.
+    pub endpoint_slices: BTreeMap<NsName, EndpointSlice>,
     pub authorization_policies: BTreeMap<NsName, AuthorizationPolicy>,
     pub peer_authentications: BTreeMap<NsName, PeerAuthentication>,
     pub gateways: BTreeMap<NsName, Gateway>,
@@ -146,6 +153,9 @@ impl Model {
             }
             Object::Service(o) => {
                 self.services.insert(k, o);
+            }
+            Object::EndpointSlice(o) => {
+                self.endpoint_slices.insert(k, o);
             }
             Object::AuthorizationPolicy(o) => {
                 self.authorization_policies.insert(k, o);

@@ -154,6 +154,7 @@ pub fn parse_object(doc: Value) -> Result<Parsed, ObjectError> {
         Kind::Namespace => Object::Namespace(typed(doc).map_err(in_object)?),
         Kind::Pod => Object::Pod(typed(doc).map_err(in_object)?),
         Kind::Service => Object::Service(typed(doc).map_err(in_object)?),
+        Kind::EndpointSlice => Object::EndpointSlice(typed(doc).map_err(in_object)?),
         Kind::AuthorizationPolicy => {
             let ap = typed(doc).map_err(in_object)?;
             validate::authorization_policy(&ap).map_err(in_object)?;

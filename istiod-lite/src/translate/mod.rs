@@ -3,6 +3,7 @@
 //! reconnecting proxy skip everything it already has.
 
 pub mod authorization;
+pub mod endpoint_slice;
 pub mod peer_authentication;
 pub mod waypoint;
 pub mod workload;
@@ -11,6 +12,7 @@ pub mod workload;
 pub(crate) mod tests;
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 
 use mesh_core::TrustDomain;
 use mesh_proto::istio::security as spb;
@@ -153,6 +155,61 @@ pub fn translate(model: &Model, cfg: &TranslateConfig) -> Translation {
                 r#type: Some(wpb::address::Type::Service(resource)),
             },
         );
+    }
+
+    // Endpoints of Services without a selector, from their slices (a
+    // selector Service's own slices would only repeat what its pods say).
+    for ((ns, slice_name), slice) in &model.endpoint_slices {
+        let Some(svc_name) = slice.service_name() else {
+            continue;
+        };
+        let Some(svc) = model.services.get(&(ns.clone(), svc_name.to_string())) else {
+            continue;
+        };
+        if !svc.spec.selector.is_empty() || !endpoint_slice::has_addresses(slice) {
+            continue;
+        }
+        let service_key = format!(
+            "{ns}/{}",
+            workload::service_hostname(svc_name, ns, &cfg.domain_suffix)
+        );
+        let ports = endpoint_slice::ports(svc, slice);
+        let each = endpoint_slice::SliceEndpoint {
+            namespace: ns,
+            slice: slice_name,
+            service: svc_name,
+            service_key: &service_key,
+            ports: &ports,
+        };
+        for endpoint in &slice.endpoints {
+            if let Some(pod) = endpoint_slice::target_pod(endpoint)
+                && model.pods.contains_key(&(ns.clone(), pod.to_string()))
+            {
+                endpoints
+                    .entry((ns.clone(), pod.to_string()))
+                    .or_default()
+                    .insert(service_key.clone(), ports.clone());
+                continue;
+            }
+            for address in &endpoint.addresses {
+                let Ok(ip) = address.parse::<IpAddr>() else {
+                    out.warnings.push(Warning {
+                        object: key(Kind::EndpointSlice, ns, slice_name),
+                        message: format!(
+                            "endpoint address {address:?} is not an IP; it is not published"
+                        ),
+                    });
+                    continue;
+                };
+                let w = each.workload(endpoint, ip, cfg);
+                out.addresses.insert(
+                    w.uid.clone(),
+                    wpb::Address {
+                        r#type: Some(wpb::address::Type::Workload(w)),
+                    },
+                );
+            }
+        }
     }
 
     // Pods.

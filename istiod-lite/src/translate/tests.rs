@@ -916,3 +916,84 @@ fn every_http_attribute_is_recognised() {
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
+
+#[test]
+fn services_without_a_selector_take_their_endpoints_from_endpoint_slices() {
+    let yaml = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: apps}
+spec: {clusterIP: 10.96.0.20, ports: [{name: pg, port: 5432}, {name: admin, port: 8080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: db-manual, namespace: apps, labels: {kubernetes.io/service-name: db}}
+addressType: IPv4
+ports: [{name: pg, port: 15432}]
+endpoints:
+- addresses: [192.168.7.10]
+  nodeName: node-b
+- addresses: [192.168.7.11]
+  conditions: {ready: false}
+- addresses: [10.0.0.3]
+  targetRef: {kind: Pod, name: other}
+- addresses: [not-an-ip]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: db-names, namespace: apps, labels: {kubernetes.io/service-name: db}}
+addressType: FQDN
+endpoints: [{addresses: [db.example.com]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: apps}
+spec: {clusterIP: 10.96.0.10, selector: {app: web}, ports: [{port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-abcde, namespace: apps, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{port: 80}]
+endpoints: [{addresses: [10.0.0.2], targetRef: {kind: Pod, name: web}}]
+"#;
+    let t = translate(
+        &model_of(&format!("{BASE}---\n{yaml}")),
+        &TranslateConfig::default(),
+    );
+    let workload = |uid: &str| match &t.addresses[uid].r#type {
+        Some(Type::Workload(w)) => w.clone(),
+        _ => panic!("{uid}: workload expected"),
+    };
+    let db = "apps/db.apps.svc.cluster.local";
+    let outside = workload("Kubernetes/discovery.k8s.io/EndpointSlice/apps/db-manual/192.168.7.10");
+    assert_eq!(outside.addresses, [vec![192, 168, 7, 10]]);
+    assert_eq!(outside.tunnel_protocol, wpb::TunnelProtocol::None as i32);
+    assert_eq!(outside.node, "node-b");
+    assert_eq!(outside.status, wpb::WorkloadStatus::Healthy as i32);
+    let ports: Vec<(u32, u32)> = outside.services[db]
+        .ports
+        .iter()
+        .map(|p| (p.service_port, p.target_port))
+        .collect();
+    assert_eq!(ports, [(5432, 15432)], "admin has no port in the slice");
+    let unready = workload("Kubernetes/discovery.k8s.io/EndpointSlice/apps/db-manual/192.168.7.11");
+    assert_eq!(unready.status, wpb::WorkloadStatus::Unhealthy as i32);
+    // An endpoint that is our pod adds the Service to the pod's workload.
+    let other = workload("Kubernetes//Pod/apps/other");
+    assert!(other.services.contains_key(db));
+    // Host names are not addresses; a bad address is named in a warning.
+    assert!(!t.addresses.keys().any(|k| k.contains("db-names")));
+    assert!(
+        t.warnings
+            .iter()
+            .any(|w| w.object.name == "db-manual" && w.message.contains("\"not-an-ip\""))
+    );
+    // A selector Service's own slice adds nothing: its pods already say it.
+    assert_eq!(
+        workload("Kubernetes//Pod/apps/web").services.len(),
+        1,
+        "web is an endpoint of web once"
+    );
+    assert!(!t.addresses.keys().any(|k| k.contains("web-abcde")));
+}

@@ -59,6 +59,7 @@ async fn fake_api_server(mut handle: Handle, release: Arc<Notify>) {
             "/api/v1/namespaces" => "namespaces.json",
             "/api/v1/pods" => "pods.json",
             "/api/v1/services" => "services.json",
+            "/apis/discovery.k8s.io/v1/endpointslices" => "endpointslices.json",
             "/apis/security.istio.io/v1/authorizationpolicies" => "authorizationpolicies.json",
             "/apis/security.istio.io/v1/peerauthentications" => "empty-peerauthentications.json",
             "/apis/security.istio.io/v1/requestauthentications" => {
@@ -83,6 +84,11 @@ fn as_manifest_dir() -> Model {
         ("namespaces.json", "v1", "Namespace"),
         ("pods.json", "v1", "Pod"),
         ("services.json", "v1", "Service"),
+        (
+            "endpointslices.json",
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+        ),
         (
             "authorizationpolicies.json",
             "security.istio.io/v1",
@@ -130,6 +136,9 @@ async fn lists_then_follows_watch_events_into_the_model_the_manifest_source_give
     assert_eq!(pod.spec.node_name.as_deref(), Some("kind-worker"));
     assert_eq!(pod.service_account(), "web");
     assert!(model.services.contains_key(&("shop".into(), "web".into())));
+    let slice = &model.endpoint_slices[&("shop".into(), "web-8xk2p".into())];
+    assert_eq!(slice.service_name(), Some("web"));
+    assert_eq!(slice.endpoints[0].addresses, ["10.244.1.7"]);
     let policies: Vec<&str> = model
         .authorization_policies
         .keys()
@@ -183,7 +192,7 @@ fn broken_pod(name: &str) -> DynamicObject {
     .unwrap()
 }
 
-const PODS: Watched = WATCHED[1];
+const PODS: Watched = watched(Kind::Pod);
 
 #[test]
 fn a_relist_replaces_the_kind_and_a_bad_object_keeps_its_last_good_version() {
