@@ -483,6 +483,16 @@ impl Cluster {
         }
     }
 
+    /// Whether the node's ztunnel has exited with status 0.
+    pub fn ztunnel_exited(&mut self, node: &str) -> bool {
+        let i = self.node_index(node);
+        self.nodes[i]
+            .ztunnel
+            .as_mut()
+            .and_then(|z| z.exit_status())
+            .is_some_and(|s| s.success())
+    }
+
     pub fn start_ztunnel(&mut self, node: &str) {
         let i = self.node_index(node);
         self.start_ztunnel_at(i);
@@ -531,6 +541,30 @@ impl Cluster {
             ],
         );
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A request to one of the node's ztunnel endpoints on its loopback
+    /// (admin 15000, stats 15020, readiness 15021): (status, body), status
+    /// 0 when nothing answered.
+    pub fn ztunnel_http(&self, node: &str, method: &str, port: u16, path: &str) -> (u16, String) {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let out = ns_output(
+            &self.node(node).netns,
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "5",
+                "-X",
+                method,
+                "-w",
+                "\n%{http_code}",
+                &url,
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
     /// Whether the node agent reports `pod` (namespace/name) captured.

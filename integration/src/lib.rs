@@ -125,6 +125,7 @@ impl Mesh {
             authorization_policies: Vec::new(),
             services: Default::default(),
             waypoint: None,
+            telemetry: Default::default(),
         }
     }
 
@@ -147,6 +148,8 @@ impl Mesh {
             (zc::NODE_NAME, node.to_string()),
             // Many ztunnels share this process's namespace.
             (zc::ADMIN_ADDR, "127.0.0.1:0".to_string()),
+            (zc::STATS_ADDR, "127.0.0.1:0".to_string()),
+            (zc::READINESS_ADDR, "127.0.0.1:0".to_string()),
             (zc::CA_ADDRESS, self.istiod().grpc_addr.to_string()),
             (zc::CA_ROOT_CA, self.istiod().ca.root_pem().to_string()),
             (zc::AUTH_TOKEN, token),

@@ -6,18 +6,16 @@
 
 pub mod dump;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use mesh_runtime::drain::DrainWatcher;
+use mesh_runtime::endpoint::{self, Body};
+use mesh_runtime::logging;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tracing::{debug, warn};
+use tracing::info;
 
 use mesh_tls::SecretManager;
 
@@ -37,55 +35,27 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-        use anyhow::Context;
-        TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the admin endpoint {addr} (ADMIN_ADDR)"))
-    }
-
-    /// Serves until the drain signal; open requests finish on their own.
+    /// Serves until the drain signal.
     pub async fn serve(self, listener: TcpListener, watcher: DrainWatcher) {
-        loop {
-            let stream = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        warn!(error = %e, "admin accept failed");
-                        continue;
-                    }
-                },
-                _ = watcher.signaled() => return,
-            };
-            let admin = self.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.respond(&req)) }
-                });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    debug!(error = %e, "admin connection ended");
-                }
-            });
-        }
+        endpoint::serve("admin", listener, watcher, move |req| self.respond(req)).await
     }
 
-    fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+    fn respond(&self, req: &Request<Incoming>) -> Response<Body> {
         match (req.method(), req.uri().path()) {
+            (&Method::GET, "/") => endpoint::text(StatusCode::OK, INDEX),
             (&Method::GET, "/config_dump") => {
-                let body = serde_json::to_vec_pretty(&self.config_dump()).unwrap_or_default();
-                let mut r = Response::new(Full::new(Bytes::from(body)));
-                r.headers_mut().insert(
-                    hyper::header::CONTENT_TYPE,
-                    hyper::header::HeaderValue::from_static("application/json"),
-                );
-                r
+                endpoint::json(serde_json::to_vec_pretty(&self.config_dump()).unwrap_or_default())
             }
-            (_, "/config_dump") => status(StatusCode::METHOD_NOT_ALLOWED),
-            _ => status(StatusCode::NOT_FOUND),
+            (_, "/logging") => logging(req),
+            (&Method::POST, "/quitquitquit") => {
+                info!("shutdown asked for on the admin endpoint");
+                mesh_runtime::signal::quit();
+                endpoint::text(StatusCode::OK, "OK\n")
+            }
+            (_, "/" | "/config_dump" | "/quitquitquit") => {
+                endpoint::status(StatusCode::METHOD_NOT_ALLOWED)
+            }
+            _ => endpoint::status(StatusCode::NOT_FOUND),
         }
     }
 
@@ -143,8 +113,61 @@ impl Admin {
     }
 }
 
-fn status(code: StatusCode) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(format!("{code}\n"))));
-    *r.status_mut() = code;
-    r
+const INDEX: &str = "ztunnel admin\n\
+    GET  /config_dump     workloads, services, policies, certificates (no keys), settings\n\
+    POST /logging         ?level=<level|target=level,...> sets the log filter, ?reset restores it;\n\
+    \x20                     without parameters it prints the filter in force\n\
+    POST /quitquitquit    drains and exits, as SIGTERM does\n";
+
+/// `/logging`: `POST ?level=debug` or `?level=access:debug,info` (istioctl's
+/// `target:level` or `target=level`), `POST ?reset`; no parameter prints
+/// the filter in force.
+fn logging(req: &Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::POST {
+        return endpoint::status(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let done = if endpoint::query_param(req, "reset").is_some() {
+        logging::reset_filter()
+    } else if let Some(level) = endpoint::query_param(req, "level") {
+        logging::set_filter(&directives(&level))
+    } else {
+        Ok(())
+    };
+    match done.and_then(|()| logging::current_filter()) {
+        Ok(filter) => endpoint::text(StatusCode::OK, format!("current log level is {filter}\n")),
+        Err(e @ logging::FilterError::Invalid { .. }) => {
+            endpoint::text(StatusCode::BAD_REQUEST, format!("{e}\n"))
+        }
+        Err(e) => endpoint::text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+/// istioctl's `access:debug` → `access=debug` (a target's own `::` kept).
+fn directives(level: &str) -> String {
+    level
+        .split(',')
+        .map(|d| match d.rsplit_once(':') {
+            Some((target, lvl))
+                if !d.contains('=') && !target.ends_with(':') && !target.is_empty() =>
+            {
+                format!("{target}={lvl}")
+            }
+            _ => d.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn istioctl_levels_become_filter_directives() {
+        assert_eq!(super::directives("debug"), "debug");
+        assert_eq!(super::directives("access:debug,info"), "access=debug,info");
+        assert_eq!(
+            super::directives("ztunnel::proxy:trace"),
+            "ztunnel::proxy=trace"
+        );
+        assert_eq!(super::directives("a=warn"), "a=warn");
+    }
 }

@@ -7,8 +7,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use mesh_hbone::Pool;
 use mesh_runtime::drain::{self, DrainMode, DrainTrigger};
+use mesh_runtime::endpoint;
 use mesh_runtime::readiness::Ready;
+use mesh_runtime::stats;
 use mesh_tls::{CaClient, CertificateSource, SecretManager, SecretManagerConfig};
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::info;
@@ -16,6 +19,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::inpod::PodStates;
 use crate::inpod::manager::WorkloadManager;
+use crate::metrics::TrafficMetrics;
 use crate::proxy::connections::ConnectionManager;
 use crate::proxy::{Listeners, ProxyInputs};
 use crate::socket::Sockets;
@@ -26,6 +30,12 @@ use crate::xds::{StateHandler, XdsClient, XdsClientStats};
 pub struct Ztunnel {
     /// The admin endpoint, when on.
     pub admin_addr: Option<SocketAddr>,
+    /// `/metrics` and `/stats/prometheus`, when on.
+    pub stats_addr: Option<SocketAddr>,
+    /// `/healthz/ready`, when on.
+    pub readiness_addr: Option<SocketAddr>,
+    /// Every metric this ztunnel exports.
+    pub registry: Arc<Registry>,
     /// The node-level outbound listener; `None` in in-pod mode.
     pub outbound_addr: Option<SocketAddr>,
     pub inbound_addrs: Vec<SocketAddr>,
@@ -79,10 +89,23 @@ impl Ztunnel {
         } else {
             None
         };
-        let admin_listener = match config.admin_addr {
-            Some(addr) => Some(crate::admin::Admin::bind(addr).await?),
-            None => None,
+        let bind = |what, addr: Option<SocketAddr>, setting| async move {
+            match addr {
+                Some(a) => endpoint::bind(what, a, setting).await.map(Some),
+                None => Ok(None),
+            }
         };
+        let admin_listener = bind("admin", config.admin_addr, crate::config::ADMIN_ADDR).await?;
+        let stats_listener = bind("stats", config.stats_addr, crate::config::STATS_ADDR).await?;
+        let readiness_listener = bind(
+            "readiness",
+            config.readiness_addr,
+            crate::config::READINESS_ADDR,
+        )
+        .await?;
+        let mut registry = Registry::default();
+        let metrics = TrafficMetrics::new(registry.sub_registry_with_prefix("istio"));
+        crate::metrics::register_build(registry.sub_registry_with_prefix("istio"));
         let ready = Ready::new();
         let xds_stats = Arc::new(XdsClientStats::default());
         let xds = config.xds.clone().map(|c| {
@@ -98,6 +121,7 @@ impl Ztunnel {
             pool: pool.clone(),
             connections: connections.clone(),
             sockets: Sockets::Host,
+            metrics,
         });
         let (trigger, watcher) = drain::new();
         let mut tasks = Vec::new();
@@ -135,6 +159,29 @@ impl Ztunnel {
                 watcher.clone(),
             )));
         }
+        let registry = Arc::new(registry);
+        let mut stats_addr = None;
+        if let Some(listener) = stats_listener {
+            stats_addr = Some(listener.local_addr()?);
+            let registry = registry.clone();
+            tasks.push(tokio::spawn(endpoint::serve(
+                "stats",
+                listener,
+                watcher.clone(),
+                move |req| stats::respond(&registry, req),
+            )));
+        }
+        let mut readiness_addr = None;
+        if let Some(listener) = readiness_listener {
+            readiness_addr = Some(listener.local_addr()?);
+            let ready = ready.clone();
+            tasks.push(tokio::spawn(endpoint::serve(
+                "readiness",
+                listener,
+                watcher.clone(),
+                move |req| stats::readiness(&ready, req),
+            )));
+        }
         let mut admin_addr = None;
         if let Some(listener) = admin_listener {
             admin_addr = Some(listener.local_addr()?);
@@ -151,6 +198,9 @@ impl Ztunnel {
         info!(?outbound_addr, ?admin_addr, ?inbound_addrs, inpod = inputs.config.inpod.is_some(), node = %inputs.config.node_name, "ztunnel started");
         Ok(Self {
             admin_addr,
+            stats_addr,
+            readiness_addr,
+            registry,
             outbound_addr,
             inbound_addrs,
             inbound_plaintext_addr,

@@ -48,6 +48,8 @@ pub const INPOD_MARK: &str = "INPOD_MARK";
 pub const INPOD_PORT_REUSE: &str = "INPOD_PORT_REUSE";
 pub const INPOD_REDIRECTION: &str = "INPOD_REDIRECTION";
 pub const ADMIN_ADDR: &str = "ADMIN_ADDR";
+pub const STATS_ADDR: &str = "STATS_ADDR";
+pub const READINESS_ADDR: &str = "READINESS_ADDR";
 
 const DEFAULT_CA_ADDRESS: &str = "istiod.istio-system.svc:15012";
 const DEFAULT_ROOT_CA: &str = "./var/run/secrets/istio/root-cert.pem";
@@ -97,6 +99,10 @@ pub struct Config {
     /// The admin endpoint (`/config_dump`); `None` when turned off
     /// (`ADMIN_ADDR=none`).
     pub admin_addr: Option<SocketAddr>,
+    /// Prometheus metrics (`/metrics`, `/stats/prometheus`), `[::]:15020`.
+    pub stats_addr: Option<SocketAddr>,
+    /// The readiness probe (`/healthz/ready`), `[::]:15021`.
+    pub readiness_addr: Option<SocketAddr>,
 }
 
 /// How ztunnel serves pods from inside their network namespaces.
@@ -294,13 +300,18 @@ impl Config {
             None
         };
 
-        let admin_addr = match get(ADMIN_ADDR).as_deref() {
-            Some("none" | "") => None,
-            _ => Some(addr(ADMIN_ADDR, "127.0.0.1:15000")?),
+        let optional = |key: &'static str, default: &str| match get(key).as_deref() {
+            Some("none" | "") => Ok(None),
+            _ => addr(key, default).map(Some),
         };
+        let admin_addr = optional(ADMIN_ADDR, "127.0.0.1:15000")?;
+        let stats_addr = optional(STATS_ADDR, "[::]:15020")?;
+        let readiness_addr = optional(READINESS_ADDR, "[::]:15021")?;
 
         Ok(Self {
             admin_addr,
+            stats_addr,
+            readiness_addr,
             node_name,
             proxy_mode,
             network: Network::new(get(NETWORK).unwrap_or_default()),
@@ -422,9 +433,14 @@ mod tests {
             parse(&base).unwrap().admin_addr,
             Some("127.0.0.1:15000".parse().unwrap())
         );
+        let c = parse(&base).unwrap();
+        assert_eq!(c.stats_addr, Some("[::]:15020".parse().unwrap()));
+        assert_eq!(c.readiness_addr, Some("[::]:15021".parse().unwrap()));
         let mut off = base.to_vec();
         off.push((ADMIN_ADDR, "none"));
-        assert_eq!(parse(&off).unwrap().admin_addr, None);
+        off.push((STATS_ADDR, "none"));
+        let c = parse(&off).unwrap();
+        assert_eq!((c.admin_addr, c.stats_addr), (None, None));
         let mut bad = base.to_vec();
         bad.push((ADMIN_ADDR, "localhost"));
         assert_eq!(parse(&bad).unwrap_err().key, ADMIN_ADDR);

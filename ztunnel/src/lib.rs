@@ -14,6 +14,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod inpod;
+pub mod metrics;
 pub mod proxy;
 pub mod socket;
 /// The delta-xDS client (in `mesh-xds`).

@@ -19,6 +19,7 @@ use mesh_tls::SecretManager;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::metrics::{Reporter, SecurityPolicy, TrafficLabels, TrafficMetrics};
 use crate::state::ProxyState;
 
 /// Where captured outbound connections arrive.
@@ -95,6 +96,42 @@ pub(crate) fn local_workload(
         .filter(|w| w.node == inputs.config.node_name)
 }
 
+/// The labels of an inbound connection to `destination`'s `port` from
+/// `src`: the source workload is looked up by address, and believed only
+/// if its identity is the one the peer proved (plaintext proves none).
+pub(crate) fn inbound_labels(
+    inputs: &ProxyInputs,
+    destination: &mesh_core::Workload,
+    port: u16,
+    src: std::net::IpAddr,
+    peer_id: Option<&mesh_core::Identity>,
+) -> TrafficLabels {
+    let security = match peer_id {
+        Some(_) => SecurityPolicy::MutualTls,
+        None => SecurityPolicy::Unknown,
+    };
+    let mut labels =
+        TrafficLabels::new(Reporter::Destination, security).with_destination(destination);
+    if let Some(source) = inputs.state.workload_by_addr(&inputs.config.network, src)
+        && peer_id.is_none_or(|id| source.identity().ok().as_ref() == Some(id))
+    {
+        labels = labels.with_source(&source);
+    }
+    if let Some(id) = peer_id {
+        labels = labels.with_source_principal(id);
+    }
+    // The Service the client most likely used: one that maps to this port.
+    let service = destination
+        .services
+        .iter()
+        .find(|(_, ports)| ports.iter().any(|p| p.target_port == port))
+        .and_then(|(key, _)| inputs.state.service(key));
+    if let Some(service) = service {
+        labels = labels.with_service(&service);
+    }
+    labels
+}
+
 /// What every connection handler needs.
 pub struct ProxyInputs {
     pub config: Arc<Config>,
@@ -105,6 +142,7 @@ pub struct ProxyInputs {
     /// Where this proxy's upstream sockets are created: ztunnel's own
     /// namespace, or (in-pod mode) the pod's.
     pub sockets: crate::socket::Sockets,
+    pub metrics: Arc<TrafficMetrics>,
 }
 
 impl ProxyInputs {
@@ -123,6 +161,7 @@ impl ProxyInputs {
             ),
             connections: self.connections.clone(),
             sockets,
+            metrics: self.metrics.clone(),
         }
     }
 }

@@ -25,5 +25,5 @@ pub use authorization::{
 pub use identity::{Identity, IdentityError, TrustDomain};
 pub use service::{PortMapping, Service};
 pub use waypoint::{GatewayAddress, GatewayDestination};
-pub use workload::{TunnelProtocol, Workload, WorkloadUid};
+pub use workload::{TunnelProtocol, Workload, WorkloadTelemetry, WorkloadUid};
 pub use xds::{Address, ConversionError};

@@ -83,6 +83,28 @@ pub struct Workload {
     /// The waypoint that takes traffic addressed to this workload's IP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waypoint: Option<crate::waypoint::GatewayAddress>,
+    /// Who the workload is in metrics and access logs.
+    #[serde(default)]
+    pub telemetry: WorkloadTelemetry,
+}
+
+/// The names dashboards group a workload by (Istio's `source_workload`,
+/// `source_canonical_service`, ...), as istiod derives them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadTelemetry {
+    /// The owning controller's name (a Deployment's), or the pod's.
+    #[serde(default)]
+    pub workload_name: String,
+    /// `service.istio.io/canonical-name`, `app.kubernetes.io/name`, `app`.
+    #[serde(default)]
+    pub canonical_name: String,
+    /// `service.istio.io/canonical-revision`, `app.kubernetes.io/version`,
+    /// `version`, or `latest`.
+    #[serde(default)]
+    pub canonical_revision: String,
+    #[serde(default)]
+    pub cluster_id: String,
 }
 
 fn default_service_account() -> String {
@@ -166,6 +188,7 @@ services:
             authorization_policies: vec![],
             services: BTreeMap::new(),
             waypoint: None,
+            telemetry: WorkloadTelemetry::default(),
         }
     }
 }

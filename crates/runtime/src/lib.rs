@@ -1,9 +1,14 @@
-//! Process lifecycle shared by every binary: draining, readiness, signals and
-//! log set-up.
+//! Process lifecycle shared by every binary: draining, readiness, signals,
+//! log set-up, and the small HTTP endpoints operators probe (admin, stats on
+//! 15020, readiness on 15021).
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod drain;
+pub mod endpoint;
 pub mod logging;
 pub mod readiness;
 pub mod signal;
+pub mod stats;
+
+pub use prometheus_client;

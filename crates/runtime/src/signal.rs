@@ -6,14 +6,25 @@ use std::future::Future;
 use std::process::ExitCode;
 
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
 
-/// Resolves on SIGTERM or SIGINT.
+/// Set by [`quit`]: an orderly stop asked for from inside the process.
+static QUIT: Notify = Notify::const_new();
+
+/// Asks the process to stop as SIGTERM would (the admin endpoint's
+/// `/quitquitquit`). Remembered if nothing waits yet.
+pub fn quit() {
+    QUIT.notify_one();
+}
+
+/// Resolves on SIGTERM, SIGINT or [`quit`].
 pub async fn shutdown() -> std::io::Result<&'static str> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     Ok(tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+        _ = QUIT.notified() => "/quitquitquit",
     })
 }
 

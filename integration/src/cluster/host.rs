@@ -122,6 +122,11 @@ impl Proc {
     }
 
     /// Stops it with SIGTERM (a graceful drain), then SIGKILL after 5 s.
+    /// How the process ended, if it has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;

@@ -11,10 +11,11 @@ use mesh_hbone::copy;
 use mesh_hbone::server::{self, InboundConnect};
 use mesh_runtime::drain::{DrainWatcher, run_with_drain};
 use tokio::net::TcpStream;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::connections::Protocol;
 use super::{PROXY_PORTS, ProxyInputs, Refusal};
+use crate::metrics::{Bytes, ConnectionResult, Endpoints, ResponseFlags};
 
 pub(crate) async fn handle(
     inputs: Arc<ProxyInputs>,
@@ -76,7 +77,6 @@ async fn handle_stream(
     local: SocketAddr,
     peer_id: Identity,
 ) {
-    let started = std::time::Instant::now();
     if connect.method() != Method::CONNECT {
         return connect.reject(StatusCode::BAD_REQUEST);
     }
@@ -109,47 +109,59 @@ async fn handle_stream(
         dst: target,
         src_identity: Some(peer_id.clone()),
     };
+    let result = ConnectionResult::new(
+        inputs.metrics.clone(),
+        super::inbound_labels(&inputs, &workload, target.port(), peer.ip(), Some(&peer_id)),
+        Endpoints {
+            src: Some(peer),
+            dst: Some(target),
+            hbone_addr: Some(target),
+        },
+    );
     // Decided against the workload as it is now (by uid, not the copy this
     // pooled connection started with), whose policies may have changed.
     let mut guard = match super::admit(&inputs, &workload.uid, info, Protocol::Hbone) {
         Ok(guard) => guard,
         Err(refusal) => {
-            info!(target: "access", src_addr = %peer, src_identity = %peer_id, dst_addr = %target,
-                direction = "inbound", reason = %refusal, "connection refused");
-            return connect.reject(match refusal {
+            let status = match refusal {
                 Refusal::Denied(_) => StatusCode::UNAUTHORIZED,
                 Refusal::Unknown => StatusCode::SERVICE_UNAVAILABLE,
-            });
+            };
+            result.failed(ResponseFlags::Deny, &refusal);
+            return connect.reject(status);
         }
     };
     let app = match super::connect_app(&inputs, peer.ip(), target).await {
         Ok(app) => app,
         Err(e) => {
-            warn!(target: "access", src_addr = %peer, src_identity = %peer_id, dst_addr = %target, error = %e, "connecting to the application failed");
+            result.failed(
+                ResponseFlags::Connect,
+                &format_args!("connecting to the application: {e}"),
+            );
             return connect.reject(StatusCode::SERVICE_UNAVAILABLE);
         }
     };
     if guard.is_revoked() {
+        result.failed(ResponseFlags::Deny, &"revoked by a policy change");
         return connect.reject(StatusCode::UNAUTHORIZED);
     }
     let stream = match connect.accept(HeaderMap::new()) {
         Ok(s) => s,
         Err(e) => {
-            debug!(error = %e, "peer went away before the 200");
+            result.closed::<String>(Err(format!("peer went away before the 200: {e}")));
             return;
         }
     };
     let copied = tokio::select! {
         r = copy::copy_bidirectional(&app, stream) => r,
-        _ = guard.revoked() => return,
+        _ = guard.revoked() => {
+            result.closed::<&str>(Err("closed: a policy change revoked it"));
+            return;
+        }
     };
-    match copied {
-        Ok(t) => {
-            info!(target: "access", src_addr = %peer, src_identity = %peer_id, dst_addr = %target,
-            direction = "inbound", bytes_sent = t.from_tunnel, bytes_recv = t.to_tunnel, duration = ?started.elapsed(), "connection complete")
-        }
-        Err(e) => {
-            debug!(src_addr = %peer, dst_addr = %target, error = %e, "inbound connection ended with an error")
-        }
-    }
+    // From the client's side: the request came through the tunnel.
+    result.closed(copied.map(|t| Bytes {
+        request: t.from_tunnel,
+        response: t.to_tunnel,
+    }));
 }

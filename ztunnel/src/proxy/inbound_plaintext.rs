@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use mesh_core::ConnectionInfo;
 use tokio::net::TcpStream;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::connections::Protocol;
 use super::{PROXY_PORTS, ProxyInputs, local_workload};
+use crate::metrics::{Bytes, ConnectionResult, Endpoints, ResponseFlags};
 use crate::socket::original_dst;
 
 pub(crate) async fn handle(inputs: Arc<ProxyInputs>, tcp: TcpStream, peer: SocketAddr) {
-    let started = std::time::Instant::now();
     let dst = match original_dst(&tcp).or(inputs.config.inbound_plaintext_target) {
         Some(d) => d,
         None => match tcp.local_addr() {
@@ -28,7 +28,7 @@ pub(crate) async fn handle(inputs: Arc<ProxyInputs>, tcp: TcpStream, peer: Socke
         return;
     }
     let Some(workload) = local_workload(&inputs, dst.ip()) else {
-        warn!(target: "access", src_addr = %peer, dst_addr = %dst, direction = "inbound",
+        warn!(target: "access", direction = "inbound", src.addr = %peer, dst.addr = %dst,
             "plaintext connection to an address that is not a workload of this node; closing");
         return;
     };
@@ -37,20 +37,31 @@ pub(crate) async fn handle(inputs: Arc<ProxyInputs>, tcp: TcpStream, peer: Socke
         dst,
         src_identity: None,
     };
+    let result = ConnectionResult::new(
+        inputs.metrics.clone(),
+        super::inbound_labels(&inputs, &workload, dst.port(), peer.ip(), None),
+        Endpoints {
+            src: Some(peer),
+            dst: Some(dst),
+            hbone_addr: None,
+        },
+    );
     let mut guard = match super::admit(&inputs, &workload.uid, info, Protocol::Tcp) {
         Ok(guard) => guard,
         Err(refusal) => {
             // A reset, as Istio gives: curl sees exit code 56.
             let _ = tcp.set_zero_linger();
-            info!(target: "access", src_addr = %peer, dst_addr = %dst, direction = "inbound",
-                reason = %refusal, "plaintext connection refused");
+            result.failed(ResponseFlags::Deny, &refusal);
             return;
         }
     };
     let mut app = match super::connect_app(&inputs, peer.ip(), dst).await {
         Ok(app) => app,
         Err(e) => {
-            warn!(target: "access", src_addr = %peer, dst_addr = %dst, error = %e, "connecting to the application failed");
+            result.failed(
+                ResponseFlags::Connect,
+                &format_args!("connecting to the application: {e}"),
+            );
             return;
         }
     };
@@ -59,16 +70,12 @@ pub(crate) async fn handle(inputs: Arc<ProxyInputs>, tcp: TcpStream, peer: Socke
         r = tokio::io::copy_bidirectional(&mut tcp, &mut app) => r,
         _ = guard.revoked() => {
             let _ = tcp.set_zero_linger();
+            result.closed::<&str>(Err("closed: a policy change revoked it"));
             return;
         }
     };
-    match copied {
-        Ok((sent, recv)) => {
-            info!(target: "access", src_addr = %peer, dst_addr = %dst, direction = "inbound", mtls = false,
-                bytes_sent = recv, bytes_recv = sent, duration = ?started.elapsed(), "connection complete")
-        }
-        Err(e) => {
-            debug!(src_addr = %peer, dst_addr = %dst, error = %e, "plaintext inbound ended with an error")
-        }
-    }
+    result.closed(copied.map(|(sent, recv)| Bytes {
+        request: sent,
+        response: recv,
+    }));
 }

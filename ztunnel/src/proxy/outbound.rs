@@ -7,15 +7,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::HeaderMap;
-use mesh_core::{GatewayAddress, TunnelProtocol, Workload};
+use mesh_core::{GatewayAddress, Service, TunnelProtocol, Workload};
 use mesh_hbone::client::ConnectRequest;
 use mesh_hbone::headers::{self, Baggage};
 use mesh_hbone::{WorkloadKey, copy};
 use tokio::net::TcpStream;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::connections::{OpenConnection, OutboundGuard, Protocol};
 use super::{PROXY_PORTS, ProxyInputs};
+use crate::metrics::{
+    Bytes, ConnectionResult, Endpoints, Reporter, ResponseFlags, SecurityPolicy, TrafficLabels,
+};
 use crate::socket::original_dst;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,15 +46,38 @@ pub enum OutboundError {
 }
 
 pub(crate) async fn handle(inputs: Arc<ProxyInputs>, tcp: TcpStream, peer: SocketAddr) {
-    let started = std::time::Instant::now();
-    match proxy(&inputs, tcp, peer).await {
-        Ok((dst, t)) => {
-            info!(target: "access", src_addr = %peer, dst_addr = %dst, direction = "outbound",
-            bytes_sent = t.to_tunnel, bytes_recv = t.from_tunnel, duration = ?started.elapsed(), "connection complete")
-        }
-        Err(e) => {
-            warn!(target: "access", src_addr = %peer, direction = "outbound", error = %e, "connection failed")
-        }
+    // Once both ends are known a ConnectionResult counts and logs the
+    // connection; what fails before that is logged here.
+    if let Err(e) = proxy(&inputs, tcp, peer).await {
+        warn!(target: "access", direction = "outbound", src.addr = %peer, error = %e, "connection failed")
+    }
+}
+
+/// The outbound labels: this workload (and the identity it presents) to
+/// `destination` (its identity as xDS gives it), through `service`.
+fn labels(
+    source: &Workload,
+    destination: Option<&Workload>,
+    service: Option<&Service>,
+    security: SecurityPolicy,
+) -> TrafficLabels {
+    let mut l = TrafficLabels::new(Reporter::Source, security).with_source(source);
+    if let Ok(id) = source.identity() {
+        l = l.with_source_principal(&id);
+    }
+    if let Some(d) = destination {
+        l = l.with_destination(d);
+    }
+    if let Some(s) = service {
+        l = l.with_service(s);
+    }
+    l
+}
+
+fn transferred(t: copy::Transferred) -> Bytes {
+    Bytes {
+        request: t.to_tunnel,
+        response: t.from_tunnel,
     }
 }
 
@@ -59,7 +85,7 @@ async fn proxy(
     inputs: &ProxyInputs,
     tcp: TcpStream,
     peer: SocketAddr,
-) -> Result<(SocketAddr, copy::Transferred), OutboundError> {
+) -> Result<(), OutboundError> {
     let dst = original_dst(&tcp)
         .or(inputs.config.outbound_target)
         .unwrap_or(tcp.local_addr()?);
@@ -79,8 +105,17 @@ async fn proxy(
     // Istio's behaviour; a uniform random pick gives the same spread).
     let service = inputs.state.service_by_vip(network, dst.ip());
     if let Some(waypoint) = service.as_ref().and_then(|s| s.waypoint.as_ref()) {
-        let host = service.as_ref().map(|s| s.hostname.as_str());
-        return via_waypoint(inputs, &tcp, peer, &source, dst, waypoint, host).await;
+        return via_waypoint(
+            inputs,
+            &tcp,
+            peer,
+            &source,
+            dst,
+            waypoint,
+            service.as_deref(),
+            None,
+        )
+        .await;
     }
     let (dst, destination) = match &service {
         Some(service) => {
@@ -106,7 +141,17 @@ async fn proxy(
             .iter()
             .any(|w| w.uid == source.uid)
     {
-        return via_waypoint(inputs, &tcp, peer, &source, dst, waypoint, None).await;
+        return via_waypoint(
+            inputs,
+            &tcp,
+            peer,
+            &source,
+            dst,
+            waypoint,
+            None,
+            destination.as_deref(),
+        )
+        .await;
     }
     match destination {
         Some(target) if target.tunnel_protocol == TunnelProtocol::Hbone => {
@@ -121,32 +166,79 @@ async fn proxy(
                 headers: connect_headers(&source, peer),
             };
             debug!(%peer, %dst, dst_id = %key.dst_id[0], "tunnelling over HBONE");
-            let stream = inputs.pool.connect(&key, &request).await?;
+            let result = ConnectionResult::new(
+                inputs.metrics.clone(),
+                labels(
+                    &source,
+                    Some(&target),
+                    service.as_deref(),
+                    SecurityPolicy::MutualTls,
+                ),
+                Endpoints {
+                    src: Some(peer),
+                    dst: Some(key.dst),
+                    hbone_addr: Some(dst),
+                },
+            );
+            let stream = match inputs.pool.connect(&key, &request).await {
+                Ok(s) => s,
+                Err(e) => {
+                    result.failed(ResponseFlags::Connect, &e);
+                    return Ok(());
+                }
+            };
             let _open = track(inputs, &source, peer, original, key.dst, Protocol::Hbone);
-            Ok((dst, copy::copy_bidirectional(&tcp, stream).await?))
+            result.closed(
+                copy::copy_bidirectional(&tcp, stream)
+                    .await
+                    .map(transferred),
+            );
+            Ok(())
         }
-        _ => {
+        destination => {
             debug!(%peer, %dst, "destination not in the mesh; passing through");
+            let result = ConnectionResult::new(
+                inputs.metrics.clone(),
+                labels(
+                    &source,
+                    destination.as_deref(),
+                    service.as_deref(),
+                    SecurityPolicy::Unknown,
+                ),
+                Endpoints {
+                    src: Some(peer),
+                    dst: Some(dst),
+                    hbone_addr: None,
+                },
+            );
             let connect = async { inputs.sockets.connector(&dst)?.connect(dst).await };
-            let mut upstream = connect
-                .await
-                .map_err(|source| OutboundError::Passthrough { dst, source })?;
+            let mut upstream = match connect.await {
+                Ok(u) => u,
+                Err(source) => {
+                    result.failed(
+                        ResponseFlags::Connect,
+                        &OutboundError::Passthrough { dst, source },
+                    );
+                    return Ok(());
+                }
+            };
             let _open = track(inputs, &source, peer, original, dst, Protocol::Tcp);
             let mut tcp = tcp;
-            let (sent, recv) = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await?;
-            Ok((
-                dst,
-                copy::Transferred {
-                    to_tunnel: sent,
-                    from_tunnel: recv,
-                },
-            ))
+            let copied = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await;
+            result.closed(copied.map(|(sent, recv)| Bytes {
+                request: sent,
+                response: recv,
+            }));
+            Ok(())
         }
     }
 }
 
 /// Tunnels to a waypoint pod with the original destination as the
-/// authority; the waypoint's identity is verified.
+/// authority; the waypoint's identity is verified. The destination in
+/// metrics is the Service, or the workload addressed by its IP; its
+/// principal is the waypoint's, the identity this connection proved.
+#[allow(clippy::too_many_arguments)]
 async fn via_waypoint(
     inputs: &ProxyInputs,
     tcp: &TcpStream,
@@ -154,8 +246,10 @@ async fn via_waypoint(
     source: &Workload,
     original: SocketAddr,
     waypoint: &GatewayAddress,
-    host: Option<&str>,
-) -> Result<(SocketAddr, copy::Transferred), OutboundError> {
+    service: Option<&Service>,
+    destination: Option<&Workload>,
+) -> Result<(), OutboundError> {
+    let host = service.map(|s| s.hostname.as_str());
     let pods: Vec<_> = inputs
         .state
         .waypoint_workloads(waypoint)
@@ -185,9 +279,27 @@ async fn via_waypoint(
         headers,
     };
     debug!(%peer, dst = %original, %waypoint, waypoint_pod = %key.dst, "tunnelling through the waypoint");
-    let stream = inputs.pool.connect(&key, &request).await?;
+    let mut l = labels(source, destination, service, SecurityPolicy::MutualTls);
+    l.destination_principal = key.dst_id[0].to_string();
+    let result = ConnectionResult::new(
+        inputs.metrics.clone(),
+        l,
+        Endpoints {
+            src: Some(peer),
+            dst: Some(key.dst),
+            hbone_addr: Some(original),
+        },
+    );
+    let stream = match inputs.pool.connect(&key, &request).await {
+        Ok(s) => s,
+        Err(e) => {
+            result.failed(ResponseFlags::Connect, &e);
+            return Ok(());
+        }
+    };
     let _open = track(inputs, source, peer, original, key.dst, Protocol::Hbone);
-    Ok((original, copy::copy_bidirectional(tcp, stream).await?))
+    result.closed(copy::copy_bidirectional(tcp, stream).await.map(transferred));
+    Ok(())
 }
 
 /// Lists the connection on the admin endpoint while the guard lives.

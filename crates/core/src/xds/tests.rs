@@ -6,7 +6,7 @@ use super::*;
 use crate::address::Network;
 use crate::identity::TrustDomain;
 use crate::service::PortMapping;
-use crate::workload::{TunnelProtocol, WorkloadUid};
+use crate::workload::{TunnelProtocol, WorkloadTelemetry, WorkloadUid};
 
 fn proto_workload() -> wl::Workload {
     wl::Workload {
@@ -62,6 +62,10 @@ fn workload_converts() {
                 }]
             )]),
             waypoint: None,
+            telemetry: WorkloadTelemetry {
+                canonical_name: "echo".into(),
+                ..Default::default()
+            },
         }
     );
     assert_eq!(

@@ -9,7 +9,7 @@ use crate::address::Network;
 use crate::identity::{DEFAULT_SERVICE_ACCOUNT, TrustDomain};
 use crate::service::PortMapping;
 use crate::waypoint::{GatewayAddress, GatewayDestination};
-use crate::workload::{TunnelProtocol, Workload, WorkloadUid};
+use crate::workload::{TunnelProtocol, Workload, WorkloadTelemetry, WorkloadUid};
 
 /// Fields the domain does not model yet (waypoints, locality, telemetry
 /// names, ...) are dropped here.
@@ -75,6 +75,12 @@ impl TryFrom<&xds::Workload> for Workload {
                 .map(gateway_address)
                 .transpose()
                 .map_err(|e| e.within("waypoint"))?,
+            telemetry: WorkloadTelemetry {
+                workload_name: w.workload_name.clone(),
+                canonical_name: w.canonical_name.clone(),
+                canonical_revision: w.canonical_revision.clone(),
+                cluster_id: w.cluster_id.clone(),
+            },
         };
         // An HBONE workload is reached by its certificate identity, so it
         // must have a valid one; for plain TCP it is never consulted.

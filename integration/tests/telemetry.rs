@@ -1,0 +1,387 @@
+//! Observability in the network-namespace cluster: after real traffic
+//! between captured pods, the ztunnels' metrics (15020), access logs,
+//! readiness (15021) and admin endpoints (15000) say what happened, in
+//! Istio's names. Needs root; `cargo xtask e2e` runs it.
+
+use std::collections::BTreeMap;
+
+use integration::cluster::{Cluster, HTTP_PORT, PodSpec};
+
+const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
+const STATS: u16 = 15020;
+const READINESS: u16 = 15021;
+const ADMIN: u16 = 15000;
+
+/// One series: its name and labels.
+#[derive(Debug)]
+struct Series {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Prometheus text → series (values of our labels hold no `"` or `,`).
+fn parse(text: &str) -> Vec<Series> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (head, value) = line.rsplit_once(' ').expect("a sample line");
+        let (name, labels) = match head.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (head, ""),
+        };
+        let labels = labels
+            .split("\",")
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once("=\"").expect("label=\"value\"");
+                (k.to_string(), v.trim_end_matches('"').to_string())
+            })
+            .collect();
+        out.push(Series {
+            name: name.to_string(),
+            labels,
+            value: value.parse().expect("a number"),
+        });
+    }
+    out
+}
+
+/// The sum of `name` over the series that carry every label of `want`.
+fn sum(series: &[Series], name: &str, want: &[(&str, &str)]) -> f64 {
+    series
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            want.iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
+fn scrape(c: &Cluster, node: &str) -> (String, Vec<Series>) {
+    let (status, body) = c.ztunnel_http(node, "GET", STATS, "/metrics");
+    assert_eq!(status, 200, "GET /metrics on {node}: {body}");
+    let series = parse(&body);
+    (body, series)
+}
+
+/// The labels of connections from `client` (node-a) to `server` as each
+/// reporter sees them.
+fn client_to(server: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("source_workload", "client".into()),
+        ("source_canonical_service", "client".into()),
+        ("source_canonical_revision", "latest".into()),
+        ("source_workload_namespace", "apps".into()),
+        (
+            "source_principal",
+            "spiffe://cluster.local/ns/apps/sa/client".into(),
+        ),
+        ("source_cluster", "Kubernetes".into()),
+        ("destination_workload", server.into()),
+        ("destination_workload_namespace", "apps".into()),
+        (
+            "destination_principal",
+            format!("spiffe://cluster.local/ns/apps/sa/{server}"),
+        ),
+        ("request_protocol", "tcp".into()),
+        ("connection_security_policy", "mutual_tls".into()),
+    ]
+}
+
+fn with<'a>(
+    base: &'a [(&'static str, String)],
+    extra: &[(&'static str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    base.iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(extra.iter().copied())
+        .collect()
+}
+
+#[test]
+fn ztunnel_metrics_and_access_logs_describe_the_traffic_in_istios_terms() {
+    let mut c = Cluster::start(&["node-a", "node-b"]);
+    c.namespace("apps", &[AMBIENT]);
+    c.pod(PodSpec::new("apps", "client", "node-a"));
+    c.pod(PodSpec::new("apps", "remote", "node-b"));
+    c.pod(PodSpec::new("apps", "denied", "node-b"));
+    c.write_manifest(
+        "deny.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-denied, namespace: apps}\nspec:\n  selector: {matchLabels: {app: denied}}\n  action: DENY\n  rules: [{}]\n",
+    );
+    let vip = c.service("apps", "remote", "remote");
+    for name in ["client", "remote", "denied"] {
+        let pod = c.get("apps", name);
+        c.wait_for(&format!("apps/{name} is captured"), |c| c.captured(pod));
+    }
+    let client = c.get("apps", "client");
+    let remote_url = format!("http://{vip}:{HTTP_PORT}/");
+    let denied_url = format!("http://{}:{HTTP_PORT}/", c.get("apps", "denied").ip);
+    // Until xDS and the CA have caught up, the client's first connections
+    // may pass through in plaintext or be refused: wait for mTLS.
+    c.wait_for("the client reaches remote over HBONE", |c| {
+        let (_, series) = scrape(c, "node-b");
+        c.curl(client, &remote_url).is_ok()
+            && sum(
+                &series,
+                "istio_tcp_connections_closed_total",
+                &[
+                    ("destination_workload", "remote"),
+                    ("connection_security_policy", "mutual_tls"),
+                    ("response_flags", "-"),
+                ],
+            ) > 0.0
+    });
+    c.wait_for("node-b denies by policy", |c| {
+        let refused = c.curl(client, &denied_url).is_err();
+        let (_, series) = scrape(c, "node-b");
+        refused
+            && sum(
+                &series,
+                "istio_tcp_connections_failed_total",
+                &[
+                    ("destination_workload", "denied"),
+                    ("response_flags", "DENY"),
+                ],
+            ) > 0.0
+    });
+
+    // Readiness, as the DaemonSet's probe asks for it.
+    for node in ["node-a", "node-b"] {
+        assert_eq!(
+            c.ztunnel_http(node, "GET", READINESS, "/healthz/ready"),
+            (200, "ready\n".into()),
+            "{node}"
+        );
+    }
+    // Access logs at debug for the target `access`, changed while running.
+    let (status, body) =
+        c.ztunnel_http("node-b", "POST", ADMIN, "/logging?level=info,access:debug");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "current log level is info,access=debug\n")
+    );
+
+    // Traffic counted from here: N connections through the Service, one
+    // to the denied pod.
+    let (_, before_a) = scrape(&c, "node-a");
+    let (_, before_b) = scrape(&c, "node-b");
+    const N: usize = 4;
+    let mut response_bytes = 0;
+    for _ in 0..N {
+        let body = c.curl(client, &remote_url).expect("curl to the service");
+        response_bytes += body.len();
+    }
+    assert!(
+        c.curl(client, &denied_url).is_err(),
+        "the denied pod answered"
+    );
+
+    let to_remote = client_to("remote");
+    let via_service = [
+        ("destination_service", "remote.apps.svc.cluster.local"),
+        ("destination_service_name", "remote"),
+        ("destination_service_namespace", "apps"),
+    ];
+    let mut last = (String::new(), String::new());
+    c.wait_for("both ztunnels counted every connection", |c| {
+        let (text_a, after_a) = scrape(c, "node-a");
+        let (text_b, after_b) = scrape(c, "node-b");
+        let delta = |before: &[Series], after: &[Series], name: &str, want: &[(&str, &str)]| {
+            sum(after, name, want) - sum(before, name, want)
+        };
+        let source = with(&to_remote, &[("reporter", "source")]);
+        let source: Vec<(&str, &str)> = source.into_iter().chain(via_service).collect();
+        let destination = with(&to_remote, &[("reporter", "destination")]);
+        let destination: Vec<(&str, &str)> = destination.into_iter().chain(via_service).collect();
+        last = (text_a.clone(), text_b.clone());
+        let closed = |before, after, labels: &[(&str, &str)]| {
+            delta(before, after, "istio_tcp_connections_closed_total", labels)
+        };
+        if closed(&before_a, &after_a, &source) < N as f64
+            || closed(&before_b, &after_b, &destination) < N as f64
+        {
+            return false;
+        }
+        for (what, before, after, labels) in [
+            ("source", &before_a, &after_a, &source),
+            ("destination", &before_b, &after_b, &destination),
+        ] {
+            for name in [
+                "istio_tcp_connections_opened_total",
+                "istio_tcp_connections_closed_total",
+            ] {
+                let mut ok = labels.clone();
+                ok.push(("response_flags", "-"));
+                assert_eq!(delta(before, after, name, &ok), N as f64, "{what} {name}");
+            }
+            // The request and the response, counted alike by both ends.
+            let sent = delta(before, after, "istio_tcp_sent_bytes_total", labels);
+            assert!(
+                sent > response_bytes as f64,
+                "{what}: {sent} response bytes for {response_bytes} of bodies"
+            );
+            assert!(delta(before, after, "istio_tcp_received_bytes_total", labels) > 0.0);
+        }
+        assert_eq!(
+            delta(&before_a, &after_a, "istio_tcp_sent_bytes_total", &source),
+            delta(
+                &before_b,
+                &after_b,
+                "istio_tcp_sent_bytes_total",
+                &destination
+            ),
+            "both ends count the same response bytes"
+        );
+        assert_eq!(
+            delta(
+                &before_a,
+                &after_a,
+                "istio_tcp_received_bytes_total",
+                &source
+            ),
+            delta(
+                &before_b,
+                &after_b,
+                "istio_tcp_received_bytes_total",
+                &destination
+            ),
+            "both ends count the same request bytes"
+        );
+        // The denial: DENY at the destination, a failed CONNECT at the source.
+        let denied = client_to("denied");
+        let refused = with(
+            &denied,
+            &[("reporter", "destination"), ("response_flags", "DENY")],
+        );
+        assert_eq!(
+            delta(
+                &before_b,
+                &after_b,
+                "istio_tcp_connections_failed_total",
+                &refused
+            ),
+            1.0,
+            "DENY at node-b"
+        );
+        let failed = with(
+            &denied,
+            &[("reporter", "source"), ("response_flags", "CONNECT")],
+        );
+        assert_eq!(
+            delta(
+                &before_a,
+                &after_a,
+                "istio_tcp_connections_failed_total",
+                &failed
+            ),
+            1.0,
+            "CONNECT at node-a"
+        );
+        true
+    });
+    let (text_a, text_b) = last;
+    assert!(text_a.contains("# TYPE istio_tcp_connections_opened_total counter\n"));
+    assert!(text_b.contains("istio_build{component=\"ztunnel\",tag=\""));
+    // A scraper that asks for OpenMetrics gets it.
+    let out = std::process::Command::new("nsenter")
+        .args([
+            &format!("--net=/var/run/netns/{}", c.node("node-a").netns),
+            "curl",
+            "-sS",
+            "-H",
+            "Accept: application/openmetrics-text",
+            &format!("http://127.0.0.1:{STATS}/stats/prometheus"),
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("# EOF\n"));
+
+    // One access line per connection, with Istio's fields.
+    let logs = c.node_logs("node-b");
+    let complete: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("connection complete") && l.contains("dst.workload=\"remote\""))
+        .collect();
+    assert!(complete.len() > N, "{logs}");
+    for field in [
+        "src.identity=\"spiffe://cluster.local/ns/apps/sa/client\"",
+        "src.workload=\"client\"",
+        "src.namespace=\"apps\"",
+        "dst.identity=\"spiffe://cluster.local/ns/apps/sa/remote\"",
+        "dst.service=\"remote.apps.svc.cluster.local\"",
+        "direction=\"inbound\"",
+        "bytes_sent=",
+        "bytes_recv=",
+        "duration=",
+    ] {
+        assert!(
+            complete[complete.len() - 1].contains(field),
+            "{field} in {}",
+            complete[complete.len() - 1]
+        );
+    }
+    assert!(
+        logs.contains("connection opened"),
+        "debug lines after /logging"
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("WARN access: connection failed")
+                && l.contains("dst.workload=\"denied\"")
+                && l.contains("response_flags=\"DENY\"")),
+        "{logs}"
+    );
+    let (status, body) = c.ztunnel_http("node-b", "POST", ADMIN, "/logging?reset");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "current log level is info\n")
+    );
+    assert_eq!(c.ztunnel_http("node-b", "GET", ADMIN, "/logging").0, 405);
+
+    // No endpoint gives away key material.
+    for node in ["node-a", "node-b"] {
+        for (port, path) in [(ADMIN, "/config_dump"), (STATS, "/metrics"), (ADMIN, "/")] {
+            let (status, body) = c.ztunnel_http(node, "GET", port, path);
+            assert_eq!(status, 200, "{node} {path}");
+            assert!(
+                !body.contains("PRIVATE KEY"),
+                "{node} {path} holds a private key"
+            );
+        }
+    }
+}
+
+#[test]
+fn quitquitquit_drains_ztunnel_as_sigterm_does() {
+    let mut c = Cluster::start(&["node-a"]);
+    assert_eq!(
+        c.ztunnel_http("node-a", "GET", ADMIN, "/quitquitquit").0,
+        405
+    );
+    let (status, body) = c.ztunnel_http("node-a", "POST", ADMIN, "/quitquitquit");
+    assert_eq!((status, body.as_str()), (200, "OK\n"));
+    c.wait_for("ztunnel exits", |c| {
+        c.ztunnel_http("node-a", "GET", READINESS, "/healthz/ready")
+            .0
+            == 0
+    });
+    assert!(c.ztunnel_exited("node-a"), "{}", c.node_logs("node-a"));
+    let logs = c.node_logs("node-a");
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("draining") && l.contains("\"/quitquitquit\"")),
+        "{logs}"
+    );
+    c.start_ztunnel("node-a");
+    c.wait_for("a new ztunnel is ready", |c| {
+        c.ztunnel_http("node-a", "GET", READINESS, "/healthz/ready")
+            .0
+            == 200
+    });
+}

@@ -1,0 +1,567 @@
+//! What ztunnel counts and logs about each connection, in Istio's names
+//! (`user-surface.md` §5.1, `dataplane.md` §6.4): the `istio_tcp_*`
+//! counters labelled with [`TrafficLabels`], and one `access` log line per
+//! connection ("connection complete", or "connection failed" with the
+//! error). Both come from one [`ConnectionResult`], so a connection counted
+//! is a connection logged.
+//!
+//! Byte counters are added when the connection ends.
+
+use std::fmt::{self, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mesh_core::{Identity, Service, Workload};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tracing::{debug, error, info, warn};
+
+/// Rendered where a value is not known, as Istio does.
+const UNKNOWN: &str = "unknown";
+
+/// Which end of the connection this ztunnel is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reporter {
+    /// The client's ztunnel (outbound).
+    Source,
+    /// The server's ztunnel (inbound).
+    Destination,
+}
+
+impl Reporter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reporter::Source => "source",
+            Reporter::Destination => "destination",
+        }
+    }
+
+    fn direction(self) -> &'static str {
+        match self {
+            Reporter::Source => "outbound",
+            Reporter::Destination => "inbound",
+        }
+    }
+}
+
+/// Why a connection failed (Istio's `response_flags`); `-` when it did not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResponseFlags {
+    None,
+    /// Refused by an authorization policy.
+    Deny,
+    /// The upstream connection (to the peer ztunnel, the waypoint or the
+    /// application) could not be made.
+    Connect,
+}
+
+impl ResponseFlags {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseFlags::None => "-",
+            ResponseFlags::Deny => "DENY",
+            ResponseFlags::Connect => "CONNECT",
+        }
+    }
+}
+
+/// `mutual_tls` for HBONE, `unknown` for plain TCP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SecurityPolicy {
+    MutualTls,
+    Unknown,
+}
+
+macro_rules! label_value {
+    ($($t:ty),*) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), fmt::Error> {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+label_value!(Reporter, ResponseFlags, SecurityPolicy);
+
+impl SecurityPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityPolicy::MutualTls => "mutual_tls",
+            SecurityPolicy::Unknown => UNKNOWN,
+        }
+    }
+}
+
+/// Istio's `CommonTrafficLabels`, in its order. Unknown values are
+/// `unknown`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TrafficLabels {
+    pub reporter: Reporter,
+    pub source_workload: String,
+    pub source_canonical_service: String,
+    pub source_canonical_revision: String,
+    pub source_workload_namespace: String,
+    pub source_principal: String,
+    pub source_app: String,
+    pub source_version: String,
+    pub source_cluster: String,
+    pub destination_service: String,
+    pub destination_service_namespace: String,
+    pub destination_service_name: String,
+    pub destination_workload: String,
+    pub destination_canonical_service: String,
+    pub destination_canonical_revision: String,
+    pub destination_workload_namespace: String,
+    pub destination_principal: String,
+    pub destination_app: String,
+    pub destination_version: String,
+    pub destination_cluster: String,
+    pub request_protocol: String,
+    pub response_flags: ResponseFlags,
+    pub connection_security_policy: SecurityPolicy,
+}
+
+/// The names one side of a connection is known by.
+struct Names {
+    workload: String,
+    canonical_service: String,
+    canonical_revision: String,
+    namespace: String,
+    cluster: String,
+}
+
+impl Names {
+    fn of(w: &Workload) -> Self {
+        let t = &w.telemetry;
+        let or = |v: &str, fallback: &str| {
+            if v.is_empty() {
+                fallback.to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        let workload = or(&t.workload_name, &w.name);
+        Names {
+            canonical_service: or(&t.canonical_name, &workload),
+            canonical_revision: or(&t.canonical_revision, "latest"),
+            namespace: w.namespace.clone(),
+            cluster: or(&t.cluster_id, UNKNOWN),
+            workload,
+        }
+    }
+}
+
+impl TrafficLabels {
+    pub fn new(reporter: Reporter, security: SecurityPolicy) -> Self {
+        let u = || UNKNOWN.to_string();
+        TrafficLabels {
+            reporter,
+            source_workload: u(),
+            source_canonical_service: u(),
+            source_canonical_revision: u(),
+            source_workload_namespace: u(),
+            source_principal: u(),
+            source_app: u(),
+            source_version: u(),
+            source_cluster: u(),
+            destination_service: u(),
+            destination_service_namespace: u(),
+            destination_service_name: u(),
+            destination_workload: u(),
+            destination_canonical_service: u(),
+            destination_canonical_revision: u(),
+            destination_workload_namespace: u(),
+            destination_principal: u(),
+            destination_app: u(),
+            destination_version: u(),
+            destination_cluster: u(),
+            request_protocol: "tcp".into(),
+            response_flags: ResponseFlags::None,
+            connection_security_policy: security,
+        }
+    }
+
+    pub fn with_source(mut self, w: &Workload) -> Self {
+        let n = Names::of(w);
+        self.source_app = n.canonical_service.clone();
+        self.source_version = n.canonical_revision.clone();
+        self.source_workload = n.workload;
+        self.source_canonical_service = n.canonical_service;
+        self.source_canonical_revision = n.canonical_revision;
+        self.source_workload_namespace = n.namespace;
+        self.source_cluster = n.cluster;
+        self
+    }
+
+    /// The peer's identity as its certificate proved it (inbound), or as
+    /// this ztunnel presents it (outbound). Never taken from xDS alone.
+    pub fn with_source_principal(mut self, id: &Identity) -> Self {
+        self.source_principal = id.to_string();
+        if self.source_workload_namespace == UNKNOWN {
+            self.source_workload_namespace = id.namespace().to_string();
+        }
+        self
+    }
+
+    pub fn with_destination(mut self, w: &Workload) -> Self {
+        let n = Names::of(w);
+        self.destination_app = n.canonical_service.clone();
+        self.destination_version = n.canonical_revision.clone();
+        self.destination_workload = n.workload;
+        self.destination_canonical_service = n.canonical_service;
+        self.destination_canonical_revision = n.canonical_revision;
+        self.destination_workload_namespace = n.namespace;
+        self.destination_cluster = n.cluster;
+        if let Ok(id) = w.identity() {
+            self.destination_principal = id.to_string();
+        }
+        self
+    }
+
+    pub fn with_service(mut self, s: &Service) -> Self {
+        self.destination_service = s.hostname.clone();
+        self.destination_service_namespace = s.namespace.clone();
+        self.destination_service_name = s.name.clone();
+        self
+    }
+}
+
+/// The `istio_tcp_*` counters.
+#[derive(Default)]
+pub struct TrafficMetrics {
+    opened: Family<TrafficLabels, Counter>,
+    closed: Family<TrafficLabels, Counter>,
+    failed: Family<TrafficLabels, Counter>,
+    received_bytes: Family<TrafficLabels, Counter>,
+    sent_bytes: Family<TrafficLabels, Counter>,
+}
+
+impl TrafficMetrics {
+    /// Registers the counters in `registry` (the `istio`-prefixed one).
+    pub fn new(registry: &mut Registry) -> Arc<Self> {
+        let m = Self::default();
+        registry.register(
+            "tcp_connections_opened",
+            "The total number of TCP connections opened",
+            m.opened.clone(),
+        );
+        registry.register(
+            "tcp_connections_closed",
+            "The total number of TCP connections closed",
+            m.closed.clone(),
+        );
+        registry.register(
+            "tcp_connections_failed",
+            "The total number of TCP connections that failed (response_flags says why)",
+            m.failed.clone(),
+        );
+        registry.register(
+            "tcp_received_bytes",
+            "The size of the requests of TCP connections, in bytes",
+            m.received_bytes.clone(),
+        );
+        registry.register(
+            "tcp_sent_bytes",
+            "The size of the responses of TCP connections, in bytes",
+            m.sent_bytes.clone(),
+        );
+        Arc::new(m)
+    }
+}
+
+/// `istio_build{component="ztunnel",tag=<version>} 1`.
+pub fn register_build(registry: &mut Registry) {
+    #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+    struct Build {
+        component: String,
+        tag: String,
+    }
+    let build = Family::<Build, Gauge>::default();
+    build
+        .get_or_create(&Build {
+            component: "ztunnel".into(),
+            tag: env!("CARGO_PKG_VERSION").into(),
+        })
+        .set(1);
+    registry.register("build", "The ztunnel build", build);
+}
+
+/// What the access log says about each end.
+#[derive(Clone, Debug, Default)]
+pub struct Endpoints {
+    pub src: Option<SocketAddr>,
+    /// Where this ztunnel connected or accepted (a pod's or waypoint's
+    /// HBONE port, or the application).
+    pub dst: Option<SocketAddr>,
+    /// The CONNECT authority, for HBONE.
+    pub hbone_addr: Option<SocketAddr>,
+}
+
+/// Bytes in each direction: `request` from the client, `response` to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bytes {
+    pub request: u64,
+    pub response: u64,
+}
+
+/// One connection from the moment its ends are known: counted as opened
+/// now, and as closed (and failed, with a flag) when finished or dropped.
+pub struct ConnectionResult {
+    metrics: Arc<TrafficMetrics>,
+    labels: TrafficLabels,
+    endpoints: Endpoints,
+    started: Instant,
+    finished: bool,
+}
+
+impl ConnectionResult {
+    pub fn new(metrics: Arc<TrafficMetrics>, labels: TrafficLabels, endpoints: Endpoints) -> Self {
+        metrics.opened.get_or_create(&labels).inc();
+        let r = ConnectionResult {
+            metrics,
+            labels,
+            endpoints,
+            started: Instant::now(),
+            finished: false,
+        };
+        debug!(target: "access", direction = r.labels.reporter.direction(),
+            src.addr = r.endpoints.src.map(tracing::field::display),
+            dst.addr = r.endpoints.dst.map(tracing::field::display), "connection opened");
+        r
+    }
+
+    pub fn labels(&self) -> &TrafficLabels {
+        &self.labels
+    }
+
+    /// The connection ended normally.
+    pub fn succeeded(mut self, bytes: Bytes) {
+        self.finish(bytes, ResponseFlags::None, None);
+    }
+
+    /// The connection was refused or could not be made (`flags` says how):
+    /// counted as failed.
+    pub fn failed(mut self, flags: ResponseFlags, error: &dyn fmt::Display) {
+        self.finish(Bytes::default(), flags, Some(error.to_string()));
+    }
+
+    /// The data phase ended: normally, or with an I/O error (a reset), which
+    /// is logged but is not a failure of the mesh.
+    pub fn closed<E: fmt::Display>(mut self, copied: Result<Bytes, E>) {
+        match copied {
+            Ok(bytes) => self.finish(bytes, ResponseFlags::None, None),
+            Err(e) => self.finish(Bytes::default(), ResponseFlags::None, Some(e.to_string())),
+        }
+    }
+
+    fn finish(&mut self, bytes: Bytes, flags: ResponseFlags, error: Option<String>) {
+        self.finished = true;
+        let mut labels = self.labels.clone();
+        labels.response_flags = flags;
+        let m = &self.metrics;
+        m.closed.get_or_create(&labels).inc();
+        if flags != ResponseFlags::None {
+            m.failed.get_or_create(&labels).inc();
+        }
+        m.received_bytes
+            .get_or_create(&labels)
+            .inc_by(bytes.request);
+        m.sent_bytes.get_or_create(&labels).inc_by(bytes.response);
+        self.log(&labels, bytes, error.as_deref());
+    }
+
+    fn log(&self, l: &TrafficLabels, bytes: Bytes, error: Option<&str>) {
+        // Unknown values are left out of the line rather than printed.
+        let opt = |v: &'_ str| -> Option<String> { (v != UNKNOWN).then(|| v.to_string()) };
+        let (src_workload, src_namespace, src_identity) = (
+            opt(&l.source_workload),
+            opt(&l.source_workload_namespace),
+            opt(&l.source_principal),
+        );
+        let (dst_service, dst_workload, dst_namespace, dst_identity) = (
+            opt(&l.destination_service),
+            opt(&l.destination_workload),
+            opt(&l.destination_workload_namespace),
+            opt(&l.destination_principal),
+        );
+        let e = &self.endpoints;
+        let duration = format!("{}ms", self.started.elapsed().as_millis());
+        let direction = l.reporter.direction();
+        macro_rules! access {
+            ($level:ident, $message:literal) => {
+                $level!(target: "access", direction,
+                    src.addr = e.src.map(display), src.workload = src_workload.as_deref(),
+                    src.namespace = src_namespace.as_deref(), src.identity = src_identity.as_deref(),
+                    dst.addr = e.dst.map(display), dst.hbone_addr = e.hbone_addr.map(display),
+                    dst.service = dst_service.as_deref(), dst.workload = dst_workload.as_deref(),
+                    dst.namespace = dst_namespace.as_deref(), dst.identity = dst_identity.as_deref(),
+                    bytes_sent = bytes.request, bytes_recv = bytes.response, duration = %duration,
+                    response_flags = (l.response_flags != ResponseFlags::None).then(|| l.response_flags.as_str()),
+                    error, $message)
+            };
+        }
+        // Refused or not made: WARN "connection failed"; ended by an I/O
+        // error: ERROR "connection complete" with the error; else INFO.
+        match (l.response_flags, error) {
+            (ResponseFlags::None, None) => access!(info, "connection complete"),
+            (ResponseFlags::None, Some(_)) => access!(error, "connection complete"),
+            _ => access!(warn, "connection failed"),
+        }
+    }
+}
+
+impl Drop for ConnectionResult {
+    /// Cancelled (a drain's deadline, the peer gone mid-handshake): closed,
+    /// with what is known.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish(Bytes::default(), ResponseFlags::None, None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use mesh_core::{TrustDomain, WorkloadTelemetry, WorkloadUid};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn workload(name: &str, ns: &str, sa: &str) -> Workload {
+        Workload {
+            uid: WorkloadUid::for_pod("Kubernetes", ns, name),
+            name: format!("{name}-7d4b9-x2k9p"),
+            namespace: ns.into(),
+            addresses: vec![],
+            network: Default::default(),
+            tunnel_protocol: Default::default(),
+            trust_domain: TrustDomain::default(),
+            service_account: sa.into(),
+            node: "node-a".into(),
+            authorization_policies: vec![],
+            services: Default::default(),
+            waypoint: None,
+            telemetry: WorkloadTelemetry {
+                workload_name: name.into(),
+                canonical_name: name.into(),
+                canonical_revision: "v1".into(),
+                cluster_id: "Kubernetes".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_connection_is_counted_and_logged_once_with_istios_labels() {
+        let mut root = Registry::default();
+        let metrics = TrafficMetrics::new(root.sub_registry_with_prefix("istio"));
+        let client = workload("sleep", "apps", "sleep");
+        let server = workload("web", "apps", "web");
+        let labels = TrafficLabels::new(Reporter::Destination, SecurityPolicy::MutualTls)
+            .with_source(&client)
+            .with_source_principal(&client.identity().unwrap())
+            .with_destination(&server);
+        let endpoints = Endpoints {
+            src: Some("10.0.0.1:40000".parse().unwrap()),
+            dst: Some("10.0.0.2:8080".parse().unwrap()),
+            hbone_addr: Some("10.0.0.2:8080".parse().unwrap()),
+        };
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let ok = ConnectionResult::new(metrics.clone(), labels.clone(), endpoints.clone());
+            ok.succeeded(Bytes {
+                request: 80,
+                response: 175,
+            });
+            let denied = ConnectionResult::new(metrics.clone(), labels.clone(), endpoints.clone());
+            denied.failed(ResponseFlags::Deny, &"denied by apps/p");
+            drop(ConnectionResult::new(
+                metrics.clone(),
+                labels.clone(),
+                endpoints,
+            ));
+        });
+
+        let text = mesh_runtime::stats::encode(&root);
+        let common = "reporter=\"destination\",source_workload=\"sleep\",source_canonical_service=\"sleep\",\
+            source_canonical_revision=\"v1\",source_workload_namespace=\"apps\",\
+            source_principal=\"spiffe://cluster.local/ns/apps/sa/sleep\",source_app=\"sleep\",\
+            source_version=\"v1\",source_cluster=\"Kubernetes\",destination_service=\"unknown\",\
+            destination_service_namespace=\"unknown\",destination_service_name=\"unknown\",\
+            destination_workload=\"web\",destination_canonical_service=\"web\",\
+            destination_canonical_revision=\"v1\",destination_workload_namespace=\"apps\",\
+            destination_principal=\"spiffe://cluster.local/ns/apps/sa/web\",destination_app=\"web\",\
+            destination_version=\"v1\",destination_cluster=\"Kubernetes\",request_protocol=\"tcp\"";
+        let line = |name: &str, flags: &str, value: u64| {
+            format!(
+                "istio_{name}_total{{{common},response_flags=\"{flags}\",connection_security_policy=\"mutual_tls\"}} {value}\n"
+            )
+        };
+        for want in [
+            line("tcp_connections_opened", "-", 3),
+            line("tcp_connections_closed", "-", 2),
+            line("tcp_connections_closed", "DENY", 1),
+            line("tcp_connections_failed", "DENY", 1),
+            line("tcp_received_bytes", "-", 80),
+            line("tcp_sent_bytes", "-", 175),
+        ] {
+            assert!(text.contains(&want), "{want} not in\n{text}");
+        }
+        assert!(!text.contains("tcp_connections_failed_total{reporter=\"destination\",source_workload=\"sleep\",source_canonical_service=\"sleep\",source_canonical_revision=\"v1\",source_workload_namespace=\"apps\",source_principal=\"spiffe://cluster.local/ns/apps/sa/sleep\",source_app=\"sleep\",source_version=\"v1\",source_cluster=\"Kubernetes\",destination_service=\"unknown\",destination_service_namespace=\"unknown\",destination_service_name=\"unknown\",destination_workload=\"web\",destination_canonical_service=\"web\",destination_canonical_revision=\"v1\",destination_workload_namespace=\"apps\",destination_principal=\"spiffe://cluster.local/ns/apps/sa/web\",destination_app=\"web\",destination_version=\"v1\",destination_cluster=\"Kubernetes\",request_protocol=\"tcp\",response_flags=\"-\""));
+
+        let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 3, "{log}");
+        assert!(
+            lines[0].contains(" INFO access: connection complete "),
+            "{}",
+            lines[0]
+        );
+        for field in [
+            "src.addr=10.0.0.1:40000",
+            "src.workload=\"sleep\"",
+            "src.namespace=\"apps\"",
+            "src.identity=\"spiffe://cluster.local/ns/apps/sa/sleep\"",
+            "dst.addr=10.0.0.2:8080",
+            "dst.hbone_addr=10.0.0.2:8080",
+            "dst.workload=\"web\"",
+            "dst.identity=\"spiffe://cluster.local/ns/apps/sa/web\"",
+            "direction=\"inbound\"",
+            "bytes_sent=80",
+            "bytes_recv=175",
+        ] {
+            assert!(lines[0].contains(field), "{field} not in {}", lines[0]);
+        }
+        assert!(
+            !lines[0].contains("dst.service"),
+            "unknown fields are left out"
+        );
+        assert!(lines[1].contains(" WARN access: connection failed "));
+        assert!(
+            lines[1].contains("response_flags=\"DENY\" error=\"denied by apps/p\""),
+            "{}",
+            lines[1]
+        );
+    }
+}
