@@ -182,4 +182,11 @@ pub struct ZtunnelConfigArgs {
     /// connections: one row per connection, client ports included.
     #[arg(long)]
     pub raw: bool,
+    /// log: the new filter, a level (`debug`) or `target:level,...`
+    /// (`access:debug,info`).
+    #[arg(long)]
+    pub level: Option<String>,
+    /// log: back to the filter ztunnel started with.
+    #[arg(long)]
+    pub reset: bool,
 }

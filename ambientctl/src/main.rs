@@ -127,25 +127,17 @@ fn run(cli: Cli) -> anyhow::Result<String> {
         }
         Command::ZtunnelConfig(args) => {
             kubernetes_unsupported(&cli)?;
-            let dump = match (&args.file, &args.admin) {
-                (Some(f), _) => ztunnel_config::read_file(f)?,
-                (None, Some(addr)) => ztunnel_config::fetch(addr)?,
-                (None, None) => match demo::running() {
-                    Some(mesh) => {
-                        let z = mesh.ztunnel(args.target.as_deref(), args.node.as_deref())?;
-                        let netns = format!("/var/run/netns/{}", z.netns);
-                        mesh_netns::Netns::open(&netns)
-                            .and_then(|ns| ns.run(|| ztunnel_config::fetch(&z.admin)))
-                            .with_context(|| format!("entering {} ({netns})", z.name))??
-                    }
-                    None if args.target.is_some() || args.node.is_some() => {
-                        bail!(
-                            "no local mesh is running to find that ztunnel in; start it with \
-                             `ambientctl demo up`, or give --admin HOST:PORT"
-                        )
-                    }
-                    None => ztunnel_config::fetch(DEFAULT_ADMIN)?,
-                },
+            if args.section == ztunnel_config::Section::Log {
+                if args.file.is_some() {
+                    bail!("`ztunnel-config log` asks a running ztunnel; -f reads a saved dump");
+                }
+                return on_admin(args, |addr| {
+                    ztunnel_config::log(addr, args.level.as_deref(), args.reset)
+                });
+            }
+            let dump = match &args.file {
+                Some(f) => ztunnel_config::read_file(f)?,
+                None => on_admin(args, ztunnel_config::fetch)?,
             };
             let filter = ztunnel_config::Filter {
                 namespace: args.workload_namespace.clone(),
@@ -198,5 +190,33 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 bail!("the checks above failed")
             }
         }
+    }
+}
+
+/// Runs `ask` against the chosen ztunnel's admin endpoint: `--admin`, or
+/// the local mesh's ztunnel (TARGET, `--node`) inside its node's network
+/// namespace, or 127.0.0.1:15000 when no local mesh runs.
+fn on_admin<T>(
+    args: &ambientctl::cli::ZtunnelConfigArgs,
+    ask: impl Fn(&str) -> Result<T, ztunnel_config::DumpError>,
+) -> anyhow::Result<T> {
+    if let Some(addr) = &args.admin {
+        return Ok(ask(addr)?);
+    }
+    match demo::running() {
+        Some(mesh) => {
+            let z = mesh.ztunnel(args.target.as_deref(), args.node.as_deref())?;
+            let netns = format!("/var/run/netns/{}", z.netns);
+            Ok(mesh_netns::Netns::open(&netns)
+                .and_then(|ns| ns.run(|| ask(&z.admin)))
+                .with_context(|| format!("entering {} ({netns})", z.name))??)
+        }
+        None if args.target.is_some() || args.node.is_some() => {
+            bail!(
+                "no local mesh is running to find that ztunnel in; start it with \
+                 `ambientctl demo up`, or give --admin HOST:PORT"
+            )
+        }
+        None => Ok(ask(DEFAULT_ADMIN)?),
     }
 }

@@ -23,6 +23,8 @@ pub enum Section {
     #[value(alias = "cons", alias = "connection")]
     Connections,
     All,
+    /// The log filter: shown, set with `--level`, or reset with `--reset`.
+    Log,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -73,6 +75,36 @@ pub enum DumpError {
 
 /// GET `/config_dump` from `addr` (`host:port`).
 pub fn fetch(addr: &str) -> Result<Value, DumpError> {
+    Ok(serde_json::from_str(&request(
+        addr,
+        "GET",
+        "/config_dump",
+    )?)?)
+}
+
+/// `POST /logging`: sets the filter to `level` (a level, or istioctl's
+/// `target:level,...`), resets it, or (neither) shows it. Returns
+/// ztunnel's answer (`current log level is ...`).
+pub fn log(addr: &str, level: Option<&str>, reset: bool) -> Result<String, DumpError> {
+    let path = match (level, reset) {
+        (_, true) => "/logging?reset".to_string(),
+        (Some(l), false) => format!("/logging?level={}", query_escape(l)),
+        (None, false) => "/logging".to_string(),
+    };
+    request(addr, "POST", &path)
+}
+
+fn query_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '%' | '&' | '#' | '+' | ' ' => format!("%{:02X}", c as u32),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// One request to the admin endpoint; the body of a 200.
+fn request(addr: &str, method: &str, path: &str) -> Result<String, DumpError> {
     let connect = |source| DumpError::Connect {
         addr: addr.to_string(),
         source,
@@ -82,7 +114,7 @@ pub fn fetch(addr: &str) -> Result<Value, DumpError> {
         .map_err(connect)?;
     write!(
         s,
-        "GET /config_dump HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
     )
     .map_err(connect)?;
     let mut raw = Vec::new();
@@ -93,10 +125,10 @@ pub fn fetch(addr: &str) -> Result<Value, DumpError> {
     if status.split(' ').nth(1) != Some("200") {
         return Err(DumpError::Status {
             addr: addr.to_string(),
-            status,
+            status: format!("{status}: {}", body.trim()),
         });
     }
-    Ok(serde_json::from_str(body)?)
+    Ok(body.to_string())
 }
 
 pub fn read_file(path: &str) -> Result<Value, DumpError> {
@@ -104,7 +136,8 @@ pub fn read_file(path: &str) -> Result<Value, DumpError> {
     Ok(serde_json::from_str(&text)?)
 }
 
-/// What to print for `section` of `dump`.
+/// What to print for `section` of `dump` (`log` is not a section of the
+/// dump: it is asked for with [`log`]).
 pub fn render(dump: &Value, section: Section, output: Output, filter: &Filter) -> String {
     let sections: &[Section] = match section {
         Section::All => &[
@@ -141,7 +174,7 @@ fn key(s: Section) -> &'static str {
         Section::Workloads => "workloads",
         Section::Services => "services",
         Section::Policies => "policies",
-        Section::Certificates | Section::All => "certificates",
+        Section::Certificates | Section::All | Section::Log => "certificates",
         Section::Connections => "workloadState",
     }
 }
@@ -153,7 +186,7 @@ fn items(dump: &Value, section: Section, f: &Filter) -> Vec<Value> {
     let all = dump[key(section)].as_array().cloned().unwrap_or_default();
     all.into_iter()
         .filter(|v| match section {
-            Section::Certificates | Section::All => true,
+            Section::Certificates | Section::All | Section::Log => true,
             _ => f.namespace.as_deref().is_none_or(|ns| v["namespace"] == ns),
         })
         .filter(|v| {
@@ -260,7 +293,7 @@ fn short(items: &[Value], section: Section) -> String {
                 })
                 .collect::<Vec<_>>(),
         ),
-        Section::Certificates | Section::All => certificates(items),
+        Section::Certificates | Section::All | Section::Log => certificates(items),
         Section::Connections => table::render(
             1,
             &[

@@ -483,6 +483,11 @@ impl Cluster {
         }
     }
 
+    /// Where one of the workspace's binaries is.
+    pub fn binary(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+
     /// Whether the node's ztunnel has exited with status 0.
     pub fn ztunnel_exited(&mut self, node: &str) -> bool {
         let i = self.node_index(node);

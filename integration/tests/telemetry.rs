@@ -159,13 +159,31 @@ fn ztunnel_metrics_and_access_logs_describe_the_traffic_in_istios_terms() {
             "{node}"
         );
     }
-    // Access logs at debug for the target `access`, changed while running.
-    let (status, body) =
-        c.ztunnel_http("node-b", "POST", ADMIN, "/logging?level=info,access:debug");
+    // Access logs at debug for the target `access`, changed while running
+    // with `ambientctl zc log` (istioctl's `target:level` form).
+    let zc_log = |c: &Cluster, args: &[&str]| {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", c.node("node-b").netns))
+            .arg(c.binary("ambientctl"))
+            .args(["ztunnel-config", "log", "--admin", "127.0.0.1:15000"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
     assert_eq!(
-        (status, body.as_str()),
-        (200, "current log level is info,access=debug\n")
+        zc_log(&c, &["--level", "info,access:debug"]),
+        "current log level is info,access=debug\n"
     );
+    assert_eq!(zc_log(&c, &[]), "current log level is info,access=debug\n");
+    let (status, body) = c.ztunnel_http("node-b", "POST", ADMIN, "/logging?level=nonsense=%3D");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid log filter"), "{body}");
 
     // Traffic counted from here: N connections through the Service, one
     // to the denied pod.
@@ -337,11 +355,7 @@ fn ztunnel_metrics_and_access_logs_describe_the_traffic_in_istios_terms() {
                 && l.contains("response_flags=\"DENY\"")),
         "{logs}"
     );
-    let (status, body) = c.ztunnel_http("node-b", "POST", ADMIN, "/logging?reset");
-    assert_eq!(
-        (status, body.as_str()),
-        (200, "current log level is info\n")
-    );
+    assert_eq!(zc_log(&c, &["--reset"]), "current log level is info\n");
     assert_eq!(c.ztunnel_http("node-b", "GET", ADMIN, "/logging").0, 405);
 
     // No endpoint gives away key material.
