@@ -399,3 +399,119 @@ fn quitquitquit_drains_ztunnel_as_sigterm_does() {
             == 200
     });
 }
+
+/// `scrape` for a pod's own endpoint (a waypoint's 15020).
+fn scrape_pod(pod: &integration::cluster::Pod) -> Vec<Series> {
+    let out = integration::cluster::host::ns_output(
+        &pod.netns,
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "5",
+            &format!("http://127.0.0.1:{STATS}/stats/prometheus"),
+        ],
+    );
+    parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+#[test]
+fn waypoint_metrics_count_requests_by_code_and_flag_with_istios_labels() {
+    let mut c = Cluster::start(&["node-a", "node-b"]);
+    c.namespace("shop", &[AMBIENT, ("istio.io/use-waypoint", "waypoint")]);
+    c.waypoint("shop", "waypoint", "node-b", None);
+    c.pod(PodSpec::new("shop", "client", "node-a"));
+    c.pod(PodSpec::new("shop", "web", "node-b"));
+    let vip = c.service("shop", "web", "web");
+    c.apply(
+        "get-only.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: get-only, namespace: shop}\nspec:\n  targetRefs:\n  - {kind: Service, group: \"\", name: web}\n  action: ALLOW\n  rules:\n  - to:\n    - operation: {methods: [GET]}\n",
+    );
+    let client = c.get("shop", "client");
+    let waypoint = c.get("shop", "waypoint");
+    let url = format!("http://{vip}:{HTTP_PORT}/");
+    c.wait_for("web answers through the waypoint", |_| {
+        integration::cluster::curl_status(client, &[&url]).0 == 200
+    });
+    c.wait_for("the waypoint denies POST", |_| {
+        integration::cluster::curl_status(client, &["-X", "POST", "-d", "x", &url]).0 == 403
+    });
+    let out = integration::cluster::host::ns_output(
+        &waypoint.netns,
+        "curl",
+        &[
+            "-sS",
+            &format!("http://127.0.0.1:{READINESS}/healthz/ready"),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ready\n");
+
+    let before = scrape_pod(waypoint);
+    const GETS: usize = 3;
+    const POSTS: usize = 2;
+    let mut body_bytes = 0;
+    for _ in 0..GETS {
+        let (status, body) = integration::cluster::curl_status(client, &[&url]);
+        assert_eq!(status, 200, "{body}");
+        body_bytes += body.len();
+    }
+    for _ in 0..POSTS {
+        let (status, _) =
+            integration::cluster::curl_status(client, &["-X", "POST", "-d", "x", &url]);
+        assert_eq!(status, 403);
+    }
+    let after = scrape_pod(waypoint);
+    let common = [
+        ("reporter", "waypoint"),
+        ("source_workload", "client"),
+        ("source_workload_namespace", "shop"),
+        (
+            "source_principal",
+            "spiffe://cluster.local/ns/shop/sa/client",
+        ),
+        ("destination_service", "web.shop.svc.cluster.local"),
+        ("destination_service_name", "web"),
+        ("destination_service_namespace", "shop"),
+        ("request_protocol", "http"),
+        ("connection_security_policy", "mutual_tls"),
+    ];
+    let delta = |name: &str, extra: &[(&str, &str)]| {
+        let want: Vec<(&str, &str)> = common.iter().chain(extra).copied().collect();
+        sum(&after, name, &want) - sum(&before, name, &want)
+    };
+    let ok = [
+        ("response_code", "200"),
+        ("response_flags", "-"),
+        ("destination_workload", "web"),
+        (
+            "destination_principal",
+            "spiffe://cluster.local/ns/shop/sa/web",
+        ),
+    ];
+    let denied = [("response_code", "403"), ("response_flags", "RBAC")];
+    assert_eq!(
+        delta("istio_requests_total", &ok),
+        GETS as f64,
+        "{after:#?}"
+    );
+    assert_eq!(delta("istio_requests_total", &denied), POSTS as f64);
+    assert_eq!(
+        delta("istio_request_duration_milliseconds_count", &ok),
+        GETS as f64
+    );
+    assert_eq!(delta("istio_response_bytes_sum", &ok), body_bytes as f64);
+    assert_eq!(
+        delta("istio_request_bytes_sum", &denied),
+        0.0,
+        "denied before the body was read"
+    );
+
+    let log = c.app_log(waypoint);
+    assert!(
+        log.lines().any(|l| l.contains("access: request complete")
+            && l.contains("response_code=403")
+            && l.contains("response_flags=\"RBAC\"")
+            && l.contains("src.identity=\"spiffe://cluster.local/ns/shop/sa/client\"")),
+        "{log}"
+    );
+}

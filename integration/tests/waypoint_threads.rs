@@ -166,6 +166,8 @@ status: {{podIP: {web_ip}}}
         ("CA_ADDRESS", istiod.grpc_addr.to_string()),
         ("CA_ROOT_CA", istiod.ca.root_pem().to_string()),
         ("AUTH_TOKEN", token("shop", "waypoint")),
+        ("STATS_ADDR", "none".into()),
+        ("READINESS_ADDR", "none".into()),
     ]
     .into();
     let config = waypoint::config::Config::from_env(|k| env.get(k).cloned()).unwrap();

@@ -8,8 +8,10 @@ use mesh_hbone::Pool;
 use mesh_hbone::pool::DefaultSocketFactory;
 use mesh_runtime::drain::{self, DrainMode, DrainTrigger, accept_loop};
 use mesh_runtime::readiness::Ready;
+use mesh_runtime::{endpoint, stats};
 use mesh_tls::{CaClient, CertificateSource, SecretManager, SecretManagerConfig};
 use mesh_xds::{ProxyState, XdsClient, XdsClientStats};
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -18,11 +20,16 @@ use tracing::info;
 use crate::bindings::Bindings;
 use crate::config::Config;
 use crate::forward::Upstreams;
+use crate::metrics::RequestMetrics;
 use crate::server::Inputs;
 use crate::xds::WaypointHandler;
 
 pub struct Waypoint {
     pub inbound_addr: SocketAddr,
+    /// `/metrics`, when on.
+    pub stats_addr: Option<SocketAddr>,
+    /// Every metric this waypoint exports.
+    pub registry: Arc<Registry>,
     pub ready: Ready,
     pub state: Arc<ProxyState>,
     pub bindings: watch::Receiver<Arc<Bindings>>,
@@ -67,15 +74,48 @@ impl Waypoint {
             network: config.network.clone(),
         };
         let deadline = config.termination_deadline;
+        let stats_listener = match config.stats_addr {
+            Some(a) => Some(endpoint::bind("stats", a, crate::config::STATS_ADDR).await?),
+            None => None,
+        };
+        let readiness_listener = match config.readiness_addr {
+            Some(a) => Some(endpoint::bind("readiness", a, crate::config::READINESS_ADDR).await?),
+            None => None,
+        };
+        let mut registry = Registry::default();
+        let metrics = RequestMetrics::new(registry.sub_registry_with_prefix("istio"));
+        let registry = Arc::new(registry);
         let inputs = Arc::new(Inputs {
             config,
             certs,
             state: state.clone(),
             bindings: bindings.clone(),
             upstreams,
+            metrics,
         });
         let (trigger, watcher) = drain::new();
-        let tasks = vec![
+        let mut stats_addr = None;
+        let mut tasks = Vec::new();
+        if let Some(l) = stats_listener {
+            stats_addr = Some(l.local_addr()?);
+            let registry = registry.clone();
+            tasks.push(tokio::spawn(endpoint::serve(
+                "stats",
+                l,
+                watcher.clone(),
+                move |req| stats::respond(&registry, req),
+            )));
+        }
+        if let Some(l) = readiness_listener {
+            let ready = ready.clone();
+            tasks.push(tokio::spawn(endpoint::serve(
+                "readiness",
+                l,
+                watcher.clone(),
+                move |req| stats::readiness(&ready, req),
+            )));
+        }
+        tasks.extend([
             tokio::spawn(xds.run(watcher.clone())),
             tokio::spawn(accept_loop(
                 "hbone",
@@ -84,10 +124,12 @@ impl Waypoint {
                 deadline,
                 move |tcp, peer, drain| crate::server::handle(inputs.clone(), tcp, peer, drain),
             )),
-        ];
+        ]);
         info!(waypoint = %name, %inbound_addr, "waypoint started");
         Ok(Self {
             inbound_addr,
+            stats_addr,
+            registry,
             ready,
             state,
             bindings,

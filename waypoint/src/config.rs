@@ -32,6 +32,8 @@ pub const INBOUND_ADDR: &str = "INBOUND_ADDR";
 pub const SECRET_TTL: &str = "SECRET_TTL";
 pub const CONNECTION_TERMINATION_DEADLINE: &str = "CONNECTION_TERMINATION_DEADLINE";
 pub const PROTOCOL_DETECTION_TIMEOUT: &str = "PROTOCOL_DETECTION_TIMEOUT";
+pub const STATS_ADDR: &str = "STATS_ADDR";
+pub const READINESS_ADDR: &str = "READINESS_ADDR";
 
 const DEFAULT_CA_ADDRESS: &str = "istiod.istio-system.svc:15012";
 const DEFAULT_ROOT_CA: &str = "./var/run/secrets/istio/root-cert.pem";
@@ -53,6 +55,11 @@ pub struct Config {
     pub xds: XdsConfig,
     /// Where HBONE arrives (15008).
     pub inbound_addr: SocketAddr,
+    /// Prometheus metrics (`/metrics`, `/stats/prometheus`), `[::]:15020`;
+    /// `None` when turned off.
+    pub stats_addr: Option<SocketAddr>,
+    /// `/healthz/ready`, `[::]:15021`.
+    pub readiness_addr: Option<SocketAddr>,
     pub termination_deadline: Duration,
     /// How long to wait for a client's first bytes on a port whose
     /// protocol is not declared before treating it as TCP.
@@ -107,7 +114,18 @@ impl Config {
         let inbound_addr = addr_text
             .parse()
             .map_err(|e| invalid(INBOUND_ADDR, &addr_text, e))?;
+        let optional = |key: &'static str, default: &str| match get(key).as_deref() {
+            Some("none" | "") => Ok(None),
+            v => {
+                let text = v.unwrap_or(default);
+                text.parse().map(Some).map_err(|e| invalid(key, text, e))
+            }
+        };
+        let stats_addr = optional(STATS_ADDR, "[::]:15020")?;
+        let readiness_addr = optional(READINESS_ADDR, "[::]:15021")?;
         Ok(Self {
+            stats_addr,
+            readiness_addr,
             gateway_namespace: namespace.clone(),
             gateway_name,
             identity,
@@ -172,6 +190,8 @@ mod tests {
         );
         assert_eq!(c.xds.node.proxy_type, "router");
         assert_eq!(c.inbound_addr.port(), 15008);
+        assert_eq!(c.stats_addr, Some("[::]:15020".parse().unwrap()));
+        assert_eq!(c.readiness_addr, Some("[::]:15021".parse().unwrap()));
     }
 
     #[test]

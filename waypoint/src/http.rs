@@ -12,13 +12,15 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tracing::{debug, info};
+use mesh_telemetry::ResponseFlags;
+use tracing::debug;
 
 use crate::forward::{ForwardError, Io};
+use crate::metrics::{Recorded, RequestRecord};
 use crate::policy::{Decision, HttpAttributes, RequestAttributes, normalize_path};
 use crate::route::{Backend, Filter, RouteRequest, Rule};
 use crate::server::{Downstream, Inputs};
@@ -97,22 +99,66 @@ async fn handle(
     ctx: &Arc<Downstream>,
     inputs: &Arc<Inputs>,
 ) -> Response<Body> {
-    let started = std::time::Instant::now();
-    let method = req.method().clone();
-    let raw_path = req.uri().path().to_string();
-    let response = decide_and_forward(req, ctx, inputs).await;
-    info!(target: "access", src_addr = %ctx.client, src_identity = %ctx.peer, dst = %ctx.original,
-        destination = %ctx.target.describe(), method = %method, path = %raw_path,
-        status = response.status().as_u16(), duration = ?started.elapsed(), "request complete");
-    response
+    let record = Arc::new(record(&req, ctx, inputs));
+    let response = decide_and_forward(req, ctx, inputs, &record).await;
+    Recorded::wrap(response, record)
+}
+
+/// The request's metrics and access-log record: who asked, for what.
+fn record(req: &Request<Incoming>, ctx: &Downstream, inputs: &Inputs) -> RequestRecord {
+    let source = inputs
+        .state
+        .workload_by_addr(&inputs.config.network, ctx.client.ip());
+    let mut r = RequestRecord::new(
+        inputs.metrics.clone(),
+        &ctx.peer,
+        source.as_deref(),
+        ctx.client,
+    );
+    r.method = req.method().to_string();
+    r.path = req.uri().path().to_string();
+    r.authority = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let grpc = is_grpc(req.headers());
+    let service = match &ctx.target {
+        Target::Service(b) => inputs
+            .state
+            .service(&mesh_core::service::service_key(&b.namespace, &b.hostname)),
+        Target::Workload { .. } => None,
+    };
+    r.labels(|l| {
+        let l = l.with_protocol(if grpc { "grpc" } else { "http" });
+        let l = match &service {
+            Some(s) => l.with_service(s),
+            None => l,
+        };
+        match &ctx.target {
+            Target::Workload { workload, .. } => l.with_destination(workload),
+            Target::Service(_) => l,
+        }
+    });
+    r
+}
+
+fn is_grpc(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 async fn decide_and_forward(
     req: Request<Incoming>,
     ctx: &Arc<Downstream>,
     inputs: &Arc<Inputs>,
+    record: &RequestRecord,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
+    let body = record.count_request(body_box(body));
     let host = parts
         .headers
         .get(header::HOST)
@@ -156,6 +202,7 @@ async fn decide_and_forward(
     };
     if let Decision::Deny { policy } = ctx.target.policies().evaluate(&attrs) {
         debug!(?policy, %path, "request denied");
+        record.flag(ResponseFlags::Rbac);
         return local(StatusCode::FORBIDDEN, "RBAC: access denied");
     }
     strip_hop_by_hop(&mut parts.headers);
@@ -174,6 +221,7 @@ async fn decide_and_forward(
                 &rule,
                 ctx,
                 inputs,
+                record,
             )
             .await;
         }
@@ -194,14 +242,11 @@ async fn decide_and_forward(
             &Plan::default(),
             ctx,
             inputs,
+            record,
         )
         .await;
     }
-    let grpc = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
+    let grpc = is_grpc(&parts.headers);
     let route_req = RouteRequest {
         method: &parts.method,
         host: &host,
@@ -212,6 +257,7 @@ async fn decide_and_forward(
         port: ctx.original.port(),
     };
     let Some(selected) = binding.routes.select(&route_req) else {
+        record.flag(ResponseFlags::NoRoute);
         return local(StatusCode::NOT_FOUND, "route not found");
     };
     let rule = selected.rule;
@@ -279,6 +325,7 @@ async fn decide_and_forward(
         &plan,
         ctx,
         inputs,
+        record,
     )
     .await
 }
@@ -320,6 +367,7 @@ impl Upstream {
         ctx: &Downstream,
         inputs: &Inputs,
         tried: &mut Vec<String>,
+        record: Option<&RequestRecord>,
     ) -> Result<Box<dyn Io>, ForwardError> {
         let (w, port) = match self {
             Upstream::Service {
@@ -332,6 +380,9 @@ impl Upstream {
             Upstream::Workload(w, port) => (w.clone(), *port),
         };
         tried.push(w.uid.to_string());
+        if let Some(r) = record {
+            r.destination(&w);
+        }
         inputs.upstreams.connect(&w, port, ctx.client).await
     }
 }
@@ -378,13 +429,14 @@ enum Failure {
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     mut parts: http::request::Parts,
-    body: Incoming,
+    body: Body,
     path: &str,
     query: Option<&str>,
     upstream: &Upstream,
     plan: &Plan,
     ctx: &Arc<Downstream>,
     inputs: &Arc<Inputs>,
+    record: &RequestRecord,
 ) -> Response<Body> {
     let pq = match query {
         Some(q) => format!("{path}?{q}"),
@@ -412,9 +464,9 @@ async fn forward(
     // Streaming bodies get one attempt (connection failures are still
     // retried: nothing has been sent yet); buffered ones get the plan.
     let (buffered, mut streaming) = if plan.buffers() {
-        match Limited::new(body, MAX_BUFFERED_BODY).collect().await {
-            Ok(c) => (Some(c.to_bytes()), None),
-            Err(_) => {
+        match collect_limited(body, MAX_BUFFERED_BODY).await {
+            Some(b) => (Some(b), None),
+            None => {
                 return local(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "request body too large to retry",
@@ -422,7 +474,7 @@ async fn forward(
             }
         }
     } else {
-        (None, Some(body_box(body)))
+        (None, Some(body))
     };
     for mirror in &plan.mirrors {
         spawn_mirror(
@@ -451,11 +503,12 @@ async fn forward(
                 },
             };
             let req = Request::from_parts(parts.clone(), req_body);
-            let once = send_once(req, upstream, ctx, inputs, &mut tried);
+            let once = send_once(req, upstream, ctx, inputs, &mut tried, Some(record));
             let result = match plan.try_timeout {
                 Some(t) => match tokio::time::timeout(t, once).await {
                     Ok(r) => r,
                     Err(_) if last => {
+                        record.flag(ResponseFlags::UpstreamTimeout);
                         return local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
                     }
                     Err(_) => {
@@ -481,9 +534,11 @@ async fn forward(
                     streaming = Some(body);
                 }
                 Err((Failure::Connect(e), _)) => {
+                    record.flag(ResponseFlags::UpstreamConnectFailure);
                     return local(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
                 }
                 Err((Failure::Upstream(e), _)) if last || buffered.is_none() => {
+                    record.flag(ResponseFlags::UpstreamConnectFailure);
                     return local(
                         StatusCode::SERVICE_UNAVAILABLE,
                         format!("upstream connect error or disconnect/reset before headers: {e}"),
@@ -498,11 +553,26 @@ async fn forward(
         }
     };
     match plan.request_timeout {
-        Some(t) => tokio::time::timeout(t, attempts)
-            .await
-            .unwrap_or_else(|_| local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")),
+        Some(t) => tokio::time::timeout(t, attempts).await.unwrap_or_else(|_| {
+            record.flag(ResponseFlags::UpstreamTimeout);
+            local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
+        }),
         None => attempts.await,
     }
+}
+
+/// The whole body, or `None` if it is larger than `max` or fails.
+async fn collect_limited(mut body: Body, max: usize) -> Option<Bytes> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.ok()?.into_data() {
+            if out.len() + data.len() > max {
+                return None;
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Some(out.freeze())
 }
 
 fn body_box(b: Incoming) -> Body {
@@ -522,14 +592,16 @@ fn build_uri(protocol: Protocol, host: &str, pq: &str) -> Result<Uri, http::Erro
 }
 
 /// One attempt. On a connection failure the (unsent) body comes back.
+/// The endpoint tried is the request's destination in `record`.
 async fn send_once(
     req: Request<Body>,
     upstream: &Upstream,
     ctx: &Arc<Downstream>,
     inputs: &Arc<Inputs>,
     tried: &mut Vec<String>,
+    record: Option<&RequestRecord>,
 ) -> Result<Response<Incoming>, (Failure, Option<Body>)> {
-    let io = match upstream.connect(ctx, inputs, tried).await {
+    let io = match upstream.connect(ctx, inputs, tried, record).await {
         Ok(io) => TokioIo::new(io),
         Err(e) => return Err((Failure::Connect(e), Some(req.into_body()))),
     };
@@ -582,7 +654,7 @@ fn spawn_mirror(
     let (ctx, inputs) = (ctx.clone(), inputs.clone());
     tokio::spawn(async move {
         let req = Request::from_parts(parts, full(body));
-        if let Err((f, _)) = send_once(req, &upstream, &ctx, &inputs, &mut Vec::new()).await {
+        if let Err((f, _)) = send_once(req, &upstream, &ctx, &inputs, &mut Vec::new(), None).await {
             let reason = match f {
                 Failure::Connect(e) => e.to_string(),
                 Failure::Upstream(e) => e.to_string(),

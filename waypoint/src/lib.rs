@@ -8,7 +8,8 @@
 //!   destination; [`sniff`] decides HTTP or TCP;
 //! - [`http`], [`tcp`]: the two handlers; [`route`] and [`policy`] decide,
 //!   after [`jwt`] has verified any token (RequestAuthentication);
-//!   [`forward`] connects upstream.
+//!   [`forward`] connects upstream;
+//! - [`metrics`]: Istio's request metrics and the access log.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod forward;
 pub mod http;
 pub mod jwt;
+pub mod metrics;
 pub mod policy;
 pub mod route;
 pub mod server;

@@ -29,6 +29,7 @@ pub struct Inputs {
     pub state: Arc<ProxyState>,
     pub bindings: watch::Receiver<Arc<Bindings>>,
     pub upstreams: Upstreams,
+    pub metrics: Arc<crate::metrics::RequestMetrics>,
 }
 
 /// One tunnelled connection, as the HTTP and TCP handlers see it.

@@ -19,12 +19,13 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, ProjectedVolumeSource,
-    ResourceRequirements, SecurityContext, Service, ServiceAccount, ServiceAccountTokenProjection,
-    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
+    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ProjectedVolumeSource, ResourceRequirements, SecurityContext, Service, ServiceAccount,
+    ServiceAccountTokenProjection, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -152,12 +153,29 @@ pub fn desired(gw: &GatewayRef, s: &WaypointSettings) -> WaypointObjects {
             env("ISTIO_META_CLUSTER_ID", &s.cluster_id),
             env("TRUST_DOMAIN", &s.trust_domain),
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("mesh".into()),
-            container_port: WAYPOINT_PORT.into(),
-            protocol: Some("TCP".into()),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("mesh".into()),
+                container_port: WAYPOINT_PORT.into(),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("http-envoy-prom".into()),
+                container_port: 15020,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        ]),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/healthz/ready".into()),
+                port: IntOrString::Int(15021),
+                ..Default::default()
+            }),
+            period_seconds: Some(10),
             ..Default::default()
-        }]),
+        }),
         resources: Some(ResourceRequirements {
             requests: Some(
                 [("cpu", "100m"), ("memory", "128Mi")]
@@ -251,6 +269,16 @@ pub fn desired(gw: &GatewayRef, s: &WaypointSettings) -> WaypointObjects {
                 template: PodTemplateSpec {
                     metadata: Some(ObjectMeta {
                         labels: Some(pod_labels),
+                        annotations: Some(
+                            [
+                                ("prometheus.io/scrape", "true"),
+                                ("prometheus.io/port", "15020"),
+                                ("prometheus.io/path", "/stats/prometheus"),
+                            ]
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                        ),
                         ..Default::default()
                     }),
                     spec: Some(pod),
