@@ -30,7 +30,9 @@ use host::{Proc, ns_output, ns_sh, sh};
 
 /// Where Debian's containernetworking-plugins puts the reference plugins.
 pub const CNI_PLUGIN_DIR: &str = "/usr/lib/cni";
-const LAN_IP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+/// The host's address on the cluster's underlay, where istiod-lite (and
+/// anything a test serves to the pods) listens.
+pub const LAN_IP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 const ISTIOD_NAME: &str = "istiod.istio-system.svc";
 
 /// A node.
@@ -151,6 +153,8 @@ pub struct Cluster {
     pub redirect: Redirect,
     /// Extra flags for node agents started from now on.
     agent_args: Vec<String>,
+    /// Extra environment for waypoints deployed from now on.
+    pub waypoint_env: Vec<(&'static str, String)>,
     /// Servers on the underlay beside istiod-lite (an identity provider).
     underlay_servers: Vec<Proc>,
 }
@@ -188,6 +192,7 @@ impl Cluster {
             root_cert: dir.path().join("root-cert.pem"),
             redirect,
             agent_args: Vec::new(),
+            waypoint_env: Vec::new(),
             underlay_servers: Vec::new(),
             namespaces: BTreeMap::new(),
             services: BTreeMap::new(),

@@ -430,8 +430,12 @@ fn waypoint_metrics_count_requests_by_code_and_flag_with_istios_labels() {
     let client = c.get("shop", "client");
     let waypoint = c.get("shop", "waypoint");
     let url = format!("http://{vip}:{HTTP_PORT}/");
+    // Through the waypoint once xDS has bound it: web then sees the
+    // waypoint as its client.
+    let waypoint_ip = c.get("shop", "waypoint").ip;
     c.wait_for("web answers through the waypoint", |_| {
-        integration::cluster::curl_status(client, &[&url]).0 == 200
+        integration::cluster::curl_status(client, &[&url])
+            == (200, format!("hello from web, you are {waypoint_ip}\n"))
     });
     c.wait_for("the waypoint denies POST", |_| {
         integration::cluster::curl_status(client, &["-X", "POST", "-d", "x", &url]).0 == 403
@@ -512,6 +516,177 @@ fn waypoint_metrics_count_requests_by_code_and_flag_with_istios_labels() {
             && l.contains("response_code=403")
             && l.contains("response_flags=\"RBAC\"")
             && l.contains("src.identity=\"spiffe://cluster.local/ns/shop/sa/client\"")),
+        "{log}"
+    );
+}
+
+/// A span as the collector received it.
+#[derive(Clone, Debug)]
+struct ReceivedSpan {
+    service: String,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    name: String,
+    status_code: Option<i64>,
+}
+
+/// An OTLP/gRPC trace receiver, as an OpenTelemetry collector is.
+struct Collector(std::sync::Arc<std::sync::Mutex<Vec<ReceivedSpan>>>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for Collector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let mut seen = self.0.lock().unwrap();
+        for rs in request.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.name")
+                .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+                    Value::StringValue(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
+                let status_code = span
+                    .attributes
+                    .iter()
+                    .find(|a| a.key == "http.response.status_code")
+                    .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+                        Value::IntValue(i) => Some(*i),
+                        _ => None,
+                    });
+                seen.push(ReceivedSpan {
+                    service: service.clone(),
+                    trace_id: hex(&span.trace_id),
+                    span_id: hex(&span.span_id),
+                    parent_span_id: hex(&span.parent_span_id),
+                    name: span.name,
+                    status_code,
+                });
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[test]
+fn the_waypoint_exports_a_span_per_request_continuing_the_clients_trace() {
+    use integration::cluster::LAN_IP;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+
+    let mut c = Cluster::start(&["node-a", "node-b"]);
+    // The collector listens on the underlay, beside istiod-lite.
+    let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = c.underlay_listener();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let listener = {
+        let _guard = rt.enter();
+        tokio::net::TcpListener::from_std(listener).unwrap()
+    };
+    rt.spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Collector(spans.clone())))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    c.waypoint_env = vec![
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{LAN_IP}:{port}"),
+        ),
+        // Only requests that arrive sampled are traced.
+        ("TRACING_SAMPLING", "0".into()),
+        ("TRACING_BATCH_DELAY", "100ms".into()),
+    ];
+    c.namespace("shop", &[AMBIENT, ("istio.io/use-waypoint", "waypoint")]);
+    c.waypoint("shop", "waypoint", "node-b", None);
+    c.pod(PodSpec::new("shop", "client", "node-a"));
+    c.pod(PodSpec::new("shop", "web", "node-b"));
+    let vip = c.service("shop", "web", "web");
+    let client = c.get("shop", "client");
+    let url = format!("http://{vip}:{HTTP_PORT}/");
+    // Through the waypoint once xDS has bound it: web then sees the
+    // waypoint as its client.
+    let waypoint_ip = c.get("shop", "waypoint").ip;
+    c.wait_for("web answers through the waypoint", |_| {
+        integration::cluster::curl_status(client, &[&url])
+            == (200, format!("hello from web, you are {waypoint_ip}\n"))
+    });
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_span = "00f067aa0ba902b7";
+    let out = integration::cluster::host::ns_output(
+        &client.netns,
+        "curl",
+        &[
+            "-sS",
+            "-D",
+            "-",
+            "-H",
+            &format!("traceparent: 00-{trace_id}-{client_span}-01"),
+            &url,
+        ],
+    );
+    let response = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // What web received: the same trace, with the waypoint's span as parent.
+    let echoed = response
+        .lines()
+        .find_map(|l| l.strip_prefix("x-echo-traceparent: "))
+        .unwrap_or_else(|| panic!("no traceparent reached web: {response}"))
+        .trim()
+        .to_string();
+    let parts: Vec<&str> = echoed.split('-').collect();
+    assert_eq!(
+        (parts[0], parts[1], parts[3]),
+        ("00", trace_id, "01"),
+        "{echoed}"
+    );
+    assert_ne!(
+        parts[2], client_span,
+        "the waypoint's own span is the parent"
+    );
+
+    c.wait_for("the collector received the waypoint's span", |_| {
+        spans.lock().unwrap().iter().any(|s| s.trace_id == trace_id)
+    });
+    let all = spans.lock().unwrap().clone();
+    let ours: Vec<&ReceivedSpan> = all.iter().filter(|s| s.trace_id == trace_id).collect();
+    assert_eq!(ours.len(), 1, "one span per request: {all:#?}");
+    let s = ours[0];
+    assert_eq!(s.parent_span_id, client_span);
+    assert_eq!(s.span_id, parts[2], "the span web was told about");
+    assert_eq!(s.service, "waypoint.shop");
+    assert_eq!(s.name, "GET /");
+    assert_eq!(s.status_code, Some(200));
+    // Unsampled requests (no traceparent, sampling 0%) make no spans.
+    assert!(
+        all.iter().all(|s| s.trace_id == trace_id),
+        "requests without a sampled traceparent were traced: {all:#?}"
+    );
+    let log = c.app_log(c.get("shop", "waypoint"));
+    assert!(
+        log.lines()
+            .any(|l| l.contains("request complete")
+                && l.contains(&format!("trace_id=\"{trace_id}\""))),
         "{log}"
     );
 }

@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::forward::Upstreams;
 use crate::metrics::RequestMetrics;
 use crate::server::Inputs;
+use crate::trace::Tracing;
 use crate::xds::WaypointHandler;
 
 pub struct Waypoint {
@@ -30,6 +31,7 @@ pub struct Waypoint {
     pub stats_addr: Option<SocketAddr>,
     /// Every metric this waypoint exports.
     pub registry: Arc<Registry>,
+    tracing: Option<Arc<Tracing>>,
     pub ready: Ready,
     pub state: Arc<ProxyState>,
     pub bindings: watch::Receiver<Arc<Bindings>>,
@@ -82,6 +84,13 @@ impl Waypoint {
             Some(a) => Some(endpoint::bind("readiness", a, crate::config::READINESS_ADDR).await?),
             None => None,
         };
+        let tracing = match &config.tracing {
+            Some(t) => Some(Arc::new(Tracing::start(
+                t,
+                &format!("{}.{}", config.gateway_name, config.gateway_namespace),
+            )?)),
+            None => None,
+        };
         let mut registry = Registry::default();
         let metrics = RequestMetrics::new(registry.sub_registry_with_prefix("istio"));
         let registry = Arc::new(registry);
@@ -92,6 +101,7 @@ impl Waypoint {
             bindings: bindings.clone(),
             upstreams,
             metrics,
+            tracing: tracing.clone(),
         });
         let (trigger, watcher) = drain::new();
         let mut stats_addr = None;
@@ -127,6 +137,7 @@ impl Waypoint {
         ]);
         info!(waypoint = %name, %inbound_addr, "waypoint started");
         Ok(Self {
+            tracing,
             inbound_addr,
             stats_addr,
             registry,
@@ -143,6 +154,10 @@ impl Waypoint {
         self.drain.drain(DrainMode::Graceful).await;
         for t in self.tasks {
             let _ = t.await;
+        }
+        if let Some(t) = self.tracing {
+            // The exporter's own thread blocks on the last batch.
+            let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
         }
     }
 }

@@ -33,6 +33,9 @@ pub const SECRET_TTL: &str = "SECRET_TTL";
 pub const CONNECTION_TERMINATION_DEADLINE: &str = "CONNECTION_TERMINATION_DEADLINE";
 pub const PROTOCOL_DETECTION_TIMEOUT: &str = "PROTOCOL_DETECTION_TIMEOUT";
 pub const STATS_ADDR: &str = "STATS_ADDR";
+pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+pub const TRACING_SAMPLING: &str = "TRACING_SAMPLING";
+pub const TRACING_BATCH_DELAY: &str = "TRACING_BATCH_DELAY";
 pub const READINESS_ADDR: &str = "READINESS_ADDR";
 
 const DEFAULT_CA_ADDRESS: &str = "istiod.istio-system.svc:15012";
@@ -60,6 +63,8 @@ pub struct Config {
     pub stats_addr: Option<SocketAddr>,
     /// `/healthz/ready`, `[::]:15021`.
     pub readiness_addr: Option<SocketAddr>,
+    /// Spans over OTLP, when a collector is named.
+    pub tracing: Option<crate::trace::TracingConfig>,
     pub termination_deadline: Duration,
     /// How long to wait for a client's first bytes on a port whose
     /// protocol is not declared before treating it as TCP.
@@ -122,8 +127,34 @@ impl Config {
             }
         };
         let stats_addr = optional(STATS_ADDR, "[::]:15020")?;
+        let tracing = match get(OTEL_EXPORTER_OTLP_ENDPOINT).filter(|e| !e.is_empty()) {
+            None => None,
+            Some(endpoint) => {
+                if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                    return Err(invalid(
+                        OTEL_EXPORTER_OTLP_ENDPOINT,
+                        &endpoint,
+                        "must be a URL such as http://otel-collector:4317",
+                    ));
+                }
+                let text = get(TRACING_SAMPLING).unwrap_or_else(|| "1".into());
+                let sampling_percent: f64 = text
+                    .parse()
+                    .ok()
+                    .filter(|p: &f64| (0.0..=100.0).contains(p))
+                    .ok_or_else(|| {
+                        invalid(TRACING_SAMPLING, &text, "must be a percentage, 0 to 100")
+                    })?;
+                Some(crate::trace::TracingConfig {
+                    endpoint,
+                    sampling_percent,
+                    batch_delay: duration(TRACING_BATCH_DELAY, "1s")?,
+                })
+            }
+        };
         let readiness_addr = optional(READINESS_ADDR, "[::]:15021")?;
         Ok(Self {
+            tracing,
             stats_addr,
             readiness_addr,
             gateway_namespace: namespace.clone(),
@@ -192,6 +223,39 @@ mod tests {
         assert_eq!(c.inbound_addr.port(), 15008);
         assert_eq!(c.stats_addr, Some("[::]:15020".parse().unwrap()));
         assert_eq!(c.readiness_addr, Some("[::]:15021".parse().unwrap()));
+        assert_eq!(c.tracing, None, "no collector, no tracing");
+    }
+
+    #[test]
+    fn tracing_needs_a_collector_url_and_a_percentage() {
+        let base = [
+            (POD_NAMESPACE, "shop"),
+            (GATEWAY_NAME, "waypoint"),
+            (INSTANCE_IP, "10.1.0.9"),
+            (CA_ROOT_CA, ROOT),
+            (AUTH_TOKEN, "t"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            parse(&v)
+        };
+        let t = with(&[(OTEL_EXPORTER_OTLP_ENDPOINT, "http://otel:4317")])
+            .unwrap()
+            .tracing
+            .unwrap();
+        assert_eq!(
+            (t.endpoint.as_str(), t.sampling_percent),
+            ("http://otel:4317", 1.0)
+        );
+        let err = with(&[(OTEL_EXPORTER_OTLP_ENDPOINT, "otel:4317")]).unwrap_err();
+        assert_eq!(err.key, OTEL_EXPORTER_OTLP_ENDPOINT);
+        let err = with(&[
+            (OTEL_EXPORTER_OTLP_ENDPOINT, "http://otel:4317"),
+            (TRACING_SAMPLING, "150"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.key, TRACING_SAMPLING);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_telemetry::ResponseFlags;
+use opentelemetry::KeyValue;
 use tracing::debug;
 
 use crate::forward::{ForwardError, Io};
@@ -131,6 +132,22 @@ fn record(req: &Request<Incoming>, ctx: &Downstream, inputs: &Inputs) -> Request
             .service(&mesh_core::service::service_key(&b.namespace, &b.hostname)),
         Target::Workload { .. } => None,
     };
+    if let Some(t) = &inputs.tracing {
+        let cfg = &inputs.config;
+        r.trace(t.request_span(
+            req.headers(),
+            format!("{} {}", r.method, r.path),
+            vec![
+                KeyValue::new("http.request.method", r.method.clone()),
+                KeyValue::new("url.path", r.path.clone()),
+                KeyValue::new("server.address", r.authority.clone()),
+                KeyValue::new("client.address", ctx.client.ip().to_string()),
+                KeyValue::new("istio.source_principal", ctx.peer.to_string()),
+                KeyValue::new("istio.canonical_service", cfg.gateway_name.clone()),
+                KeyValue::new("istio.namespace", cfg.gateway_namespace.clone()),
+            ],
+        ));
+    }
     r.labels(|l| {
         let l = l.with_protocol(if grpc { "grpc" } else { "http" });
         let l = match &service {
@@ -206,6 +223,7 @@ async fn decide_and_forward(
         return local(StatusCode::FORBIDDEN, "RBAC: access denied");
     }
     strip_hop_by_hop(&mut parts.headers);
+    record.propagate(&mut parts.headers);
 
     // Pod-addressed traffic is policy-checked, never routed.
     let binding = match &ctx.target {

@@ -25,4 +25,5 @@ pub mod server;
 pub mod sniff;
 pub mod target;
 pub mod tcp;
+pub mod trace;
 pub mod xds;

@@ -25,6 +25,7 @@ use prometheus_client::registry::Registry;
 use tracing::info;
 
 use crate::http::{Body, BoxError};
+use crate::trace::RequestSpan;
 
 /// Istio's request labels: the traffic labels and the outcome.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -103,8 +104,8 @@ pub struct RequestRecord {
     /// Set where the waypoint answered by itself (RBAC, no route, no
     /// upstream, timeout).
     flags: Mutex<ResponseFlags>,
-    /// The trace this request belongs to, for the access log.
-    pub trace_id: Mutex<Option<String>>,
+    /// The request's span, when traced.
+    span: Mutex<Option<RequestSpan>>,
 }
 
 impl RequestRecord {
@@ -130,7 +131,7 @@ impl RequestRecord {
             client,
             request_bytes: Arc::new(AtomicU64::new(0)),
             flags: Mutex::new(ResponseFlags::None),
-            trace_id: Mutex::new(None),
+            span: Mutex::new(None),
         }
     }
 
@@ -143,6 +144,17 @@ impl RequestRecord {
     /// The upstream endpoint the request went to.
     pub fn destination(&self, w: &Workload) {
         self.labels(|l| l.with_destination(w));
+    }
+
+    pub fn trace(&self, span: RequestSpan) {
+        *self.span.lock().unwrap_or_else(|e| e.into_inner()) = Some(span);
+    }
+
+    /// Puts this request's span in the upstream request's `traceparent`.
+    pub fn propagate(&self, headers: &mut HeaderMap) {
+        if let Some(s) = &*self.span.lock().unwrap_or_else(|e| e.into_inner()) {
+            s.inject(headers);
+        }
     }
 
     pub fn flag(&self, flags: ResponseFlags) {
@@ -190,11 +202,11 @@ impl RequestRecord {
         let (src_workload, src_identity) = (opt(&t.source_workload), opt(&t.source_principal));
         let (dst_service, dst_workload) =
             (opt(&t.destination_service), opt(&t.destination_workload));
-        let trace_id = self
-            .trace_id
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let span = self.span.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let trace_id = span.as_ref().and_then(RequestSpan::trace_id);
+        if let Some(span) = span {
+            span.end(status, grpc_status);
+        }
         info!(target: "access", method = %self.method,
             src.addr = %self.client, src.workload = src_workload.as_deref(),
             src.identity = src_identity.as_deref(), dst.service = dst_service.as_deref(),

@@ -30,6 +30,8 @@ pub struct Inputs {
     pub bindings: watch::Receiver<Arc<Bindings>>,
     pub upstreams: Upstreams,
     pub metrics: Arc<crate::metrics::RequestMetrics>,
+    /// Spans, when a collector is configured.
+    pub tracing: Option<Arc<crate::trace::Tracing>>,
 }
 
 /// One tunnelled connection, as the HTTP and TCP handlers see it.

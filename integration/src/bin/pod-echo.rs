@@ -88,15 +88,19 @@ fn serve_http(
     reader.read_line(&mut request_line)?;
     let mut line = String::new();
     let mut length = 0usize;
+    // Echoed back, so tests can see what a proxy propagated.
+    let mut traceparent = String::new();
     loop {
         line.clear();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
             break;
         }
-        if let Some((k, v)) = line.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            length = v.trim().parse().unwrap_or(0);
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            } else if k.eq_ignore_ascii_case("traceparent") {
+                traceparent = format!("x-echo-traceparent: {}\r\n", v.trim());
+            }
         }
     }
     // Read the body so that closing does not reset the connection.
@@ -124,7 +128,7 @@ fn serve_http(
     let mut conn = conn;
     write!(
         conn,
-        "HTTP/1.1 {status} X\r\ncontent-type: {kind}\r\nx-echo-request: {method} {target}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} X\r\ncontent-type: {kind}\r\nx-echo-request: {method} {target}\r\n{traceparent}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )?;
     conn.flush()

@@ -64,6 +64,8 @@ impl Cluster {
             ("AUTH_TOKEN", self.workload_token(namespace, name)),
             ("RUST_LOG", log_level()),
         ];
+        let mut env = env;
+        env.extend(self.waypoint_env.iter().map(|(k, v)| (*k, v.clone())));
         let spec = PodSpec::new(namespace, name, node)
             .label(GATEWAY_NAME_LABEL, name)
             .label("istio.io/dataplane-mode", "none");
@@ -95,6 +97,16 @@ impl Cluster {
             .manifests()
             .join(format!("gtw-{namespace}-{name}.yaml"));
         std::fs::remove_file(&file).unwrap_or_else(|e| panic!("removing {}: {e}", file.display()));
+    }
+
+    /// A listener of the test's own on the underlay (`LAN_IP`, a free
+    /// port), where the pods can reach it: a collector, say.
+    pub fn underlay_listener(&self) -> std::net::TcpListener {
+        let path = format!("/var/run/netns/{}", self.lan);
+        let bound = mesh_netns::Netns::open(&path)
+            .and_then(|ns| ns.run(|| std::net::TcpListener::bind((LAN_IP, 0))))
+            .unwrap_or_else(|e| panic!("entering the underlay ({path}): {e}"));
+        bound.unwrap_or_else(|e| panic!("binding on the underlay ({path}): {e}"))
     }
 
     /// Serves `jwks` over HTTP on the underlay, as an identity provider
