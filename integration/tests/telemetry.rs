@@ -306,6 +306,25 @@ fn ztunnel_metrics_and_access_logs_describe_the_traffic_in_istios_terms() {
     let (text_a, text_b) = last;
     assert!(text_a.contains("# TYPE istio_tcp_connections_opened_total counter\n"));
     assert!(text_b.contains("istio_build{component=\"ztunnel\",tag=\""));
+    // xDS and the in-pod proxies: node-b serves remote and denied.
+    let b = parse(&text_b);
+    for url in [
+        "type.googleapis.com/istio.workload.Address",
+        "type.googleapis.com/istio.security.Authorization",
+    ] {
+        assert!(
+            sum(&b, "istio_xds_message_total", &[("url", url)]) >= 1.0,
+            "{url}"
+        );
+        assert!(
+            sum(&b, "istio_xds_message_bytes_total", &[("url", url)]) > 0.0,
+            "{url}"
+        );
+    }
+    assert_eq!(sum(&b, "workload_manager_active_proxy_count", &[]), 2.0);
+    assert_eq!(sum(&b, "workload_manager_pending_proxy_count", &[]), 0.0);
+    assert_eq!(sum(&b, "workload_manager_proxies_started_total", &[]), 2.0);
+    assert_eq!(sum(&b, "workload_manager_proxies_stopped_total", &[]), 0.0);
     // A scraper that asks for OpenMetrics gets it.
     let out = std::process::Command::new("nsenter")
         .args([
@@ -369,6 +388,64 @@ fn ztunnel_metrics_and_access_logs_describe_the_traffic_in_istios_terms() {
             );
         }
     }
+}
+
+/// istiod-lite's `/metrics` (15014, on the underlay).
+fn scrape_istiod(c: &Cluster) -> Vec<Series> {
+    let url = format!("http://{}:15014/metrics", integration::cluster::LAN_IP);
+    let out =
+        integration::cluster::host::ns_output(&c.lan, "curl", &["-sS", "--max-time", "5", &url]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("# TYPE pilot_xds gauge"), "{text}");
+    parse(&text)
+}
+
+#[test]
+fn istiod_metrics_count_proxies_pushes_certificates_and_config_errors() {
+    let mut c = Cluster::start(&["node-a", "node-b"]);
+    c.namespace("apps", &[AMBIENT]);
+    c.pod(PodSpec::new("apps", "client", "node-a"));
+    let client = c.get("apps", "client");
+    c.wait_for("apps/client is captured", |c| c.captured(client));
+    // The pod's arrival is a change pushed to both ztunnels; its
+    // certificate is asked for once its ztunnel serves it.
+    c.wait_for("the pod is pushed and its certificate issued", |c| {
+        let m = scrape_istiod(c);
+        sum(&m, "pilot_proxy_convergence_time_count", &[]) >= 2.0
+            && sum(&m, "citadel_server_success_cert_issuance_count_total", &[]) >= 1.0
+    });
+    let m = scrape_istiod(&c);
+    assert_eq!(sum(&m, "pilot_xds", &[]), 2.0, "one stream per ztunnel");
+    assert!(sum(&m, "pilot_xds_pushes_total", &[("type", "address")]) >= 4.0);
+    assert!(sum(&m, "pilot_xds_pushes_total", &[("type", "authorization")]) >= 2.0);
+    assert_eq!(sum(&m, "pilot_total_xds_rejects_total", &[]), 0.0);
+    assert!(
+        sum(&m, "pilot_proxy_convergence_time_count", &[]) >= 1.0,
+        "pushes after a change: {:?}",
+        m.iter()
+            .filter(|s| s.name.starts_with("pilot"))
+            .collect::<Vec<_>>()
+    );
+    assert!(sum(&m, "citadel_server_csr_count_total", &[]) >= 1.0);
+    assert_eq!(
+        sum(&m, "citadel_server_authentication_failure_count_total", &[]),
+        0.0
+    );
+    assert_eq!(sum(&m, "istiod_lite_config_errors", &[]), 0.0);
+    assert_eq!(sum(&m, "istio_build", &[("component", "istiod")]), 1.0);
+
+    // A manifest with a typo is refused, and counted until it is fixed.
+    c.write_manifest(
+        "typo.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: typo, namespace: apps}\nspec: {rules: [{from: [{source: {principal: [x]}}]}]}\n",
+    );
+    c.wait_for("the refused manifest is counted", |c| {
+        sum(&scrape_istiod(c), "istiod_lite_config_errors", &[]) == 1.0
+    });
+    std::fs::remove_file(c.manifests().join("typo.yaml")).unwrap();
+    c.wait_for("and no longer once removed", |c| {
+        sum(&scrape_istiod(c), "istiod_lite_config_errors", &[]) == 0.0
+    });
 }
 
 #[test]

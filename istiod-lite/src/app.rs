@@ -8,6 +8,8 @@ use anyhow::Context;
 use mesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use mesh_proto::istio::v1::auth::istio_certificate_service_server::IstioCertificateServiceServer;
 use mesh_runtime::drain::{self, DrainMode, DrainTrigger};
+use mesh_runtime::{endpoint, stats};
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -19,6 +21,7 @@ use crate::ca::token::Authenticator;
 use crate::ca::{CaService, CertificateAuthority, PodIndex, TokenIssuer};
 use crate::config::Config;
 use crate::jwks::JwksResolver;
+use crate::metrics::Metrics;
 use crate::model::Model;
 use crate::source::manifests::{self, ErrorLog, ManifestDir};
 use crate::xds::{self, AdsService, ResourceSet, XdsStats};
@@ -64,6 +67,10 @@ pub fn load_ca(config: &Config) -> anyhow::Result<CertificateAuthority> {
 /// A running control plane.
 pub struct Istiod {
     pub grpc_addr: SocketAddr,
+    /// `/metrics`, when on.
+    pub monitoring_addr: Option<SocketAddr>,
+    /// Every metric istiod-lite exports.
+    pub registry: Arc<Registry>,
     pub ca: Arc<CertificateAuthority>,
     pub tokens: Arc<TokenIssuer>,
     /// Pods per node, consulted before a node proxy may impersonate.
@@ -184,6 +191,12 @@ impl Istiod {
         } else {
             info!("no --config-dir or --kubernetes: serving an empty mesh");
         }
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(
+            &mut registry,
+            config.config_dir.is_some().then(|| manifest_errors.clone()),
+        );
+        let registry = Arc::new(registry);
         let service = CaService::new(
             ca.clone(),
             auth.clone(),
@@ -193,6 +206,7 @@ impl Istiod {
                 max_ttl: config.max_cert_ttl,
                 trusted_node_accounts: config.trusted_node_accounts.clone(),
             },
+            metrics.clone(),
         );
         let initial = models.borrow_and_update().clone();
         let mut sync = pod_index_sync(pods.clone());
@@ -217,16 +231,38 @@ impl Istiod {
         tasks.push(tokio::spawn(xds::generate(
             models,
             config.translate.clone(),
-            resources_tx.clone(),
+            xds::Outputs {
+                resources: resources_tx.clone(),
+                statuses,
+                metrics: metrics.clone(),
+            },
             sync,
             jwks,
-            statuses,
             watcher.clone(),
         )));
         drop(models_tx);
 
         let xds_stats = Arc::new(XdsStats::default());
-        let ads = AdsService::new(auth, resources.clone(), watcher.clone(), xds_stats.clone());
+        let ads = AdsService::new(
+            auth,
+            resources.clone(),
+            watcher.clone(),
+            xds_stats.clone(),
+            metrics.clone(),
+        );
+        let mut monitoring_addr = None;
+        if let Some(addr) = config.monitoring_addr {
+            let listener =
+                endpoint::bind("monitoring", addr, crate::config::ENV_MONITORING_ADDR).await?;
+            monitoring_addr = Some(listener.local_addr()?);
+            let registry = registry.clone();
+            tasks.push(tokio::spawn(endpoint::serve(
+                "monitoring",
+                listener,
+                watcher.clone(),
+                move |req| stats::respond(&registry, req),
+            )));
+        }
         let router = tonic::transport::Server::builder()
             .add_service(IstioCertificateServiceServer::new(service))
             .add_service(
@@ -254,6 +290,8 @@ impl Istiod {
         info!(%grpc_addr, trust_domain = %config.trust_domain, "istiod-lite serving");
         Ok(Self {
             grpc_addr,
+            monitoring_addr,
+            registry,
             ca,
             tokens,
             pods,

@@ -14,6 +14,7 @@ use crate::translate::TranslateConfig;
 pub const ENV_STATE_DIR: &str = "ISTIOD_LITE_STATE_DIR";
 pub const ENV_CA_CERTS_DIR: &str = "CA_CERTS_DIR";
 pub const ENV_GRPC_ADDR: &str = "GRPC_ADDR";
+pub const ENV_MONITORING_ADDR: &str = "MONITORING_ADDR";
 pub const ENV_TRUST_DOMAIN: &str = "TRUST_DOMAIN";
 pub const ENV_DEFAULT_TTL: &str = "DEFAULT_WORKLOAD_CERT_TTL";
 pub const ENV_MAX_TTL: &str = "MAX_WORKLOAD_CERT_TTL";
@@ -73,6 +74,9 @@ pub struct ServeArgs {
     /// The gRPC (CA, xDS) listen address.
     #[arg(long, env = ENV_GRPC_ADDR, default_value = "0.0.0.0:15012")]
     pub grpc_addr: SocketAddr,
+    /// Prometheus metrics (`/metrics`); `none` turns them off.
+    #[arg(long, env = ENV_MONITORING_ADDR, default_value = "0.0.0.0:15014")]
+    pub monitoring_addr: String,
     /// Certificate lifetime when a request asks for none.
     #[arg(long, env = ENV_DEFAULT_TTL, default_value = "24h")]
     pub default_cert_ttl: String,
@@ -154,6 +158,7 @@ pub struct Config {
     pub ca_certs_dir: Option<PathBuf>,
     pub trust_domain: TrustDomain,
     pub grpc_addr: SocketAddr,
+    pub monitoring_addr: Option<SocketAddr>,
     pub default_cert_ttl: Duration,
     pub max_cert_ttl: Duration,
     pub trusted_node_accounts: HashSet<(String, String)>,
@@ -287,7 +292,12 @@ impl Config {
             ));
         }
         let trust_domain = args.common.trust_domain()?;
+        let monitoring_addr = match args.monitoring_addr.as_str() {
+            "none" | "" => None,
+            a => Some(a.parse().map_err(|e| invalid(ENV_MONITORING_ADDR, a, e))?),
+        };
         Ok(Self {
+            monitoring_addr,
             state_dir: args.common.state_dir.clone(),
             ca_certs_dir: args.common.ca_certs_dir.clone(),
             trust_domain: trust_domain.clone(),
@@ -316,6 +326,7 @@ impl Config {
             ca_certs_dir: None,
             trust_domain: TrustDomain::default(),
             grpc_addr: "127.0.0.1:0".parse().expect("valid address"),
+            monitoring_addr: None,
             default_cert_ttl: Duration::from_secs(86400),
             max_cert_ttl: Duration::from_secs(90 * 86400),
             trusted_node_accounts: [("istio-system".to_string(), "ztunnel".to_string())].into(),

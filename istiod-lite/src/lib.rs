@@ -17,6 +17,7 @@ pub mod ca;
 pub mod config;
 pub mod grpc;
 pub mod jwks;
+pub mod metrics;
 pub mod status;
 
 /// The model lives in its own crate, shared with the CNI node agent.

@@ -93,6 +93,8 @@ impl Waypoint {
         };
         let mut registry = Registry::default();
         let metrics = RequestMetrics::new(registry.sub_registry_with_prefix("istio"));
+        xds_stats.register(registry.sub_registry_with_prefix("istio"));
+        mesh_telemetry::register_build(registry.sub_registry_with_prefix("istio"), "waypoint");
         let registry = Arc::new(registry);
         let inputs = Arc::new(Inputs {
             config,

@@ -19,7 +19,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::inpod::PodStates;
 use crate::inpod::manager::WorkloadManager;
-use crate::metrics::TrafficMetrics;
+use crate::metrics::{TrafficMetrics, WorkloadManagerMetrics};
 use crate::proxy::connections::ConnectionManager;
 use crate::proxy::{Listeners, ProxyInputs};
 use crate::socket::Sockets;
@@ -105,9 +105,14 @@ impl Ztunnel {
         .await?;
         let mut registry = Registry::default();
         let metrics = TrafficMetrics::new(registry.sub_registry_with_prefix("istio"));
-        crate::metrics::register_build(registry.sub_registry_with_prefix("istio"));
+        mesh_telemetry::register_build(registry.sub_registry_with_prefix("istio"), "ztunnel");
+        let manager_metrics = config
+            .inpod
+            .is_some()
+            .then(|| WorkloadManagerMetrics::new(&mut registry));
         let ready = Ready::new();
         let xds_stats = Arc::new(XdsClientStats::default());
+        xds_stats.register(registry.sub_registry_with_prefix("istio"));
         let xds = config.xds.clone().map(|c| {
             let handler = StateHandler::new(state.clone(), true);
             XdsClient::new(c, handler, &ready, xds_stats.clone())
@@ -151,7 +156,12 @@ impl Ztunnel {
         }
         let mut pods = None;
         if let Some(inpod) = inputs.config.inpod.clone() {
-            let manager = WorkloadManager::new(inputs.clone(), inpod.clone(), &ready);
+            let manager = WorkloadManager::new(
+                inputs.clone(),
+                inpod.clone(),
+                &ready,
+                manager_metrics.clone().unwrap_or_default(),
+            );
             pods = Some(manager.states());
             tasks.push(tokio::spawn(crate::inpod::client::run(
                 manager,

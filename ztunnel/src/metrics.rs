@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use mesh_telemetry::{Reporter, ResponseFlags, SecurityPolicy, TrafficLabels, UNKNOWN};
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -63,21 +62,34 @@ impl TrafficMetrics {
     }
 }
 
-/// `istio_build{component="ztunnel",tag=<version>} 1`.
-pub fn register_build(registry: &mut Registry) {
-    #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-    struct Build {
-        component: String,
-        tag: String,
+/// The in-pod proxies (`workload_manager_*`, on the root registry as
+/// Istio's ztunnel has them).
+#[derive(Default)]
+pub struct WorkloadManagerMetrics {
+    pub active: Gauge,
+    pub pending: Gauge,
+    pub started: Counter,
+    pub stopped: Counter,
+}
+
+impl WorkloadManagerMetrics {
+    pub fn new(root: &mut Registry) -> Arc<Self> {
+        let m = Self::default();
+        let r = root.sub_registry_with_prefix("workload_manager");
+        r.register(
+            "active_proxy_count",
+            "Pods whose proxy is running",
+            m.active.clone(),
+        );
+        r.register(
+            "pending_proxy_count",
+            "Pods whose proxy could not start yet (retried)",
+            m.pending.clone(),
+        );
+        r.register("proxies_started", "Pod proxies started", m.started.clone());
+        r.register("proxies_stopped", "Pod proxies stopped", m.stopped.clone());
+        Arc::new(m)
     }
-    let build = Family::<Build, Gauge>::default();
-    build
-        .get_or_create(&Build {
-            component: "ztunnel".into(),
-            tag: env!("CARGO_PKG_VERSION").into(),
-        })
-        .set(1);
-    registry.register("build", "The ztunnel build", build);
 }
 
 /// What the access log says about each end.

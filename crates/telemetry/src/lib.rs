@@ -243,3 +243,23 @@ impl TrafficLabels {
         self
     }
 }
+
+/// `istio_build{component=<component>,tag=<version>} 1` (give it the
+/// `istio`-prefixed registry).
+pub fn register_build(registry: &mut prometheus_client::registry::Registry, component: &str) {
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+    struct Build {
+        component: String,
+        tag: String,
+    }
+    let build = Family::<Build, Gauge>::default();
+    build
+        .get_or_create(&Build {
+            component: component.into(),
+            tag: env!("CARGO_PKG_VERSION").into(),
+        })
+        .set(1);
+    registry.register("build", "The build of this component", build);
+}

@@ -28,6 +28,9 @@ use mesh_runtime::drain::DrainWatcher;
 use mesh_runtime::readiness::BlockReady;
 use mesh_tls::AuthSource;
 use mesh_tls::control::ControlPlaneAddress;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -174,7 +177,8 @@ impl NodeInfo {
     }
 }
 
-/// Counters for tests and, later, metrics.
+/// Counters: the atomics for tests, the families for `/metrics` (Istio's
+/// `istio_xds_*` names once [`XdsClientStats::register`]ed).
 #[derive(Debug, Default)]
 pub struct XdsClientStats {
     pub connects: AtomicU64,
@@ -182,6 +186,40 @@ pub struct XdsClientStats {
     pub resources_received: AtomicU64,
     pub resources_rejected: AtomicU64,
     pub removals_received: AtomicU64,
+    /// By `reason`: `ConnectionError` (no stream), `Error` (a stream that
+    /// failed), `Complete` (a stream the server ended).
+    terminations: Family<Vec<(String, String)>, Counter>,
+    /// Responses by type `url`.
+    messages: Family<Vec<(String, String)>, Counter>,
+    message_bytes: Family<Vec<(String, String)>, Counter>,
+}
+
+impl XdsClientStats {
+    /// Adds `xds_connection_terminations`, `xds_message` and
+    /// `xds_message_bytes` to `registry` (give it the `istio`-prefixed one).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "xds_connection_terminations",
+            "xDS streams ended, by reason",
+            self.terminations.clone(),
+        );
+        registry.register(
+            "xds_message",
+            "xDS responses received, by type",
+            self.messages.clone(),
+        );
+        registry.register(
+            "xds_message_bytes",
+            "Bytes of xDS responses received, by type",
+            self.message_bytes.clone(),
+        );
+    }
+
+    fn terminated(&self, reason: &str) {
+        self.terminations
+            .get_or_create(&vec![("reason".into(), reason.into())])
+            .inc();
+    }
 }
 
 pub struct XdsClient<H> {
@@ -238,6 +276,11 @@ impl<H: Handler> XdsClient<H> {
                 r = self.stream_once(&mut worked) => r,
                 _ = drain.signaled() => return,
             };
+            self.stats.terminated(match (&result, worked) {
+                (Ok(()), _) => "Complete",
+                (Err(_), true) => "Error",
+                (Err(_), false) => "ConnectionError",
+            });
             match result {
                 Ok(()) => {
                     debug!("xDS stream ended; reconnecting");
@@ -304,6 +347,12 @@ impl<H: Handler> XdsClient<H> {
     /// Applies one response and builds its ACK or NACK.
     fn handle(&mut self, response: DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
         self.stats.responses.fetch_add(1, Ordering::Relaxed);
+        let url = vec![("url".to_string(), response.type_url.clone())];
+        self.stats.messages.get_or_create(&url).inc();
+        self.stats
+            .message_bytes
+            .get_or_create(&url)
+            .inc_by(prost::Message::encoded_len(&response) as u64);
         let type_url = response.type_url.clone();
         let Some(kind) = self.types.iter().copied().find(|t| *t == type_url) else {
             warn!(%type_url, "response of a type we did not ask for; rejecting it");

@@ -33,6 +33,7 @@ pub struct CaService {
     auth: Arc<dyn Authenticator>,
     pods: Arc<dyn NodePods>,
     policy: CaPolicy,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl CaService {
@@ -41,12 +42,14 @@ impl CaService {
         auth: Arc<dyn Authenticator>,
         pods: Arc<dyn NodePods>,
         policy: CaPolicy,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         Self {
             ca,
             auth,
             pods,
             policy,
+            metrics,
         }
     }
 
@@ -125,18 +128,22 @@ impl IstioCertificateService for CaService {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
+        self.metrics.csr.inc();
         let caller = self.caller(&request).await.inspect_err(|s| {
+            self.metrics.auth_failures.inc();
             warn!(reason = %s.message(), "CA request refused");
         })?;
         let body = request.into_inner();
         let identity = self.decide_identity(&caller, &body).inspect_err(|s| {
+            self.metrics.refused.inc();
             warn!(caller = %format!("{}/{}", caller.namespace, caller.service_account), reason = %s.message(), "CA request refused");
         })?;
         let ttl = self.ttl(body.validity_duration);
-        let chain = self
-            .ca
-            .sign(&body.csr, &identity, ttl)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let chain = self.ca.sign(&body.csr, &identity, ttl).map_err(|e| {
+            self.metrics.refused.inc();
+            Status::invalid_argument(e.to_string())
+        })?;
+        self.metrics.issued.inc();
         info!(%identity, ttl = ?ttl, caller = %format!("{}/{}", caller.namespace, caller.service_account), "issued certificate");
         Ok(Response::new(IstioCertificateResponse {
             cert_chain: chain,

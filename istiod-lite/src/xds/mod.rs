@@ -54,20 +54,32 @@ pub fn resource_set(
     }
 }
 
+/// Where each translation goes.
+pub struct Outputs {
+    /// The resources, published when they differ.
+    pub resources: watch::Sender<Arc<ResourceSet>>,
+    /// The status conditions, when a cluster gets them.
+    pub statuses: Option<watch::Sender<Arc<mesh_kube::status::Statuses>>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
 /// Re-translates on every model change and every new key set, waiting
 /// [`DEBOUNCE`] for more changes first, and publishes the result when it
 /// differs. Each warning is logged when it first appears. `on_model` sees
-/// every snapshot translated; `statuses`, when given, gets the conditions
-/// of each.
+/// every snapshot translated.
 pub async fn generate(
     mut models: watch::Receiver<Arc<Model>>,
     cfg: TranslateConfig,
-    out: watch::Sender<Arc<ResourceSet>>,
+    outputs: Outputs,
     mut on_model: impl FnMut(&Model) + Send,
     jwks: JwksResolver,
-    statuses: Option<watch::Sender<Arc<mesh_kube::status::Statuses>>>,
     drain: DrainWatcher,
 ) {
+    let Outputs {
+        resources: out,
+        statuses,
+        metrics,
+    } = outputs;
     let mut keys_changed = jwks.changes();
     let mut generation = out.borrow().generation;
     let mut warned: HashSet<(String, String)> = HashSet::new();
@@ -77,13 +89,14 @@ pub async fn generate(
             r = keys_changed.changed() => if r.is_err() { return },
             _ = drain.signaled() => return,
         }
+        let seen = std::time::Instant::now();
         tokio::time::sleep(DEBOUNCE).await;
         let model = models.borrow_and_update().clone();
         on_model(&model);
         generation += 1;
         keys_changed.mark_unchanged();
         let Generated {
-            set,
+            mut set,
             warnings,
             jwks_uris,
             statuses: wanted,
@@ -104,6 +117,7 @@ pub async fn generate(
                 differs
             });
         }
+        metrics.warnings.set(warnings.len() as i64);
         let mut now = HashSet::new();
         for w in warnings {
             let key = (w.object.to_string(), w.message.clone());
@@ -115,6 +129,7 @@ pub async fn generate(
         warned = now;
         let changed = out.borrow().by_type != set.by_type;
         if changed {
+            set.changed_at = Some(seen);
             info!(generation, "configuration changed; pushing");
             out.send_replace(Arc::new(set));
         }

@@ -56,6 +56,8 @@ pub struct ResourceSet {
     /// Counts translations, for `system_version_info` and logs.
     pub generation: u64,
     pub by_type: BTreeMap<&'static str, TypeResources>,
+    /// When the change this set answers was seen (convergence time).
+    pub changed_at: Option<std::time::Instant>,
 }
 
 impl ResourceSet {
@@ -98,6 +100,7 @@ impl ResourceSet {
         Self {
             generation,
             by_type,
+            changed_at: None,
         }
     }
 

@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use super::resources::{ResourceSet, SUPPORTED_TYPES, WAYPOINT_CONFIG_TYPE};
 use crate::ca::token::authenticate;
 use crate::ca::{Authenticator, Caller};
+use crate::metrics::{Metrics, TypeLabel};
 
 /// Counters the tests (and later the metrics) read.
 #[derive(Debug, Default)]
@@ -42,6 +43,7 @@ pub struct AdsService {
     resources: watch::Receiver<Arc<ResourceSet>>,
     drain: DrainWatcher,
     stats: Arc<XdsStats>,
+    metrics: Arc<Metrics>,
 }
 
 impl AdsService {
@@ -50,12 +52,14 @@ impl AdsService {
         resources: watch::Receiver<Arc<ResourceSet>>,
         drain: DrainWatcher,
         stats: Arc<XdsStats>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             auth,
             resources,
             drain,
             stats,
+            metrics,
         }
     }
 }
@@ -82,6 +86,7 @@ impl AggregatedDiscoveryService for AdsService {
             nonce: 0,
             tx,
             stats: self.stats.clone(),
+            metrics: self.metrics.clone(),
         };
         tokio::spawn(stream.run(
             request.into_inner(),
@@ -102,6 +107,7 @@ struct AdsStream {
     nonce: u64,
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
     stats: Arc<XdsStats>,
+    metrics: Arc<Metrics>,
 }
 
 impl AdsStream {
@@ -111,6 +117,7 @@ impl AdsStream {
         mut resources: watch::Receiver<Arc<ResourceSet>>,
         drain: DrainWatcher,
     ) {
+        self.metrics.connected(true);
         loop {
             tokio::select! {
                 r = requests.message() => match r {
@@ -140,6 +147,7 @@ impl AdsStream {
                 _ = drain.signaled() => break,
             }
         }
+        self.metrics.connected(false);
         debug!(node = %self.node, "xDS stream closed");
     }
 
@@ -158,6 +166,10 @@ impl AdsStream {
             match &req.error_detail {
                 Some(detail) => {
                     self.stats.nacks.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .rejects
+                        .get_or_create(&TypeLabel::of(&req.type_url))
+                        .inc();
                     warn!(node = %self.node, type_url = %req.type_url, nonce = %req.response_nonce,
                         reason = %detail.message, "proxy rejected (NACKed) resources");
                 }
@@ -202,7 +214,14 @@ impl AdsStream {
             self.push(&t, current, false).await?;
         }
         self.push_part(policies, current, false, Part::Removals)
-            .await
+            .await?;
+        if let Some(at) = current.changed_at {
+            self.metrics
+                .convergence
+                .0
+                .observe(at.elapsed().as_secs_f64());
+        }
+        Ok(())
     }
 
     /// Sends the difference between what the proxy holds and `current`.
@@ -282,6 +301,10 @@ impl AdsStream {
         debug!(node = %self.node, %type_url, resources = response.resources.len(),
             removed = response.removed_resources.len(), "pushing");
         self.stats.responses.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .pushes
+            .get_or_create(&TypeLabel::of(type_url))
+            .inc();
         self.stats
             .resources_sent
             .fetch_add(response.resources.len() as u64, Ordering::Relaxed);

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use super::pod::PodProxy;
 use super::{PodState, PodStates, ProxyState};
 use crate::config::InpodConfig;
+use crate::metrics::WorkloadManagerMetrics;
 use crate::proxy::ProxyInputs;
 
 pub const READINESS_TASK: &str = "workload proxy manager";
@@ -45,10 +46,16 @@ pub struct WorkloadManager {
     states: PodStates,
     ready: Ready,
     not_ready: Option<BlockReady>,
+    metrics: Arc<WorkloadManagerMetrics>,
 }
 
 impl WorkloadManager {
-    pub fn new(base: Arc<ProxyInputs>, config: InpodConfig, ready: &Ready) -> Self {
+    pub fn new(
+        base: Arc<ProxyInputs>,
+        config: InpodConfig,
+        ready: &Ready,
+        metrics: Arc<WorkloadManagerMetrics>,
+    ) -> Self {
         Self {
             base,
             config,
@@ -58,6 +65,7 @@ impl WorkloadManager {
             states: PodStates::default(),
             ready: ready.clone(),
             not_ready: Some(ready.register_task(READINESS_TASK)),
+            metrics,
         }
     }
 
@@ -196,6 +204,7 @@ impl WorkloadManager {
         }
         self.proxies.insert(uid.to_string(), proxy);
         self.states.set(uid, state(info, ProxyState::Up));
+        self.metrics.started.inc();
         Ok(())
     }
 
@@ -223,11 +232,14 @@ impl WorkloadManager {
         self.states.remove(uid);
         if let Some(proxy) = self.proxies.remove(uid) {
             info!(uid, ?mode, "releasing pod");
+            self.metrics.stopped.inc();
             tokio::spawn(proxy.stop(mode));
         }
     }
 
     fn update_readiness(&mut self) {
+        self.metrics.active.set(self.proxies.len() as i64);
+        self.metrics.pending.set(self.pending.len() as i64);
         let settled = self.snapshot.is_none() && self.pending.is_empty();
         if settled {
             self.not_ready = None;
@@ -238,6 +250,8 @@ impl WorkloadManager {
 
     /// Drains every pod's proxy (process shutdown).
     pub async fn shutdown(mut self) {
+        self.metrics.stopped.inc_by(self.proxies.len() as u64);
+        self.metrics.active.set(0);
         let stops: Vec<_> = self
             .proxies
             .drain()
