@@ -767,3 +767,105 @@ fn the_waypoint_exports_a_span_per_request_continuing_the_clients_trace() {
         "{log}"
     );
 }
+
+/// Every metric name the components export, as a scraper sees it.
+fn exported_names() -> std::collections::BTreeSet<String> {
+    use mesh_telemetry::{Reporter, ResponseFlags, SecurityPolicy, TrafficLabels};
+    use prometheus_client::registry::Registry;
+    // A family with no series is not written at all: each gets one.
+    let mut r = Registry::default();
+    let istio = r.sub_registry_with_prefix("istio");
+    let traffic = ztunnel::metrics::TrafficMetrics::new(istio);
+    ztunnel::metrics::ConnectionResult::new(
+        traffic,
+        TrafficLabels::new(Reporter::Destination, SecurityPolicy::MutualTls),
+        Default::default(),
+    )
+    .failed(ResponseFlags::Deny, &"counted");
+    let xds = ztunnel::xds::XdsClientStats::default();
+    xds.register(istio);
+    xds.terminated("Complete");
+    xds.received("type.googleapis.com/istio.workload.Address", 1);
+    mesh_telemetry::register_build(istio, "ztunnel");
+    let requests = waypoint::metrics::RequestMetrics::new(istio);
+    let peer: mesh_core::Identity = "spiffe://cluster.local/ns/a/sa/b".parse().unwrap();
+    let record =
+        waypoint::metrics::RequestRecord::new(requests, &peer, None, "10.0.0.1:1".parse().unwrap());
+    waypoint::metrics::Recorded::wrap(
+        waypoint::http::local(http::StatusCode::OK, ""),
+        std::sync::Arc::new(record),
+    );
+    ztunnel::metrics::WorkloadManagerMetrics::new(&mut r);
+    let control = istiod_lite::metrics::Metrics::new(&mut r, None);
+    let address = istiod_lite::metrics::TypeLabel::of("type.googleapis.com/istio.workload.Address");
+    control.pushes.get_or_create(&address).inc();
+    control.rejects.get_or_create(&address).inc();
+    control.connected(true);
+    r.register_collector(Box::new(mesh_runtime::stats::ProcessCollector));
+    let text = mesh_runtime::stats::encode(&r);
+    let mut names = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').unwrap();
+        match kind {
+            "counter" => {
+                names.insert(format!("{name}_total"));
+            }
+            "histogram" => {
+                for s in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{name}{s}"));
+                }
+            }
+            _ => {
+                names.insert(name.to_string());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_dashboards_query_only_metrics_that_exist() {
+    let exported = exported_names();
+    assert!(
+        exported.contains("istio_tcp_connections_opened_total"),
+        "{exported:?}"
+    );
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/dashboards");
+    for name in ["ztunnel.json", "waypoint.json"] {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        let d: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let panels = d["panels"].as_array().unwrap();
+        assert!(panels.len() >= 6, "{name}");
+        for p in panels {
+            let targets = p["targets"].as_array().unwrap();
+            assert!(!targets.is_empty(), "{name}: {} has no query", p["title"]);
+            for t in targets {
+                let expr = t["expr"].as_str().unwrap();
+                let used: Vec<&str> = expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| {
+                        [
+                            "istio_",
+                            "workload_manager_",
+                            "process_",
+                            "pilot_",
+                            "citadel_",
+                        ]
+                        .iter()
+                        .any(|p| w.starts_with(p))
+                    })
+                    .collect();
+                assert!(!used.is_empty(), "{name}: `{expr}` reads no metric of ours");
+                for m in used {
+                    assert!(
+                        exported.contains(m),
+                        "{name}: `{expr}` reads {m}, which nothing exports"
+                    );
+                }
+            }
+        }
+    }
+}

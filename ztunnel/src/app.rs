@@ -106,6 +106,7 @@ impl Ztunnel {
         let mut registry = Registry::default();
         let metrics = TrafficMetrics::new(registry.sub_registry_with_prefix("istio"));
         mesh_telemetry::register_build(registry.sub_registry_with_prefix("istio"), "ztunnel");
+        registry.register_collector(Box::new(stats::ProcessCollector));
         let manager_metrics = config
             .inpod
             .is_some()

@@ -135,3 +135,138 @@ mod tests {
         );
     }
 }
+
+/// Prometheus' standard `process_*` metrics, read from `/proc/self` at each
+/// scrape: `process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, `process_max_fds`, `process_threads`.
+#[derive(Debug, Default)]
+pub struct ProcessCollector;
+
+/// Linux reports CPU time in clock ticks of 1/100 s (`CLK_TCK`, fixed at
+/// 100 on the architectures we build for).
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// What `/proc/self` says now; `None` for what could not be read.
+#[derive(Debug, Default, PartialEq)]
+struct ProcessReading {
+    cpu_seconds: Option<f64>,
+    resident_bytes: Option<i64>,
+    threads: Option<i64>,
+    open_fds: Option<i64>,
+    max_fds: Option<i64>,
+}
+
+fn read_process(stat: &str, status: &str, limits: &str, open_fds: Option<i64>) -> ProcessReading {
+    // Fields after the command name (which may hold spaces), from the third:
+    // utime is the 14th field, stime the 15th.
+    let cpu_seconds = stat.rsplit_once(')').and_then(|(_, rest)| {
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = f.get(11)?.parse().ok()?;
+        let stime: f64 = f.get(12)?.parse().ok()?;
+        Some((utime + stime) / CLOCK_TICKS_PER_SECOND)
+    });
+    let status_field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    let max_fds = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok());
+    ProcessReading {
+        cpu_seconds,
+        resident_bytes: status_field("VmRSS:").map(|kb| kb * 1024),
+        threads: status_field("Threads:"),
+        open_fds,
+        max_fds,
+    }
+}
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as i64);
+        let r = read_process(
+            &read("/proc/self/stat"),
+            &read("/proc/self/status"),
+            &read("/proc/self/limits"),
+            fds,
+        );
+        if let Some(v) = r.cpu_seconds {
+            let c = ConstCounter::new(v);
+            c.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "User and system CPU time spent, in seconds",
+                None,
+                c.metric_type(),
+            )?)?;
+        }
+        for (name, help, value) in [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory, in bytes",
+                r.resident_bytes,
+            ),
+            ("process_threads", "Threads", r.threads),
+            ("process_open_fds", "Open file descriptors", r.open_fds),
+            (
+                "process_max_fds",
+                "The limit on open file descriptors",
+                r.max_fds,
+            ),
+        ] {
+            if let Some(v) = value {
+                let g = ConstGauge::new(v);
+                g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::*;
+
+    #[test]
+    fn proc_files_are_read_as_prometheus_names_them() {
+        let stat = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0 100 0 0";
+        let status = "Name:\tx\nVmRSS:\t  2048 kB\nThreads:\t9\n";
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\nMax open files            1048576              1048576              files\n";
+        assert_eq!(
+            read_process(stat, status, limits, Some(12)),
+            ProcessReading {
+                cpu_seconds: Some(3.0),
+                resident_bytes: Some(2 * 1024 * 1024),
+                threads: Some(9),
+                open_fds: Some(12),
+                max_fds: Some(1048576),
+            }
+        );
+        assert_eq!(read_process("", "", "", None), ProcessReading::default());
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(ProcessCollector));
+        let text = encode(&registry);
+        for name in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_threads ",
+        ] {
+            assert!(text.contains(name), "{name} in\n{text}");
+        }
+    }
+}

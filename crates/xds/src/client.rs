@@ -215,10 +215,18 @@ impl XdsClientStats {
         );
     }
 
-    fn terminated(&self, reason: &str) {
+    /// A stream ended for `reason`.
+    pub fn terminated(&self, reason: &str) {
         self.terminations
             .get_or_create(&vec![("reason".into(), reason.into())])
             .inc();
+    }
+
+    /// A response of `type_url`, `bytes` long, arrived.
+    pub fn received(&self, type_url: &str, bytes: usize) {
+        let url = vec![("url".to_string(), type_url.to_string())];
+        self.messages.get_or_create(&url).inc();
+        self.message_bytes.get_or_create(&url).inc_by(bytes as u64);
     }
 }
 
@@ -347,12 +355,8 @@ impl<H: Handler> XdsClient<H> {
     /// Applies one response and builds its ACK or NACK.
     fn handle(&mut self, response: DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
         self.stats.responses.fetch_add(1, Ordering::Relaxed);
-        let url = vec![("url".to_string(), response.type_url.clone())];
-        self.stats.messages.get_or_create(&url).inc();
         self.stats
-            .message_bytes
-            .get_or_create(&url)
-            .inc_by(prost::Message::encoded_len(&response) as u64);
+            .received(&response.type_url, prost::Message::encoded_len(&response));
         let type_url = response.type_url.clone();
         let Some(kind) = self.types.iter().copied().find(|t| *t == type_url) else {
             warn!(%type_url, "response of a type we did not ask for; rejecting it");
