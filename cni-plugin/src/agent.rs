@@ -18,6 +18,7 @@
 pub mod config;
 pub mod discover;
 pub mod install;
+pub mod metrics;
 pub mod plugin_server;
 pub mod pods;
 pub mod redirect;
@@ -146,6 +147,22 @@ impl Agent {
             watcher.clone(),
         )));
 
+        let latest = metrics::Latest::default();
+        if let Some(addr) = config.monitoring()? {
+            let listener =
+                mesh_runtime::endpoint::bind("monitoring", addr, "MONITORING_ADDR").await?;
+            let mut registry = prometheus_client::registry::Registry::default();
+            registry.register_collector(Box::new(metrics::StatusCollector(latest.clone())));
+            registry.register_collector(Box::new(mesh_runtime::stats::ProcessCollector));
+            mesh_telemetry::register_build(registry.sub_registry_with_prefix("istio"), "istio-cni");
+            let registry = Arc::new(registry);
+            tasks.push(tokio::spawn(mesh_runtime::endpoint::serve(
+                "monitoring",
+                listener,
+                watcher.clone(),
+                move |req| mesh_runtime::stats::respond(&registry, req),
+            )));
+        }
         let mut pods = pods::Pods::new(config.clone(), redirector, zds.clone());
         let status_file = config.status_file.clone();
         let interval = config.reconcile_interval;
@@ -182,17 +199,16 @@ impl Agent {
                     _ = tick.tick() => pods.reconcile().await,
                     _ = watcher_main.signaled() => break,
                 }
+                let status = Status {
+                    node: pods.node().to_string(),
+                    redirection: pods.redirection(),
+                    ztunnels_connected: zds.connected(),
+                    pods: pods.status(),
+                };
                 if let Some(path) = &status_file {
-                    write_status(
-                        path,
-                        &Status {
-                            node: pods.node().to_string(),
-                            redirection: pods.redirection(),
-                            ztunnels_connected: zds.connected(),
-                            pods: pods.status(),
-                        },
-                    );
+                    write_status(path, &status);
                 }
+                *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
             }
             // Captured pods keep their rules: traffic stays captured (and
             // fails closed) while the agent is away, as upgrades need.

@@ -321,6 +321,25 @@ fn ztunnel_metrics_and_access_logs_describe_the_traffic_in_istios_terms() {
             "{url}"
         );
     }
+    // The node agent beside it counts the same two pods, captured.
+    let (status, agent) = c.ztunnel_http("node-b", "GET", 15014, "/metrics");
+    assert_eq!(status, 200, "{agent}");
+    let agent = parse(&agent);
+    assert_eq!(sum(&agent, "istio_cni_pods", &[("captured", "true")]), 2.0);
+    assert_eq!(sum(&agent, "istio_cni_pods", &[("captured", "false")]), 0.0);
+    assert_eq!(sum(&agent, "istio_cni_ztunnels_connected", &[]), 1.0);
+    assert_eq!(sum(&agent, "istio_cni_redirection_ready", &[]), 1.0);
+    // Its certificates, by state and time left (24 h lifetimes).
+    assert_eq!(
+        sum(&b, "istio_workload_certs", &[("state", "Available")]),
+        2.0
+    );
+    let left = sum(
+        &b,
+        "istio_workload_cert_expiry_seconds",
+        &[("identity", "spiffe://cluster.local/ns/apps/sa/remote")],
+    );
+    assert!(left > 23.0 * 3600.0 && left <= 24.0 * 3600.0, "{left}");
     assert_eq!(sum(&b, "workload_manager_active_proxy_count", &[]), 2.0);
     assert_eq!(sum(&b, "workload_manager_pending_proxy_count", &[]), 0.0);
     assert_eq!(sum(&b, "workload_manager_proxies_started_total", &[]), 2.0);
@@ -397,6 +416,7 @@ fn scrape_istiod(c: &Cluster) -> Vec<Series> {
         integration::cluster::host::ns_output(&c.lan, "curl", &["-sS", "--max-time", "5", &url]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("# TYPE pilot_xds gauge"), "{text}");
+    assert!(!text.contains("PRIVATE KEY"));
     parse(&text)
 }
 
@@ -586,6 +606,43 @@ fn waypoint_metrics_count_requests_by_code_and_flag_with_istios_labels() {
         0.0,
         "denied before the body was read"
     );
+
+    // Its admin endpoint, as ztunnel's: the configuration in force, the log
+    // filter; no key material here or in the metrics.
+    let admin = |method: &str, path: &str| {
+        let out = integration::cluster::host::ns_output(
+            &waypoint.netns,
+            "curl",
+            &[
+                "-sS",
+                "-X",
+                method,
+                &format!("http://127.0.0.1:{ADMIN}{path}"),
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let dump: serde_json::Value = serde_json::from_str(&admin("GET", "/config_dump")).unwrap();
+    assert_eq!(dump["gateway"], "shop/waypoint");
+    assert_eq!(
+        dump["config"]["services"][0]["hostname"], "web.shop.svc.cluster.local",
+        "{dump}"
+    );
+    assert_eq!(
+        admin("POST", "/logging?level=info"),
+        "current log level is info\n"
+    );
+    let metrics = integration::cluster::host::ns_output(
+        &waypoint.netns,
+        "curl",
+        &["-sS", &format!("http://127.0.0.1:{STATS}/metrics")],
+    );
+    for body in [
+        dump.to_string(),
+        String::from_utf8_lossy(&metrics.stdout).to_string(),
+    ] {
+        assert!(!body.contains("PRIVATE KEY"));
+    }
 
     let log = c.app_log(waypoint);
     assert!(

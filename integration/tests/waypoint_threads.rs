@@ -167,6 +167,7 @@ status: {{podIP: {web_ip}}}
         ("CA_ROOT_CA", istiod.ca.root_pem().to_string()),
         ("AUTH_TOKEN", token("shop", "waypoint")),
         ("STATS_ADDR", "none".into()),
+        ("ADMIN_ADDR", "none".into()),
         ("READINESS_ADDR", "none".into()),
     ]
     .into();

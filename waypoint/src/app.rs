@@ -91,6 +91,15 @@ impl Waypoint {
             )?)),
             None => None,
         };
+        let admin_listener = match config.admin_addr {
+            Some(a) => Some(endpoint::bind("admin", a, crate::config::ADMIN_ADDR).await?),
+            None => None,
+        };
+        let admin = crate::admin::Admin {
+            gateway: name.clone(),
+            identity: config.identity.to_string(),
+            bindings: bindings.clone(),
+        };
         let mut registry = Registry::default();
         let metrics = RequestMetrics::new(registry.sub_registry_with_prefix("istio"));
         xds_stats.register(registry.sub_registry_with_prefix("istio"));
@@ -118,6 +127,9 @@ impl Waypoint {
                 watcher.clone(),
                 move |req| stats::respond(&registry, req),
             )));
+        }
+        if let Some(l) = admin_listener {
+            tasks.push(tokio::spawn(admin.serve(l, watcher.clone())));
         }
         if let Some(l) = readiness_listener {
             let ready = ready.clone();

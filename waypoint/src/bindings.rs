@@ -24,6 +24,8 @@ pub struct Bindings {
     pub workload_jwt: Option<Arc<JwtValidator>>,
     services: HashMap<String, Arc<ServiceBinding>>,
     workloads: HashSet<String>,
+    /// What this was compiled from, for the admin endpoint's dump.
+    pub source: Option<Arc<WaypointConfig>>,
 }
 
 /// One bound Service.
@@ -61,6 +63,7 @@ impl Bindings {
             workload_jwt: jwt_validator(gateway_jwt)?,
             services,
             workloads: cfg.workloads.iter().cloned().collect(),
+            source: Some(Arc::new(cfg.clone())),
         })
     }
 

@@ -33,6 +33,7 @@ pub const SECRET_TTL: &str = "SECRET_TTL";
 pub const CONNECTION_TERMINATION_DEADLINE: &str = "CONNECTION_TERMINATION_DEADLINE";
 pub const PROTOCOL_DETECTION_TIMEOUT: &str = "PROTOCOL_DETECTION_TIMEOUT";
 pub const STATS_ADDR: &str = "STATS_ADDR";
+pub const ADMIN_ADDR: &str = "ADMIN_ADDR";
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const TRACING_SAMPLING: &str = "TRACING_SAMPLING";
 pub const TRACING_BATCH_DELAY: &str = "TRACING_BATCH_DELAY";
@@ -63,6 +64,8 @@ pub struct Config {
     pub stats_addr: Option<SocketAddr>,
     /// `/healthz/ready`, `[::]:15021`.
     pub readiness_addr: Option<SocketAddr>,
+    /// `/config_dump`, `/logging`, `/quitquitquit`, `127.0.0.1:15000`.
+    pub admin_addr: Option<SocketAddr>,
     /// Spans over OTLP, when a collector is named.
     pub tracing: Option<crate::trace::TracingConfig>,
     pub termination_deadline: Duration,
@@ -153,7 +156,9 @@ impl Config {
             }
         };
         let readiness_addr = optional(READINESS_ADDR, "[::]:15021")?;
+        let admin_addr = optional(ADMIN_ADDR, "127.0.0.1:15000")?;
         Ok(Self {
+            admin_addr,
             tracing,
             stats_addr,
             readiness_addr,

@@ -9,9 +9,12 @@
 //! - [`http`], [`tcp`]: the two handlers; [`route`] and [`policy`] decide,
 //!   after [`jwt`] has verified any token (RequestAuthentication);
 //!   [`forward`] connects upstream;
-//! - [`metrics`]: Istio's request metrics and the access log.
+//! - [`metrics`]: Istio's request metrics and the access log; [`trace`]:
+//!   spans over OTLP; [`admin`]: `/config_dump`, `/logging`,
+//!   `/quitquitquit`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod bindings;
 pub mod config;

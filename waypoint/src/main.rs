@@ -4,7 +4,9 @@ use waypoint::app::Waypoint;
 use waypoint::config::{Config, EXIT_CONFIG};
 
 fn main() -> ExitCode {
-    mesh_runtime::logging::init(std::env::var("RUST_LOG").ok().as_deref(), false);
+    // LOG_FORMAT=json as Istio's logAsJson sets it.
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json");
+    mesh_runtime::logging::init(std::env::var("RUST_LOG").ok().as_deref(), json);
     let config = match Config::from_env(|k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => {

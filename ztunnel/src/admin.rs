@@ -12,10 +12,8 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use mesh_runtime::drain::DrainWatcher;
 use mesh_runtime::endpoint::{self, Body};
-use mesh_runtime::logging;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tracing::info;
 
 use mesh_tls::SecretManager;
 
@@ -41,20 +39,15 @@ impl Admin {
     }
 
     fn respond(&self, req: &Request<Incoming>) -> Response<Body> {
+        if let Some(shared) = mesh_runtime::admin::respond(req) {
+            return shared;
+        }
         match (req.method(), req.uri().path()) {
-            (&Method::GET, "/") => endpoint::text(StatusCode::OK, INDEX),
+            (&Method::GET, "/") => endpoint::text(StatusCode::OK, index()),
             (&Method::GET, "/config_dump") => {
                 endpoint::json(serde_json::to_vec_pretty(&self.config_dump()).unwrap_or_default())
             }
-            (_, "/logging") => logging(req),
-            (&Method::POST, "/quitquitquit") => {
-                info!("shutdown asked for on the admin endpoint");
-                mesh_runtime::signal::quit();
-                endpoint::text(StatusCode::OK, "OK\n")
-            }
-            (_, "/" | "/config_dump" | "/quitquitquit") => {
-                endpoint::status(StatusCode::METHOD_NOT_ALLOWED)
-            }
+            (_, "/" | "/config_dump") => endpoint::status(StatusCode::METHOD_NOT_ALLOWED),
             _ => endpoint::status(StatusCode::NOT_FOUND),
         }
     }
@@ -113,61 +106,11 @@ impl Admin {
     }
 }
 
-const INDEX: &str = "ztunnel admin\n\
-    GET  /config_dump     workloads, services, policies, certificates (no keys), settings\n\
-    POST /logging         ?level=<level|target=level,...> sets the log filter, ?reset restores it;\n\
-    \x20                     without parameters it prints the filter in force\n\
-    POST /quitquitquit    drains and exits, as SIGTERM does\n";
-
-/// `/logging`: `POST ?level=debug` or `?level=access:debug,info` (istioctl's
-/// `target:level` or `target=level`), `POST ?reset`; no parameter prints
-/// the filter in force.
-fn logging(req: &Request<Incoming>) -> Response<Body> {
-    if req.method() != Method::POST {
-        return endpoint::status(StatusCode::METHOD_NOT_ALLOWED);
-    }
-    let done = if endpoint::query_param(req, "reset").is_some() {
-        logging::reset_filter()
-    } else if let Some(level) = endpoint::query_param(req, "level") {
-        logging::set_filter(&directives(&level))
-    } else {
-        Ok(())
-    };
-    match done.and_then(|()| logging::current_filter()) {
-        Ok(filter) => endpoint::text(StatusCode::OK, format!("current log level is {filter}\n")),
-        Err(e @ logging::FilterError::Invalid { .. }) => {
-            endpoint::text(StatusCode::BAD_REQUEST, format!("{e}\n"))
-        }
-        Err(e) => endpoint::text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
-    }
-}
-
-/// istioctl's `access:debug` → `access=debug` (a target's own `::` kept).
-fn directives(level: &str) -> String {
-    level
-        .split(',')
-        .map(|d| match d.rsplit_once(':') {
-            Some((target, lvl))
-                if !d.contains('=') && !target.ends_with(':') && !target.is_empty() =>
-            {
-                format!("{target}={lvl}")
-            }
-            _ => d.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn istioctl_levels_become_filter_directives() {
-        assert_eq!(super::directives("debug"), "debug");
-        assert_eq!(super::directives("access:debug,info"), "access=debug,info");
-        assert_eq!(
-            super::directives("ztunnel::proxy:trace"),
-            "ztunnel::proxy=trace"
-        );
-        assert_eq!(super::directives("a=warn"), "a=warn");
-    }
+/// `/`: what this endpoint answers.
+fn index() -> String {
+    format!(
+        "ztunnel admin\n\
+         GET  /config_dump     workloads, services, policies, certificates (no keys), settings\n{}",
+        mesh_runtime::admin::INDEX
+    )
 }

@@ -107,6 +107,9 @@ impl Ztunnel {
         let metrics = TrafficMetrics::new(registry.sub_registry_with_prefix("istio"));
         mesh_telemetry::register_build(registry.sub_registry_with_prefix("istio"), "ztunnel");
         registry.register_collector(Box::new(stats::ProcessCollector));
+        registry.register_collector(Box::new(crate::metrics::CertificateCollector(
+            certs.clone(),
+        )));
         let manager_metrics = config
             .inpod
             .is_some()

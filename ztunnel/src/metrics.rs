@@ -92,6 +92,75 @@ impl WorkloadManagerMetrics {
     }
 }
 
+/// The workload certificates this ztunnel holds, read at each scrape:
+/// `istio_workload_cert_expiry_seconds{identity}` (seconds left; negative
+/// once expired) and `istio_workload_certs{state}` (`Available`,
+/// `Unavailable`, `Initializing`). Our names: Istio's ztunnel has none.
+pub struct CertificateCollector(pub mesh_tls::SecretManager);
+
+impl fmt::Debug for CertificateCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CertificateCollector")
+    }
+}
+
+impl prometheus_client::collector::Collector for CertificateCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let now = std::time::SystemTime::now();
+        let mut states = std::collections::BTreeMap::from([
+            ("Available", 0i64),
+            ("Unavailable", 0),
+            ("Initializing", 0),
+        ]);
+        let mut expiry = Vec::new();
+        for (id, st) in self.0.snapshot() {
+            let state = match (&st.current, &st.last_error) {
+                (Some(c), _) => {
+                    let left = match c.validity().not_after.duration_since(now) {
+                        Ok(d) => d.as_secs_f64(),
+                        Err(e) => -e.duration().as_secs_f64(),
+                    };
+                    expiry.push((id.to_string(), left));
+                    if left > 0.0 {
+                        "Available"
+                    } else {
+                        "Unavailable"
+                    }
+                }
+                (None, Some(_)) => "Unavailable",
+                (None, None) => "Initializing",
+            };
+            *states.entry(state).or_default() += 1;
+        }
+        let mut m = encoder.encode_descriptor(
+            "istio_workload_cert_expiry_seconds",
+            "Seconds until each workload certificate expires",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (identity, left) in expiry {
+            let g = ConstGauge::new(left);
+            g.encode(m.encode_family(&[("identity", identity)])?)?;
+        }
+        let mut m = encoder.encode_descriptor(
+            "istio_workload_certs",
+            "Workload certificates, by state",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (state, n) in states {
+            let g = ConstGauge::new(n);
+            g.encode(m.encode_family(&[("state", state)])?)?;
+        }
+        Ok(())
+    }
+}
+
 /// What the access log says about each end.
 #[derive(Clone, Debug, Default)]
 pub struct Endpoints {

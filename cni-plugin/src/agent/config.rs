@@ -75,6 +75,9 @@ pub struct Config {
     /// Where the agent's status (captured pods, mode) is written as JSON.
     #[arg(long, env = "STATUS_FILE")]
     pub status_file: Option<PathBuf>,
+    /// Prometheus metrics (`/metrics`); `none` turns them off.
+    #[arg(long, env = "MONITORING_ADDR", default_value = "0.0.0.0:15014")]
+    pub monitoring_addr: String,
 }
 
 /// Where the model comes from.
@@ -94,6 +97,16 @@ pub struct Install {
 }
 
 impl Config {
+    /// Where metrics are served, if anywhere.
+    pub fn monitoring(&self) -> anyhow::Result<Option<std::net::SocketAddr>> {
+        match self.monitoring_addr.as_str() {
+            "none" | "" => Ok(None),
+            a => a.parse().map(Some).map_err(|e| {
+                anyhow::anyhow!("--monitoring-addr {a:?} is not an address (IP:port or none): {e}")
+            }),
+        }
+    }
+
     /// The one source given.
     pub fn source(&self) -> anyhow::Result<Source> {
         let kubernetes = self.kubernetes || self.kubeconfig.is_some();

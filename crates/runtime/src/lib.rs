@@ -3,6 +3,7 @@
 //! 15020, readiness on 15021).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod drain;
 pub mod endpoint;
