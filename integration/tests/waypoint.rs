@@ -139,11 +139,18 @@ fn routes_split_by_weight_retry_503s_time_out_route_grpc_and_pass_tcp_through() 
             &format!("  rules:\n  - backendRefs:\n    - {{name: echo-v1, port: {HTTP_PORT}, weight: 90}}\n    - {{name: echo-v2, port: {HTTP_PORT}, weight: 10}}\n"),
         ),
     );
-    until("echo-v2 answers through the route", || {
-        curl(client, &[&url]).1.contains("echo-v2")
+    // Both backends must be reachable before counting: each needs its
+    // certificate, which the CA issues only once it knows the pod's node.
+    let (mut seen_v1, mut seen_v2) = (false, false);
+    until("echo-v1 and echo-v2 answer through the route", || {
+        let body = curl(client, &[&url]).1;
+        seen_v1 |= body.contains("hello from echo-v1");
+        seen_v2 |= body.contains("hello from echo-v2");
+        seen_v1 && seen_v2
     });
     let urls: Vec<&str> = std::iter::repeat_n(url.as_str(), 100).collect();
     let (mut v1, mut v2) = (0, 0);
+    let mut errors = String::new();
     for _ in 0..10 {
         let mut argv = vec!["-sS", "--max-time", "60"];
         argv.extend(&urls);
@@ -151,8 +158,9 @@ fn routes_split_by_weight_retry_503s_time_out_route_grpc_and_pass_tcp_through() 
         let text = String::from_utf8_lossy(&out.stdout);
         v1 += text.matches("hello from echo-v1").count();
         v2 += text.matches("hello from echo-v2").count();
+        errors.push_str(&String::from_utf8_lossy(&out.stderr));
     }
-    assert_eq!(v1 + v2, 1000, "every request answered");
+    assert_eq!(v1 + v2, 1000, "every request answered; curl said: {errors}");
     assert!(
         (850..=950).contains(&v1),
         "90/10 split within ±5%: v1={v1} v2={v2}"
