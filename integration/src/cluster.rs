@@ -155,6 +155,8 @@ pub struct Cluster {
     agent_args: Vec<String>,
     /// Extra environment for waypoints deployed from now on.
     pub waypoint_env: Vec<(&'static str, String)>,
+    /// Extra environment for ztunnels started from now on.
+    pub ztunnel_env: Vec<(&'static str, String)>,
     /// Servers on the underlay beside istiod-lite (an identity provider).
     underlay_servers: Vec<Proc>,
 }
@@ -193,6 +195,7 @@ impl Cluster {
             redirect,
             agent_args: Vec::new(),
             waypoint_env: Vec::new(),
+            ztunnel_env: Vec::new(),
             underlay_servers: Vec::new(),
             namespaces: BTreeMap::new(),
             services: BTreeMap::new(),
@@ -428,6 +431,8 @@ impl Cluster {
             ("AUTH_TOKEN", self.ztunnel_token(&n.name)),
             ("RUST_LOG", log_level()),
         ];
+        let mut env = env.to_vec();
+        env.extend(self.ztunnel_env.iter().map(|(k, v)| (*k, v.clone())));
         let log = n.dir.join(format!("ztunnel-{}.log", unique()));
         let proc = Proc::spawn(
             &format!("ztunnel on {}", n.name),
@@ -491,6 +496,17 @@ impl Cluster {
     /// Where one of the workspace's binaries is.
     pub fn binary(&self, name: &str) -> PathBuf {
         self.bin.join(name)
+    }
+
+    /// Sends `signal` (e.g. `TERM`) to the node's ztunnel, without waiting.
+    pub fn signal_ztunnel(&self, node: &str, signal: &str) {
+        let pid = self
+            .node(node)
+            .ztunnel
+            .as_ref()
+            .map(|z| z.pid())
+            .unwrap_or_else(|| panic!("no ztunnel runs on {node}"));
+        host::sh("kill", &[&format!("-{signal}"), &pid.to_string()]);
     }
 
     /// Whether the node's ztunnel has exited with status 0.

@@ -364,3 +364,109 @@ fn an_agent_restart_keeps_captured_pods_served() {
     }
     assert!(c.pod_rules(client).is_some());
 }
+
+/// reliability.md D1: on SIGTERM ztunnel stops taking connections at once,
+/// lets the ones in flight finish, ends the long ones at the termination
+/// deadline and exits right after it.
+#[test]
+fn sigterm_drains_ztunnel_in_flight_requests_finish_and_long_connections_end_at_the_deadline() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    const DEADLINE: Duration = Duration::from_secs(3);
+    let mut c = two_node_mesh();
+    c.ztunnel_env = vec![("CONNECTION_TERMINATION_DEADLINE", "3s".into())];
+    c.stop_ztunnel("node-b");
+    c.start_ztunnel("node-b");
+    let netns = c.get("apps", "client").netns.clone();
+    let remote = c.get("apps", "remote").ip;
+    let url = format!("http://{remote}:{HTTP_PORT}/");
+    c.curl_eventually(c.get("apps", "client"), &url);
+    // (status, body) of one curl from the client pod.
+    let curl = |netns: &str, url: &str, max_time: &str| {
+        let out = integration::cluster::host::ns_output(
+            netns,
+            "curl",
+            &["-sS", "--max-time", max_time, "-w", "\n%{http_code}", url],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse::<u16>().unwrap_or(0), body.to_string())
+    };
+
+    // Three long connections, held open by their clients.
+    let mut long: Vec<std::process::Child> = (0..3)
+        .map(|_| {
+            // Its standard input stays open (the pipe is held): only the
+            // far end can end the connection.
+            Command::new("nsenter")
+                .arg(format!("--net=/var/run/netns/{netns}"))
+                .args(["socat", "-T", "60", "-"])
+                .arg(format!("TCP:{remote}:{TCP_PORT}"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        long.iter_mut().all(|p| p.try_wait().unwrap().is_none()),
+        "long connections open"
+    );
+    // A request still being answered when the drain starts.
+    let slow = {
+        let (netns, url) = (netns.clone(), format!("{url}?delay_ms=1500"));
+        std::thread::spawn(move || curl(&netns, &url, "10"))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+
+    let started = Instant::now();
+    c.signal_ztunnel("node-b", "TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    // Refused (nftables) or dropped (eBPF: no listener to assign to):
+    // either way not served, and never passed through.
+    assert_eq!(
+        curl(&netns, &url, "1").0,
+        0,
+        "a new connection was taken during the drain"
+    );
+    let (status, body) = slow.join().unwrap();
+    assert_eq!(status, 200, "the request in flight finished: {body}");
+    // Still inside the deadline: the long connections are still served.
+    assert!(started.elapsed() < DEADLINE);
+    assert!(
+        long.iter_mut().all(|p| p.try_wait().unwrap().is_none()),
+        "a long connection was cut before the deadline"
+    );
+
+    while !c.ztunnel_exited("node-b") {
+        assert!(
+            started.elapsed() < DEADLINE + Duration::from_secs(2),
+            "ztunnel still running: {}",
+            c.node_logs("node-b")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let exited = started.elapsed();
+    assert!(
+        exited >= DEADLINE && exited <= DEADLINE + Duration::from_secs(1),
+        "exit {exited:?} after SIGTERM, with a {DEADLINE:?} deadline"
+    );
+    // The long connections were ended by the drain, not left hanging
+    // (socat lingers 0.5 s after the far end closes).
+    let gone_by = Instant::now() + Duration::from_secs(2);
+    for p in &mut long {
+        while p.try_wait().unwrap().is_none() && Instant::now() < gone_by {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ended = p.try_wait().unwrap().is_some();
+        if !ended {
+            let _ = p.kill();
+        }
+        assert!(ended, "a long connection outlived the drain");
+    }
+    c.start_ztunnel("node-b");
+    c.curl_eventually(c.get("apps", "client"), &url);
+}
