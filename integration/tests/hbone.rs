@@ -456,3 +456,79 @@ async fn certificates_rotate_under_continuous_traffic_without_failures() {
         serials.len()
     );
 }
+
+/// reliability.md A6: on one HBONE connection, CONNECTs for another
+/// address (400), for the proxy's own ports (503) or for loopback (400) are
+/// refused stream by stream; the connection and a sibling stream are
+/// unaffected, and the application sees only the good one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hbone_abuse_is_refused_stream_by_stream_and_siblings_still_work() {
+    let t = two_nodes(&[], "echo").await;
+    let listener = TcpListener::bind(t.app_addr).await.unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((_s, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    let hbone = SocketAddr::new(t.app_addr.ip(), mesh_hbone::HBONE_PORT);
+    let ca = &t.mesh.istiod().ca;
+    let mut roots = rustls::RootCertStore::empty();
+    for der in mesh_tls::certificate::parse_certs(ca.root_pem(), "root").unwrap() {
+        roots.add(der).unwrap();
+    }
+    let config = client_config(
+        mesh_tls::provider::provider().as_ref().clone(),
+        &[&rustls::version::TLS13],
+        Arc::new(roots),
+        Some(client_cert(ca, "sleep", None)),
+        true,
+    );
+    let tcp = TcpStream::connect(hbone).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::IpAddress(Ipv4Addr::UNSPECIFIED.into()), tcp)
+        .await
+        .unwrap();
+    let conn = mesh_hbone::client::h2_handshake(tls, hbone, &H2Config::default())
+        .await
+        .unwrap();
+    let ip = t.app_addr.ip();
+    let other = SocketAddr::new(t.client_ip, t.app_addr.port());
+    let cases: Vec<(String, u16)> = vec![
+        (other.to_string(), 400),
+        (format!("127.0.0.1:{}", t.app_addr.port()), 400),
+        (format!("{ip}:15001"), 503),
+        (format!("{ip}:15006"), 503),
+        (format!("{ip}:15008"), 503),
+    ];
+    for (authority, want) in cases {
+        let refused = conn
+            .connect(&ConnectRequest {
+                authority: authority.clone(),
+                headers: Default::default(),
+            })
+            .await;
+        match refused {
+            Err(mesh_hbone::Error::Status { status, .. }) => {
+                assert_eq!(status.as_u16(), want, "CONNECT {authority}")
+            }
+            other => panic!("CONNECT {authority}: {:?}", other.map(|_| ())),
+        }
+    }
+    // The same connection still carries a good stream.
+    conn.connect(&ConnectRequest {
+        authority: t.app_addr.to_string(),
+        headers: Default::default(),
+    })
+    .await
+    .expect("a sibling stream on the same connection");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "only the good stream reached the app"
+    );
+}
