@@ -519,12 +519,13 @@ async fn hbone_abuse_is_refused_stream_by_stream_and_siblings_still_work() {
         }
     }
     // The same connection still carries a good stream.
-    conn.connect(&ConnectRequest {
-        authority: t.app_addr.to_string(),
-        headers: Default::default(),
-    })
-    .await
-    .expect("a sibling stream on the same connection");
+    let _sibling = conn
+        .connect(&ConnectRequest {
+            authority: t.app_addr.to_string(),
+            headers: Default::default(),
+        })
+        .await
+        .expect("a sibling stream on the same connection");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         accepted.load(Ordering::SeqCst),
