@@ -593,6 +593,33 @@ impl Cluster {
         (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
+    /// Curls `url` from `from` until it answers over mutual TLS to `to`:
+    /// until xDS and the CA have caught up, a first connection may pass
+    /// through in plaintext or be refused, and a test that counts on the
+    /// mesh path must not start on such a success. The proof is `to`'s
+    /// ztunnel counting a `mutual_tls` connection to it.
+    pub fn curl_over_mtls(&self, from: &Pod, url: &str, to: &Pod) -> String {
+        let mut body = String::new();
+        self.wait_for(&format!("{url} answers over mTLS"), |c| {
+            let Ok(b) = c.curl(from, url) else {
+                return false;
+            };
+            body = b;
+            let (_, metrics) = c.ztunnel_http(&to.node, "GET", 15020, "/metrics");
+            metrics.lines().any(|l| {
+                l.starts_with("istio_tcp_connections_closed_total{reporter=\"destination\"")
+                    && l.contains(&format!("destination_workload=\"{}\"", to.name))
+                    && l.contains(&format!(
+                        "destination_workload_namespace=\"{}\"",
+                        to.namespace
+                    ))
+                    && l.contains("connection_security_policy=\"mutual_tls\"")
+                    && l.rsplit_once(' ').is_some_and(|(_, v)| v != "0")
+            })
+        });
+        body
+    }
+
     /// Whether the node agent reports `pod` (namespace/name) captured.
     pub fn captured(&self, pod: &Pod) -> bool {
         self.agent_status(&pod.node)["pods"][format!("{}/{}", pod.namespace, pod.name)]["captured"]

@@ -344,7 +344,7 @@ fn rand_u64() -> u64 {
 fn an_agent_restart_keeps_captured_pods_served() {
     let mut c = two_node_mesh();
     let url = format!("http://{}:{HTTP_PORT}/", c.get("apps", "local").ip);
-    c.curl_eventually(c.get("apps", "client"), &url);
+    c.curl_over_mtls(c.get("apps", "client"), &url, c.get("apps", "local"));
 
     c.stop_agent("node-a");
     // Without the agent, ztunnel keeps serving the pods it has.
