@@ -156,11 +156,10 @@ impl Agent {
             registry.register_collector(Box::new(mesh_runtime::stats::ProcessCollector));
             mesh_telemetry::register_build(registry.sub_registry_with_prefix("istio"), "istio-cni");
             let registry = Arc::new(registry);
-            tasks.push(tokio::spawn(mesh_runtime::endpoint::serve(
-                "monitoring",
+            tasks.push(tokio::spawn(mesh_runtime::stats::serve(
                 listener,
                 watcher.clone(),
-                move |req| mesh_runtime::stats::respond(&registry, req),
+                registry.clone(),
             )));
         }
         let mut pods = pods::Pods::new(config.clone(), redirector, zds.clone());

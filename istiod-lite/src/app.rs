@@ -255,12 +255,10 @@ impl Istiod {
             let listener =
                 endpoint::bind("monitoring", addr, crate::config::ENV_MONITORING_ADDR).await?;
             monitoring_addr = Some(listener.local_addr()?);
-            let registry = registry.clone();
-            tasks.push(tokio::spawn(endpoint::serve(
-                "monitoring",
+            tasks.push(tokio::spawn(stats::serve(
                 listener,
                 watcher.clone(),
-                move |req| stats::respond(&registry, req),
+                registry.clone(),
             )));
         }
         let router = tonic::transport::Server::builder()

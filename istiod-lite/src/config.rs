@@ -292,10 +292,11 @@ impl Config {
             ));
         }
         let trust_domain = args.common.trust_domain()?;
-        let monitoring_addr = match args.monitoring_addr.as_str() {
-            "none" | "" => None,
-            a => Some(a.parse().map_err(|e| invalid(ENV_MONITORING_ADDR, a, e))?),
-        };
+        let monitoring_addr = mesh_runtime::config::optional_addr(
+            ENV_MONITORING_ADDR,
+            Some(&args.monitoring_addr),
+            "",
+        )?;
         Ok(Self {
             monitoring_addr,
             state_dir: args.common.state_dir.clone(),

@@ -120,24 +120,20 @@ impl Waypoint {
         let mut tasks = Vec::new();
         if let Some(l) = stats_listener {
             stats_addr = Some(l.local_addr()?);
-            let registry = registry.clone();
-            tasks.push(tokio::spawn(endpoint::serve(
-                "stats",
+            tasks.push(tokio::spawn(stats::serve(
                 l,
                 watcher.clone(),
-                move |req| stats::respond(&registry, req),
+                registry.clone(),
             )));
         }
         if let Some(l) = admin_listener {
             tasks.push(tokio::spawn(admin.serve(l, watcher.clone())));
         }
         if let Some(l) = readiness_listener {
-            let ready = ready.clone();
-            tasks.push(tokio::spawn(endpoint::serve(
-                "readiness",
+            tasks.push(tokio::spawn(stats::serve_readiness(
                 l,
                 watcher.clone(),
-                move |req| stats::readiness(&ready, req),
+                ready.clone(),
             )));
         }
         tasks.extend([

@@ -8,7 +8,7 @@ use std::time::Duration;
 use mesh_core::{Identity, Network, TrustDomain};
 use mesh_hbone::H2Config;
 pub use mesh_runtime::config::{ConfigError, EXIT_CONFIG};
-use mesh_runtime::config::{invalid, pem_or_file};
+use mesh_runtime::config::{invalid, optional_addr, pem_or_file};
 use mesh_tls::AuthSource;
 use mesh_tls::caclient::CaClientConfig;
 use mesh_tls::control::ControlPlaneAddress;
@@ -122,13 +122,7 @@ impl Config {
         let inbound_addr = addr_text
             .parse()
             .map_err(|e| invalid(INBOUND_ADDR, &addr_text, e))?;
-        let optional = |key: &'static str, default: &str| match get(key).as_deref() {
-            Some("none" | "") => Ok(None),
-            v => {
-                let text = v.unwrap_or(default);
-                text.parse().map(Some).map_err(|e| invalid(key, text, e))
-            }
-        };
+        let optional = |key, default| optional_addr(key, get(key).as_deref(), default);
         let stats_addr = optional(STATS_ADDR, "[::]:15020")?;
         let tracing = match get(OTEL_EXPORTER_OTLP_ENDPOINT).filter(|e| !e.is_empty()) {
             None => None,

@@ -8,10 +8,7 @@ pub mod dump;
 
 use std::sync::Arc;
 
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
 use mesh_runtime::drain::DrainWatcher;
-use mesh_runtime::endpoint::{self, Body};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -35,21 +32,14 @@ pub struct Admin {
 impl Admin {
     /// Serves until the drain signal.
     pub async fn serve(self, listener: TcpListener, watcher: DrainWatcher) {
-        endpoint::serve("admin", listener, watcher, move |req| self.respond(req)).await
-    }
-
-    fn respond(&self, req: &Request<Incoming>) -> Response<Body> {
-        if let Some(shared) = mesh_runtime::admin::respond(req) {
-            return shared;
-        }
-        match (req.method(), req.uri().path()) {
-            (&Method::GET, "/") => endpoint::text(StatusCode::OK, index()),
-            (&Method::GET, "/config_dump") => {
-                endpoint::json(serde_json::to_vec_pretty(&self.config_dump()).unwrap_or_default())
-            }
-            (_, "/" | "/config_dump") => endpoint::status(StatusCode::METHOD_NOT_ALLOWED),
-            _ => endpoint::status(StatusCode::NOT_FOUND),
-        }
+        mesh_runtime::admin::serve(
+            "ztunnel",
+            "workloads, services, policies, certificates (no keys), settings",
+            listener,
+            watcher,
+            move || serde_json::to_vec_pretty(&self.config_dump()).unwrap_or_default(),
+        )
+        .await
     }
 
     /// The dump: `workloads`, `services`, `policies`, `certificates`,
@@ -104,13 +94,4 @@ impl Admin {
         }
         dump
     }
-}
-
-/// `/`: what this endpoint answers.
-fn index() -> String {
-    format!(
-        "ztunnel admin\n\
-         GET  /config_dump     workloads, services, policies, certificates (no keys), settings\n{}",
-        mesh_runtime::admin::INDEX
-    )
 }

@@ -177,23 +177,19 @@ impl Ztunnel {
         let mut stats_addr = None;
         if let Some(listener) = stats_listener {
             stats_addr = Some(listener.local_addr()?);
-            let registry = registry.clone();
-            tasks.push(tokio::spawn(endpoint::serve(
-                "stats",
+            tasks.push(tokio::spawn(stats::serve(
                 listener,
                 watcher.clone(),
-                move |req| stats::respond(&registry, req),
+                registry.clone(),
             )));
         }
         let mut readiness_addr = None;
         if let Some(listener) = readiness_listener {
             readiness_addr = Some(listener.local_addr()?);
-            let ready = ready.clone();
-            tasks.push(tokio::spawn(endpoint::serve(
-                "readiness",
+            tasks.push(tokio::spawn(stats::serve_readiness(
                 listener,
                 watcher.clone(),
-                move |req| stats::readiness(&ready, req),
+                ready.clone(),
             )));
         }
         let mut admin_addr = None;

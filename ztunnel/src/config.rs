@@ -56,7 +56,7 @@ const DEFAULT_ROOT_CA: &str = "./var/run/secrets/istio/root-cert.pem";
 const DEFAULT_TOKEN: &str = "./var/run/secrets/tokens/istio-token";
 
 pub use mesh_runtime::config::{ConfigError, EXIT_CONFIG};
-use mesh_runtime::config::{invalid, pem_or_file};
+use mesh_runtime::config::{invalid, optional_addr, pem_or_file};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProxyMode {
@@ -300,10 +300,7 @@ impl Config {
             None
         };
 
-        let optional = |key: &'static str, default: &str| match get(key).as_deref() {
-            Some("none" | "") => Ok(None),
-            _ => addr(key, default).map(Some),
-        };
+        let optional = |key, default| optional_addr(key, get(key).as_deref(), default);
         let admin_addr = optional(ADMIN_ADDR, "127.0.0.1:15000")?;
         let stats_addr = optional(STATS_ADDR, "[::]:15020")?;
         let readiness_addr = optional(READINESS_ADDR, "[::]:15021")?;

@@ -99,12 +99,11 @@ pub struct Install {
 impl Config {
     /// Where metrics are served, if anywhere.
     pub fn monitoring(&self) -> anyhow::Result<Option<std::net::SocketAddr>> {
-        match self.monitoring_addr.as_str() {
-            "none" | "" => Ok(None),
-            a => a.parse().map(Some).map_err(|e| {
-                anyhow::anyhow!("--monitoring-addr {a:?} is not an address (IP:port or none): {e}")
-            }),
-        }
+        Ok(mesh_runtime::config::optional_addr(
+            "MONITORING_ADDR",
+            Some(&self.monitoring_addr),
+            "",
+        )?)
     }
 
     /// The one source given.

@@ -1,22 +1,49 @@
-//! The admin paths every proxy answers alike, as Istio's proxies do:
-//! `/logging` (the log filter, changed while running) and `/quitquitquit`
-//! (drain and exit, as SIGTERM). Each binary's admin endpoint adds its own
-//! paths (`/config_dump`) and sends the rest here.
+//! The admin endpoint every proxy serves alike, as Istio's proxies do:
+//! `/` (what it answers), `/config_dump` (what the binary's dump function
+//! gives), `/logging` (the log filter, changed while running) and
+//! `/quitquitquit` (drain and exit, as SIGTERM).
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use tokio::net::TcpListener;
 
+use crate::drain::DrainWatcher;
 use crate::endpoint::{self, Body};
 use crate::logging;
 
-/// The lines of `/` that describe the shared paths.
-pub const INDEX: &str = "\
-    POST /logging         ?level=<level|target=level,...> sets the log filter, ?reset restores it;\n\
-    \x20                     without parameters it prints the filter in force\n\
-    POST /quitquitquit    drains and exits, as SIGTERM does\n";
+/// Serves the admin endpoint of `component` until the drain. `dump`
+/// renders `/config_dump` (JSON); `holds` says in a few words what it
+/// holds, for `/`.
+pub async fn serve(
+    component: &'static str,
+    holds: &'static str,
+    listener: TcpListener,
+    watcher: DrainWatcher,
+    dump: impl Fn() -> Vec<u8> + Send + Sync + 'static,
+) {
+    let index = format!(
+        "{component} admin\n\
+         GET  /config_dump     {holds}\n\
+         POST /logging         ?level=<level|target=level,...> sets the log filter, ?reset restores it;\n\
+         \x20                     without parameters it prints the filter in force\n\
+         POST /quitquitquit    drains and exits, as SIGTERM does\n"
+    );
+    endpoint::serve("admin", listener, watcher, move |req| {
+        if let Some(shared) = respond(req) {
+            return shared;
+        }
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/") => endpoint::text(StatusCode::OK, index.clone()),
+            (&Method::GET, "/config_dump") => endpoint::json(dump()),
+            (_, "/" | "/config_dump") => endpoint::status(StatusCode::METHOD_NOT_ALLOWED),
+            _ => endpoint::status(StatusCode::NOT_FOUND),
+        }
+    })
+    .await
+}
 
 /// Answers `/logging` and `/quitquitquit`; `None` for any other path.
-pub fn respond(req: &Request<Incoming>) -> Option<Response<Body>> {
+fn respond(req: &Request<Incoming>) -> Option<Response<Body>> {
     match req.uri().path() {
         "/logging" => Some(logging(req)),
         "/quitquitquit" if req.method() == Method::POST => {

@@ -22,6 +22,24 @@ pub fn invalid(key: &'static str, value: &str, reason: impl ToString) -> ConfigE
     }
 }
 
+/// An address setting that may be turned off: `none` or empty is `None`,
+/// unset is `default`, anything else must parse as `IP:port`.
+pub fn optional_addr(
+    key: &'static str,
+    value: Option<&str>,
+    default: &str,
+) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    match value {
+        Some("none" | "") => Ok(None),
+        v => {
+            let text = v.unwrap_or(default);
+            text.parse()
+                .map(Some)
+                .map_err(|e| invalid(key, text, format!("{e} (an IP:port, or none)")))
+        }
+    }
+}
+
 /// A PEM setting that is either the PEM itself or a file holding it (a
 /// root certificate, typically).
 pub fn pem_or_file(key: &'static str, setting: String) -> Result<String, ConfigError> {

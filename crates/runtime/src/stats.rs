@@ -7,9 +7,14 @@
 //! anyone else gets the Prometheus text format (counters named with their
 //! `_total` suffix in `# HELP`/`# TYPE`, no `# EOF`).
 
+use std::sync::Arc;
+
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::drain::DrainWatcher;
 
 use crate::endpoint::{self, Body};
 use crate::readiness::Ready;
@@ -56,8 +61,25 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
+/// Serves `/metrics` and `/stats/prometheus` from `registry` until the
+/// drain.
+pub async fn serve(listener: TcpListener, watcher: DrainWatcher, registry: Arc<Registry>) {
+    endpoint::serve("stats", listener, watcher, move |req| {
+        respond(&registry, req)
+    })
+    .await
+}
+
+/// Serves `/healthz/ready` until the drain.
+pub async fn serve_readiness(listener: TcpListener, watcher: DrainWatcher, ready: Ready) {
+    endpoint::serve("readiness", listener, watcher, move |req| {
+        readiness(&ready, req)
+    })
+    .await
+}
+
 /// Answers `/metrics` and `/stats/prometheus`.
-pub fn respond(registry: &Registry, req: &Request<Incoming>) -> Response<Body> {
+fn respond(registry: &Registry, req: &Request<Incoming>) -> Response<Body> {
     match req.uri().path() {
         "/metrics" | "/stats/prometheus" if req.method() == Method::GET => {}
         "/metrics" | "/stats/prometheus" => {
@@ -86,7 +108,7 @@ pub fn respond(registry: &Registry, req: &Request<Incoming>) -> Response<Body> {
 
 /// Answers `/healthz/ready`: `200 ready` once every startup task is done,
 /// else `500 not ready, pending: <tasks>`.
-pub fn readiness(ready: &Ready, req: &Request<Incoming>) -> Response<Body> {
+fn readiness(ready: &Ready, req: &Request<Incoming>) -> Response<Body> {
     if req.uri().path() != "/healthz/ready" {
         return endpoint::status(StatusCode::NOT_FOUND);
     }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::HeaderMap;
-use mesh_core::{GatewayAddress, Service, TunnelProtocol, Workload};
+use mesh_core::{GatewayAddress, Identity, Service, TunnelProtocol, Workload};
 use mesh_hbone::client::ConnectRequest;
 use mesh_hbone::headers::{self, Baggage};
 use mesh_hbone::{WorkloadKey, copy};
@@ -57,13 +57,14 @@ pub(crate) async fn handle(inputs: Arc<ProxyInputs>, tcp: TcpStream, peer: Socke
 /// `destination` (its identity as xDS gives it), through `service`.
 fn labels(
     source: &Workload,
+    source_id: Option<&Identity>,
     destination: Option<&Workload>,
     service: Option<&Service>,
     security: SecurityPolicy,
 ) -> TrafficLabels {
     let mut l = TrafficLabels::new(Reporter::Source, security).with_source(source);
-    if let Ok(id) = source.identity() {
-        l = l.with_source_principal(&id);
+    if let Some(id) = source_id {
+        l = l.with_source_principal(id);
     }
     if let Some(d) = destination {
         l = l.with_destination(d);
@@ -166,33 +167,17 @@ async fn proxy(
                 headers: connect_headers(&source, peer),
             };
             debug!(%peer, %dst, dst_id = %key.dst_id[0], "tunnelling over HBONE");
-            let result = ConnectionResult::new(
-                inputs.metrics.clone(),
-                labels(
-                    &source,
-                    Some(&target),
-                    service.as_deref(),
-                    SecurityPolicy::MutualTls,
-                ),
-                Endpoints {
-                    src: Some(peer),
-                    dst: Some(key.dst),
-                    hbone_addr: Some(dst),
-                },
+            let labels = labels(
+                &source,
+                Some(&key.src_id),
+                Some(&target),
+                service.as_deref(),
+                SecurityPolicy::MutualTls,
             );
-            let stream = match inputs.pool.connect(&key, &request).await {
-                Ok(s) => s,
-                Err(e) => {
-                    result.failed(ResponseFlags::Connect, &e);
-                    return Ok(());
-                }
-            };
-            let _open = track(inputs, &source, peer, original, key.dst, Protocol::Hbone);
-            result.closed(
-                copy::copy_bidirectional(&tcp, stream)
-                    .await
-                    .map(transferred),
-            );
+            tunnel(
+                inputs, &tcp, &source, peer, original, dst, &key, &request, labels,
+            )
+            .await;
             Ok(())
         }
         destination => {
@@ -201,6 +186,7 @@ async fn proxy(
                 inputs.metrics.clone(),
                 labels(
                     &source,
+                    source.identity().ok().as_ref(),
                     destination.as_deref(),
                     service.as_deref(),
                     SecurityPolicy::Unknown,
@@ -279,27 +265,50 @@ async fn via_waypoint(
         headers,
     };
     debug!(%peer, dst = %original, %waypoint, waypoint_pod = %key.dst, "tunnelling through the waypoint");
-    let mut l = labels(source, destination, service, SecurityPolicy::MutualTls);
+    let mut l = labels(
+        source,
+        Some(&key.src_id),
+        destination,
+        service,
+        SecurityPolicy::MutualTls,
+    );
     l.destination_principal = key.dst_id[0].to_string();
+    tunnel(
+        inputs, tcp, source, peer, original, original, &key, &request, l,
+    )
+    .await;
+    Ok(())
+}
+
+/// The HBONE leg of both paths: counted and logged from here (`authority`
+/// is the CONNECT target), tunnelled over the pool, listed while open.
+#[allow(clippy::too_many_arguments)]
+async fn tunnel(
+    inputs: &ProxyInputs,
+    tcp: &TcpStream,
+    source: &Workload,
+    peer: SocketAddr,
+    original: SocketAddr,
+    authority: SocketAddr,
+    key: &WorkloadKey,
+    request: &ConnectRequest,
+    labels: TrafficLabels,
+) {
     let result = ConnectionResult::new(
         inputs.metrics.clone(),
-        l,
+        labels,
         Endpoints {
             src: Some(peer),
             dst: Some(key.dst),
-            hbone_addr: Some(original),
+            hbone_addr: Some(authority),
         },
     );
-    let stream = match inputs.pool.connect(&key, &request).await {
+    let stream = match inputs.pool.connect(key, request).await {
         Ok(s) => s,
-        Err(e) => {
-            result.failed(ResponseFlags::Connect, &e);
-            return Ok(());
-        }
+        Err(e) => return result.failed(ResponseFlags::Connect, &e),
     };
     let _open = track(inputs, source, peer, original, key.dst, Protocol::Hbone);
     result.closed(copy::copy_bidirectional(tcp, stream).await.map(transferred));
-    Ok(())
 }
 
 /// Lists the connection on the admin endpoint while the guard lives.
