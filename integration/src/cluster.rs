@@ -556,17 +556,8 @@ impl Cluster {
     /// The node's ztunnel `/config_dump` (its admin endpoint on the node's
     /// loopback), or `Null` when it does not answer.
     pub fn ztunnel_config_dump(&self, node: &str) -> serde_json::Value {
-        let out = ns_output(
-            &self.node(node).netns,
-            "curl",
-            &[
-                "-sS",
-                "--max-time",
-                "5",
-                "http://127.0.0.1:15000/config_dump",
-            ],
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+        let (_, body) = self.ztunnel_http(node, "GET", 15000, "/config_dump");
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
     }
 
     /// A request to one of the node's ztunnel endpoints on its loopback
@@ -574,23 +565,7 @@ impl Cluster {
     /// 0 when nothing answered.
     pub fn ztunnel_http(&self, node: &str, method: &str, port: u16, path: &str) -> (u16, String) {
         let url = format!("http://127.0.0.1:{port}{path}");
-        let out = ns_output(
-            &self.node(node).netns,
-            "curl",
-            &[
-                "-sS",
-                "--max-time",
-                "5",
-                "-X",
-                method,
-                "-w",
-                "\n%{http_code}",
-                &url,
-            ],
-        );
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        (code.trim().parse().unwrap_or(0), body.to_string())
+        curl_status_in(&self.node(node).netns, &["-X", method, &url])
     }
 
     /// Curls `url` from `from` until it answers over mutual TLS to `to`:
@@ -1086,9 +1061,15 @@ fn remove_stale_clusters() {
 /// curl from `from`: (HTTP status, body); status 0 when curl itself
 /// failed (no connection, reset, timeout).
 pub fn curl_status(from: &Pod, args: &[&str]) -> (u16, String) {
+    curl_status_in(&from.netns, args)
+}
+
+/// [`curl_status`] in network namespace `netns`. A later `--max-time` in
+/// `args` wins over the 5 s default.
+pub fn curl_status_in(netns: &str, args: &[&str]) -> (u16, String) {
     let mut argv = vec!["-sS", "--max-time", "5", "-w", "\n%{http_code}"];
     argv.extend_from_slice(args);
-    let out = ns_output(&from.netns, "curl", &argv);
+    let out = ns_output(netns, "curl", &argv);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.trim().parse().unwrap_or(0), body.to_string())

@@ -382,16 +382,8 @@ fn sigterm_drains_ztunnel_in_flight_requests_finish_and_long_connections_end_at_
     let remote = c.get("apps", "remote").ip;
     let url = format!("http://{remote}:{HTTP_PORT}/");
     c.curl_eventually(c.get("apps", "client"), &url);
-    // (status, body) of one curl from the client pod.
     let curl = |netns: &str, url: &str, max_time: &str| {
-        let out = integration::cluster::host::ns_output(
-            netns,
-            "curl",
-            &["-sS", "--max-time", max_time, "-w", "\n%{http_code}", url],
-        );
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        (code.trim().parse::<u16>().unwrap_or(0), body.to_string())
+        integration::cluster::curl_status_in(netns, &["--max-time", max_time, url])
     };
 
     // Three long connections, held open by their clients.

@@ -237,6 +237,28 @@ fn client_cert(
     )
 }
 
+/// The mesh's root, as a client trusts it.
+fn mesh_roots(ca: &istiod_lite::ca::CertificateAuthority) -> Arc<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in mesh_tls::certificate::parse_certs(ca.root_pem(), "root").unwrap() {
+        roots.add(der).unwrap();
+    }
+    Arc::new(roots)
+}
+
+/// An application at `addr` that only counts the connections it accepts.
+async fn counting_app(addr: SocketAddr) -> Arc<AtomicUsize> {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((_s, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    accepted
+}
+
 fn client_config(
     provider: rustls::crypto::CryptoProvider,
     versions: &[&'static rustls::SupportedProtocolVersion],
@@ -266,23 +288,10 @@ fn client_config(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_refuses_clients_outside_the_tls_policy() {
     let t = two_nodes(&[], "echo").await;
-    let listener = TcpListener::bind(t.app_addr).await.unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    {
-        let accepted = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((_s, _)) = listener.accept().await {
-                accepted.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-    }
+    let accepted = counting_app(t.app_addr).await;
     let hbone = SocketAddr::new(t.app_addr.ip(), mesh_hbone::HBONE_PORT);
     let ca = &t.mesh.istiod().ca;
-    let mut roots = rustls::RootCertStore::empty();
-    for der in mesh_tls::certificate::parse_certs(ca.root_pem(), "root").unwrap() {
-        roots.add(der).unwrap();
-    }
-    let roots = Arc::new(roots);
+    let roots = mesh_roots(ca);
     let ring = rustls::crypto::ring::default_provider;
     let tls13_aes = || mesh_tls::provider::provider().as_ref().clone();
     let tls13: &[&'static rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
@@ -464,26 +473,13 @@ async fn certificates_rotate_under_continuous_traffic_without_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hbone_abuse_is_refused_stream_by_stream_and_siblings_still_work() {
     let t = two_nodes(&[], "echo").await;
-    let listener = TcpListener::bind(t.app_addr).await.unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    {
-        let accepted = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((_s, _)) = listener.accept().await {
-                accepted.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-    }
+    let accepted = counting_app(t.app_addr).await;
     let hbone = SocketAddr::new(t.app_addr.ip(), mesh_hbone::HBONE_PORT);
     let ca = &t.mesh.istiod().ca;
-    let mut roots = rustls::RootCertStore::empty();
-    for der in mesh_tls::certificate::parse_certs(ca.root_pem(), "root").unwrap() {
-        roots.add(der).unwrap();
-    }
     let config = client_config(
         mesh_tls::provider::provider().as_ref().clone(),
         &[&rustls::version::TLS13],
-        Arc::new(roots),
+        mesh_roots(ca),
         Some(client_cert(ca, "sleep", None)),
         true,
     );
