@@ -38,6 +38,8 @@ pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const TRACING_SAMPLING: &str = "TRACING_SAMPLING";
 pub const TRACING_BATCH_DELAY: &str = "TRACING_BATCH_DELAY";
 pub const READINESS_ADDR: &str = "READINESS_ADDR";
+/// Runtime worker threads (Envoy's `--concurrency`); one per core when unset.
+pub const WAYPOINT_WORKER_THREADS: &str = "WAYPOINT_WORKER_THREADS";
 
 const DEFAULT_CA_ADDRESS: &str = "istiod.istio-system.svc:15012";
 const DEFAULT_ROOT_CA: &str = "./var/run/secrets/istio/root-cert.pem";
@@ -73,6 +75,8 @@ pub struct Config {
     /// protocol is not declared before treating it as TCP.
     pub protocol_detection_timeout: Duration,
     pub h2: H2Config,
+    /// Runtime worker threads; one per core when unset.
+    pub worker_threads: Option<usize>,
 }
 
 impl Config {
@@ -151,7 +155,17 @@ impl Config {
         };
         let readiness_addr = optional(READINESS_ADDR, "[::]:15021")?;
         let admin_addr = optional(ADMIN_ADDR, "127.0.0.1:15000")?;
+        let worker_threads = match get(WAYPOINT_WORKER_THREADS) {
+            None => None,
+            Some(v) => Some(
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| invalid(WAYPOINT_WORKER_THREADS, &v, "must be 1 or more"))?,
+            ),
+        };
         Ok(Self {
+            worker_threads,
             admin_addr,
             tracing,
             stats_addr,

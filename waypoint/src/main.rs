@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     );
     mesh_runtime::signal::serve(
         "waypoint",
-        None,
+        config.worker_threads,
         Waypoint::start(config),
         |wp: Waypoint| async move { wp.shutdown().await },
     )

@@ -50,6 +50,7 @@ pub const INPOD_REDIRECTION: &str = "INPOD_REDIRECTION";
 pub const ADMIN_ADDR: &str = "ADMIN_ADDR";
 pub const STATS_ADDR: &str = "STATS_ADDR";
 pub const READINESS_ADDR: &str = "READINESS_ADDR";
+pub const ZTUNNEL_WORKER_THREADS: &str = "ZTUNNEL_WORKER_THREADS";
 
 const DEFAULT_CA_ADDRESS: &str = "istiod.istio-system.svc:15012";
 const DEFAULT_ROOT_CA: &str = "./var/run/secrets/istio/root-cert.pem";
@@ -103,6 +104,9 @@ pub struct Config {
     pub stats_addr: Option<SocketAddr>,
     /// The readiness probe (`/healthz/ready`), `[::]:15021`.
     pub readiness_addr: Option<SocketAddr>,
+    /// Runtime worker threads (`ZTUNNEL_WORKER_THREADS`); one per core when
+    /// unset.
+    pub worker_threads: Option<usize>,
 }
 
 /// How ztunnel serves pods from inside their network namespaces.
@@ -205,14 +209,17 @@ impl Config {
         };
         h2.stream_window = window(HTTP2_STREAM_WINDOW_SIZE, h2.stream_window)?;
         h2.connection_window = window(HTTP2_CONNECTION_WINDOW_SIZE, h2.connection_window)?;
-        h2.max_frame_size = window(HTTP2_FRAME_SIZE, h2.max_frame_size)?;
-        if !(16_384..=16_777_215).contains(&h2.max_frame_size) {
+        // HTTP/2 allows frames of 16384 up to 2^24-1 bytes (RFC 9113 §4.2);
+        // not a window, so not held to a window's 65535 minimum.
+        let frame = number(HTTP2_FRAME_SIZE, h2.max_frame_size as u64)?;
+        if !(16_384..=16_777_215).contains(&frame) {
             return Err(invalid(
                 HTTP2_FRAME_SIZE,
-                &h2.max_frame_size.to_string(),
+                &frame.to_string(),
                 "must be between 16384 and 16777215",
             ));
         }
+        h2.max_frame_size = frame as u32;
         h2.max_streams_per_connection = number(POOL_MAX_STREAMS_PER_CONNECTION, 100)? as usize;
         if h2.max_streams_per_connection == 0 {
             return Err(invalid(
@@ -305,7 +312,18 @@ impl Config {
         let stats_addr = optional(STATS_ADDR, "[::]:15020")?;
         let readiness_addr = optional(READINESS_ADDR, "[::]:15021")?;
 
+        let worker_threads = match get(ZTUNNEL_WORKER_THREADS) {
+            None => None,
+            Some(v) => Some(
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| invalid(ZTUNNEL_WORKER_THREADS, &v, "must be 1 or more"))?,
+            ),
+        };
+
         Ok(Self {
+            worker_threads,
             admin_addr,
             stats_addr,
             readiness_addr,
@@ -383,6 +401,14 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(e.key, HTTP2_FRAME_SIZE);
+        // The protocol's smallest frame size is a valid setting.
+        let c = parse(&[
+            (NODE_NAME, "n"),
+            (CA_ROOT_CA, ROOT),
+            (HTTP2_FRAME_SIZE, "16384"),
+        ])
+        .unwrap();
+        assert_eq!(c.h2.max_frame_size, 16_384);
         let e = parse(&[
             (NODE_NAME, "n"),
             (CA_ROOT_CA, ROOT),

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     );
     mesh_runtime::signal::serve(
         "ztunnel",
-        None,
+        config.worker_threads,
         Ztunnel::start(config),
         |zt: Ztunnel| async move { zt.shutdown().await },
     )

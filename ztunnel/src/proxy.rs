@@ -9,6 +9,7 @@ pub mod connections;
 pub mod inbound;
 pub mod inbound_plaintext;
 pub mod outbound;
+pub mod splice;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,7 +6,11 @@
 //!
 //! Buffers are allocated only once the socket is readable, sized by recent
 //! traffic (doubling while reads fill them, halving when reads come in small),
-//! and handed to HTTP/2 without another copy. An idle connection holds none.
+//! and handed to HTTP/2 without another copy. While bytes keep coming, the
+//! same allocation is reused once HTTP/2 has sent what was read into it
+//! (allocating and freeing 256 KiB per read cost page faults and unmaps:
+//! a sixth of the CPU of a bulk transfer). A connection that goes quiet
+//! drops its buffer before it waits, so an idle connection holds none.
 
 use std::io;
 
@@ -42,9 +46,14 @@ pub async fn copy_bidirectional(tcp: &TcpStream, stream: H2Stream) -> io::Result
     let to_tunnel = async {
         let mut total = 0u64;
         let mut size = MIN_BUF;
+        let mut buf = BytesMut::new();
         loop {
-            tcp.readable().await?;
-            let mut buf = BytesMut::with_capacity(size);
+            if !read_ready_now(tcp) {
+                buf = BytesMut::new();
+                tcp.readable().await?;
+            }
+            // Reclaims the allocation when the last chunk read into it is gone.
+            buf.reserve(size);
             match tcp.try_read_buf(&mut buf) {
                 Ok(0) => {
                     send.send_data(bytes::Bytes::new(), true)
@@ -54,7 +63,7 @@ pub async fn copy_bidirectional(tcp: &TcpStream, stream: H2Stream) -> io::Result
                 Ok(n) => {
                     total += n as u64;
                     size = next_size(size, n);
-                    send_all(&mut send, buf.freeze()).await?;
+                    send_all(&mut send, buf.split().freeze()).await?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
@@ -83,6 +92,12 @@ pub async fn copy_bidirectional(tcp: &TcpStream, stream: H2Stream) -> io::Result
         to_tunnel,
         from_tunnel,
     })
+}
+
+/// Whether the socket is readable right now, without waiting.
+fn read_ready_now(tcp: &TcpStream) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    tcp.poll_read_ready(&mut cx).is_ready()
 }
 
 fn next_size(size: usize, read: usize) -> usize {

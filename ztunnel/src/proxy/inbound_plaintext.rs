@@ -55,7 +55,7 @@ pub(crate) async fn handle(inputs: Arc<ProxyInputs>, tcp: TcpStream, peer: Socke
             return;
         }
     };
-    let mut app = match super::connect_app(&inputs, peer.ip(), dst).await {
+    let app = match super::connect_app(&inputs, peer.ip(), dst).await {
         Ok(app) => app,
         Err(e) => {
             result.failed(
@@ -65,9 +65,8 @@ pub(crate) async fn handle(inputs: Arc<ProxyInputs>, tcp: TcpStream, peer: Socke
             return;
         }
     };
-    let mut tcp = tcp;
     let copied = tokio::select! {
-        r = tokio::io::copy_bidirectional(&mut tcp, &mut app) => r,
+        r = super::splice::splice_bidirectional(&tcp, &app) => r,
         _ = guard.revoked() => {
             let _ = tcp.set_zero_linger();
             result.closed::<&str>(Err("closed: a policy change revoked it"));

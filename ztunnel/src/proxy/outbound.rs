@@ -198,7 +198,7 @@ async fn proxy(
                 },
             );
             let connect = async { inputs.sockets.connector(&dst)?.connect(dst).await };
-            let mut upstream = match connect.await {
+            let upstream = match connect.await {
                 Ok(u) => u,
                 Err(source) => {
                     result.failed(
@@ -209,8 +209,7 @@ async fn proxy(
                 }
             };
             let _open = track(inputs, &source, peer, original, dst, Protocol::Tcp);
-            let mut tcp = tcp;
-            let copied = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await;
+            let copied = super::splice::splice_bidirectional(&tcp, &upstream).await;
             result.closed(copied.map(|(sent, recv)| Bytes {
                 request: sent,
                 response: recv,
