@@ -498,14 +498,18 @@ impl Cluster {
         self.bin.join(name)
     }
 
-    /// Sends `signal` (e.g. `TERM`) to the node's ztunnel, without waiting.
-    pub fn signal_ztunnel(&self, node: &str, signal: &str) {
-        let pid = self
-            .node(node)
+    /// The process id of the node's ztunnel.
+    pub fn ztunnel_pid(&self, node: &str) -> u32 {
+        self.node(node)
             .ztunnel
             .as_ref()
             .map(|z| z.pid())
-            .unwrap_or_else(|| panic!("no ztunnel runs on {node}"));
+            .unwrap_or_else(|| panic!("no ztunnel runs on {node}"))
+    }
+
+    /// Sends `signal` (e.g. `TERM`) to the node's ztunnel, without waiting.
+    pub fn signal_ztunnel(&self, node: &str, signal: &str) {
+        let pid = self.ztunnel_pid(node);
         host::sh("kill", &[&format!("-{signal}"), &pid.to_string()]);
     }
 

@@ -23,8 +23,18 @@ const TASKS: &[(&str, &str)] = &[
     ),
     (
         "bench",
-        "benchmarks (root, release build): redirection nftables vs eBPF; [--quick] [--json FILE]",
+        "performance.md §3 side by side (root, release build): [--quick] [--json FILE] [--only P1,P4,..]; \
+         `bench redirection [--quick]`: nftables vs eBPF; `bench micro`: the criterion benches",
     ),
+];
+
+/// The criterion benches (package, bench target).
+const MICRO_BENCHES: &[(&str, &str)] = &[
+    ("mesh-hbone", "copy"),
+    ("mesh-hbone", "connect"),
+    ("mesh-xds", "authorize"),
+    ("mesh-xds", "apply"),
+    ("waypoint", "route"),
 ];
 
 /// Test targets of the cluster suite, and those only the eBPF mode adds.
@@ -139,13 +149,24 @@ fn no_programs_left() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The benchmarks run the cluster's release binaries.
+/// The benchmarks run the cluster's release binaries. The harness writes
+/// its table into docs/benchmarks.md.
 fn bench(pass: Vec<String>) -> anyhow::Result<()> {
-    for a in &pass {
-        if !matches!(a.as_str(), "--quick" | "--json")
-            && !pass.windows(2).any(|w| w[0] == "--json" && &w[1] == a)
-        {
-            bail!("usage: cargo xtask bench [--quick] [--json FILE]");
+    let (target, pass) = match pass.first().map(String::as_str) {
+        Some("redirection") => ("redirection", pass[1..].to_vec()),
+        Some("micro") => return micro_benches(&pass[1..]),
+        _ => ("mesh", pass),
+    };
+    let mut i = 0;
+    while i < pass.len() {
+        match pass[i].as_str() {
+            "--quick" => i += 1,
+            "--json" | "--only" if i + 1 < pass.len() && target == "mesh" => i += 2,
+            "--json" if i + 1 < pass.len() => i += 2,
+            _ => bail!(
+                "usage: cargo xtask bench [--quick] [--json FILE] [--only P1,P2,..] | \
+                 bench redirection [--quick] [--json FILE] | bench micro"
+            ),
         }
     }
     let mut build = vec!["build", "--release", "--bins"];
@@ -153,22 +174,36 @@ fn bench(pass: Vec<String>) -> anyhow::Result<()> {
         build.extend(["-p", p]);
     }
     cargo(&build)?;
-    // cargo bench runs in the package's directory: make FILE absolute.
+    // cargo bench runs in the package's directory: make paths absolute.
+    let root = workspace_root()?;
     let cwd = std::env::current_dir()?;
-    let pass: Vec<String> = pass
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            if i > 0 && pass[i - 1] == "--json" {
-                cwd.join(a).display().to_string()
-            } else {
-                a.clone()
-            }
-        })
-        .collect();
-    let mut args = vec!["bench", "-p", "integration", "--bench", "redirection", "--"];
-    args.extend(pass.iter().map(String::as_str));
+    let mut args: Vec<String> = ["bench", "-p", "integration", "--bench", target, "--"]
+        .map(String::from)
+        .to_vec();
+    for (i, a) in pass.iter().enumerate() {
+        if i > 0 && pass[i - 1] == "--json" {
+            args.push(cwd.join(a).display().to_string());
+        } else {
+            args.push(a.clone());
+        }
+    }
+    if target == "mesh" {
+        args.push("--markdown".into());
+        args.push(root.join("docs/benchmarks.md").display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     cargo(&args)
+}
+
+/// The criterion benches of the hot paths, in criterion's quick mode.
+fn micro_benches(pass: &[String]) -> anyhow::Result<()> {
+    if !pass.is_empty() {
+        bail!("usage: cargo xtask bench micro");
+    }
+    for (package, bench) in MICRO_BENCHES {
+        cargo(&["bench", "-p", package, "--bench", bench, "--", "--quick"])?;
+    }
+    Ok(())
 }
 
 /// Installs what is missing, builds, brings the local mesh up

@@ -137,6 +137,36 @@ impl Cluster {
         format!("http://{LAN_IP}:{PORT}/.well-known/jwks.json")
     }
 
+    /// A Service selecting `app: <selector>` with the given ports, each
+    /// `(name, port, appProtocol)` and targeting the same port on the
+    /// pods; returns its VIP. For clients in the mesh: the kube-proxy
+    /// stand-in (which knows only the ports of [`Cluster::service`]) does
+    /// not learn of it.
+    pub fn service_with_ports(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        selector: &str,
+        ports: &[(&str, u16, Option<&str>)],
+    ) -> Ipv4Addr {
+        let vip = Ipv4Addr::new(10, 96, 0, self.next_vip);
+        self.next_vip += 1;
+        let ports: String = ports
+            .iter()
+            .map(|(port_name, port, app)| {
+                let app = app.map_or(String::new(), |a| format!(", appProtocol: {a}"));
+                format!("  - {{name: {port_name}, port: {port}, targetPort: {port}{app}}}\n")
+            })
+            .collect();
+        self.write_manifest(
+            &format!("svc-{namespace}-{name}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  clusterIP: {vip}\n  selector: {{app: {selector}}}\n  ports:\n{ports}"
+            ),
+        );
+        vip
+    }
+
     /// Writes (or replaces) a manifest a test supplies, e.g. a route.
     pub fn apply(&self, file: &str, yaml: &str) {
         self.write_manifest(file, yaml);
