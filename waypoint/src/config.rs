@@ -8,7 +8,7 @@ use std::time::Duration;
 use mesh_core::{Identity, Network, TrustDomain};
 use mesh_hbone::H2Config;
 pub use mesh_runtime::config::{ConfigError, EXIT_CONFIG};
-use mesh_runtime::config::{invalid, optional_addr, pem_or_file};
+use mesh_runtime::config::{invalid, optional_addr, pem_or_file, worker_threads};
 use mesh_tls::AuthSource;
 use mesh_tls::caclient::CaClientConfig;
 use mesh_tls::control::ControlPlaneAddress;
@@ -155,15 +155,10 @@ impl Config {
         };
         let readiness_addr = optional(READINESS_ADDR, "[::]:15021")?;
         let admin_addr = optional(ADMIN_ADDR, "127.0.0.1:15000")?;
-        let worker_threads = match get(WAYPOINT_WORKER_THREADS) {
-            None => None,
-            Some(v) => Some(
-                v.parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| invalid(WAYPOINT_WORKER_THREADS, &v, "must be 1 or more"))?,
-            ),
-        };
+        let worker_threads = worker_threads(
+            WAYPOINT_WORKER_THREADS,
+            get(WAYPOINT_WORKER_THREADS).as_deref(),
+        )?;
         Ok(Self {
             worker_threads,
             admin_addr,

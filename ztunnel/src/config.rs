@@ -57,7 +57,7 @@ const DEFAULT_ROOT_CA: &str = "./var/run/secrets/istio/root-cert.pem";
 const DEFAULT_TOKEN: &str = "./var/run/secrets/tokens/istio-token";
 
 pub use mesh_runtime::config::{ConfigError, EXIT_CONFIG};
-use mesh_runtime::config::{invalid, optional_addr, pem_or_file};
+use mesh_runtime::config::{invalid, optional_addr, pem_or_file, worker_threads};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProxyMode {
@@ -312,15 +312,10 @@ impl Config {
         let stats_addr = optional(STATS_ADDR, "[::]:15020")?;
         let readiness_addr = optional(READINESS_ADDR, "[::]:15021")?;
 
-        let worker_threads = match get(ZTUNNEL_WORKER_THREADS) {
-            None => None,
-            Some(v) => Some(
-                v.parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| invalid(ZTUNNEL_WORKER_THREADS, &v, "must be 1 or more"))?,
-            ),
-        };
+        let worker_threads = worker_threads(
+            ZTUNNEL_WORKER_THREADS,
+            get(ZTUNNEL_WORKER_THREADS).as_deref(),
+        )?;
 
         Ok(Self {
             worker_threads,

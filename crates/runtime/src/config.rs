@@ -40,6 +40,23 @@ pub fn optional_addr(
     }
 }
 
+/// A runtime worker-thread count: unset is `None` (one per core), anything
+/// else must be a whole number of at least 1.
+pub fn worker_threads(
+    key: &'static str,
+    value: Option<&str>,
+) -> Result<Option<usize>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Some)
+            .ok_or_else(|| invalid(key, v, "must be 1 or more")),
+    }
+}
+
 /// A PEM setting that is either the PEM itself or a file holding it (a
 /// root certificate, typically).
 pub fn pem_or_file(key: &'static str, setting: String) -> Result<String, ConfigError> {
@@ -53,4 +70,19 @@ pub fn pem_or_file(key: &'static str, setting: String) -> Result<String, ConfigE
             format!("cannot read the root certificate: {e} (try `istiod-lite root-cert`)"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_threads_are_one_or_more_and_unset_means_per_core() {
+        assert_eq!(worker_threads("W", None).unwrap(), None);
+        assert_eq!(worker_threads("W", Some("2")).unwrap(), Some(2));
+        for bad in ["0", "-1", "two", ""] {
+            let e = worker_threads("W", Some(bad)).unwrap_err();
+            assert_eq!((e.key, e.value.as_str()), ("W", bad));
+        }
+    }
 }

@@ -51,13 +51,12 @@ impl Tls {
         let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
             .unwrap();
-        let server = ServerConfig::builder_with_provider(provider.clone())
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(mesh_tls::provider::TLS_VERSIONS)
             .unwrap()
             .with_client_cert_verifier(verifier)
             .with_single_cert(server_chain, server_key)
             .unwrap();
-        let mut server = server;
         server.send_tls13_tickets = 0;
         let mut client = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(mesh_tls::provider::TLS_VERSIONS)

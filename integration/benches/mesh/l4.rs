@@ -151,15 +151,11 @@ fn tuning_env() -> Vec<(&'static str, String)> {
 /// Short-lived connections by the thousand: a wide port range and reuse of
 /// TIME_WAIT ports in the client's namespace.
 fn tune(ns: &str) {
-    for (k, v) in [
-        ("net.ipv4.ip_local_port_range", "1024 65000"),
-        ("net.ipv4.tcp_tw_reuse", "1"),
+    for setting in [
+        "net.ipv4.ip_local_port_range=1024 65000",
+        "net.ipv4.tcp_tw_reuse=1",
     ] {
-        let ok = std::process::Command::new("ip")
-            .args(["netns", "exec", ns, "sysctl", "-qw", &format!("{k}={v}")])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "sysctl {k} in {ns}");
+        integration::cluster::host::ns_sh(ns, "sysctl", &["-qw", setting]);
     }
 }
 

@@ -83,25 +83,20 @@ impl Report {
         goal: Goal,
         target_text: &'static str,
     ) {
-        let value = series.median();
-        let base = baseline.median();
-        let judged = value / base;
-        self.push(Figure {
+        let baseline = Baseline {
+            what: baseline_what.into(),
+            value: baseline.median(),
+            series: baseline,
+        };
+        self.push(
             target,
-            what: what.into(),
-            value,
+            what.into(),
             unit,
             series,
-            baseline: Some(Baseline {
-                what: baseline_what.into(),
-                value: base,
-                series: baseline,
-            }),
-            judged,
+            Some(baseline),
             goal,
             target_text,
-            met: goal.met(judged),
-        });
+        );
     }
 
     /// A figure judged by its own value.
@@ -114,22 +109,34 @@ impl Report {
         goal: Goal,
         target_text: &'static str,
     ) {
+        self.push(target, what.into(), unit, series, None, goal, target_text);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        target: &'static str,
+        what: String,
+        unit: &'static str,
+        series: Series,
+        baseline: Option<Baseline>,
+        goal: Goal,
+        target_text: &'static str,
+    ) {
         let value = series.median();
-        self.push(Figure {
+        let judged = baseline.as_ref().map_or(value, |b| value / b.value);
+        let f = Figure {
             target,
-            what: what.into(),
+            what,
             value,
             unit,
             series,
-            baseline: None,
-            judged: value,
+            baseline,
+            judged,
             goal,
             target_text,
-            met: goal.met(value),
-        });
-    }
-
-    fn push(&mut self, f: Figure) {
+            met: goal.met(judged),
+        };
         eprintln!(
             "{} {}: {} {} → {:.3} ({})",
             f.target,

@@ -32,8 +32,8 @@ pub fn runtime(name: &str, cpu: usize) -> Runtime {
 
 /// Runs `f` on `cpu`, then gives this thread back the CPUs it had.
 pub fn on_cpu<T>(cpu: usize, f: impl FnOnce() -> T) -> T {
-    // Not `method::unpin_this_thread`: it counts CPUs with
-    // `available_parallelism`, which reads this thread's own (pinned) mask.
+    // Restores the mask the thread had (which may itself be pinned), not
+    // every CPU as `method::unpin_this_thread` would.
     let this = Pid::from_raw(0);
     let before = sched_getaffinity(this).expect("sched_getaffinity on this thread");
     method::pin_this_thread(cpu);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use mesh_netns::Netns;
 
+use super::load::Completed;
 use crate::method;
 
 /// What a paced run saw.
@@ -32,18 +33,22 @@ pub struct Paced {
 }
 
 impl Paced {
+    /// The counts as a closed-loop run reports them.
+    fn completed(&self) -> Completed {
+        Completed {
+            ok: self.ok,
+            failed: self.failed,
+            seconds: self.seconds,
+        }
+    }
+
     /// Panics when more than 1 % of the requests failed.
     pub fn check(&self, what: &str) {
-        let total = self.ok + self.failed;
-        assert!(
-            total > 0 && self.failed * 100 <= total,
-            "{what}: {} of {total} paced requests failed",
-            self.failed
-        );
+        self.completed().check(&format!("{what} (paced)"));
     }
 
     pub fn rps(&self) -> f64 {
-        self.ok as f64 / self.seconds
+        self.completed().rps()
     }
 }
 
