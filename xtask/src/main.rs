@@ -169,13 +169,20 @@ fn bench(pass: Vec<String>) -> anyhow::Result<()> {
             ),
         }
     }
+    let root = workspace_root()?;
+    let status = Command::new(root.join(".ci/install-packages"))
+        .arg("--bench")
+        .status()
+        .context("running .ci/install-packages --bench")?;
+    if !status.success() {
+        bail!("installing system packages failed ({status}); the benchmarks need root on Debian");
+    }
     let mut build = vec!["build", "--release", "--bins"];
     for p in CLUSTER_BINARIES {
         build.extend(["-p", p]);
     }
     cargo(&build)?;
     // cargo bench runs in the package's directory: make paths absolute.
-    let root = workspace_root()?;
     let cwd = std::env::current_dir()?;
     let mut args: Vec<String> = ["bench", "-p", "integration", "--bench", target, "--"]
         .map(String::from)
