@@ -18,6 +18,7 @@ pub mod capture;
 pub mod cni;
 pub mod host;
 mod manifests;
+mod upgrade;
 pub mod waypoint;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use host::{Proc, ns_output, ns_sh, sh};
+pub use upgrade::ZtunnelPorts;
 
 /// Where Debian's containernetworking-plugins puts the reference plugins.
 pub const CNI_PLUGIN_DIR: &str = "/usr/lib/cni";
@@ -44,6 +46,10 @@ pub struct Node {
     pub uplink: String,
     dir: PathBuf,
     ztunnel: Option<Proc>,
+    /// Where the running ztunnel's admin, stats and readiness listen.
+    ztunnel_ports: ZtunnelPorts,
+    /// A second ztunnel started beside the first, as an upgrade does.
+    successor: Option<(Proc, ZtunnelPorts)>,
     agent: Option<Proc>,
     network: cni::NetworkConfig,
 }
@@ -340,6 +346,8 @@ impl Cluster {
             uplink,
             dir,
             ztunnel: None,
+            ztunnel_ports: ZtunnelPorts::STANDARD,
+            successor: None,
             agent: None,
             network,
         });
@@ -413,6 +421,14 @@ impl Cluster {
     }
 
     fn start_ztunnel_at(&mut self, i: usize) {
+        let proc = self.spawn_ztunnel(i, ZtunnelPorts::STANDARD);
+        self.nodes[i].ztunnel = Some(proc);
+        self.nodes[i].ztunnel_ports = ZtunnelPorts::STANDARD;
+    }
+
+    /// A ztunnel process for node `i` whose node-level endpoints are at
+    /// `ports` (its pod listeners are where every ztunnel's are).
+    fn spawn_ztunnel(&self, i: usize, ports: ZtunnelPorts) -> Proc {
         let n = &self.nodes[i];
         let istiod = format!("{LAN_IP}:15012");
         let env = [
@@ -432,17 +448,17 @@ impl Cluster {
             ("RUST_LOG", log_level()),
         ];
         let mut env = env.to_vec();
+        env.extend(ports.env());
         env.extend(self.ztunnel_env.iter().map(|(k, v)| (*k, v.clone())));
         let log = n.dir.join(format!("ztunnel-{}.log", unique()));
-        let proc = Proc::spawn(
-            &format!("ztunnel on {}", n.name),
+        Proc::spawn(
+            &format!("ztunnel on {} (admin :{})", n.name, ports.admin),
             &n.netns,
             &self.bin.join("ztunnel"),
             &[],
             &env,
             log,
-        );
-        self.nodes[i].ztunnel = Some(proc);
+        )
     }
 
     fn start_agent_at(&mut self, i: usize) {
@@ -565,9 +581,11 @@ impl Cluster {
     }
 
     /// A request to one of the node's ztunnel endpoints on its loopback
-    /// (admin 15000, stats 15020, readiness 15021): (status, body), status
-    /// 0 when nothing answered.
+    /// (admin 15000, stats 15020, readiness 15021, or wherever the running
+    /// ztunnel has them instead): (status, body), status 0 when nothing
+    /// answered.
     pub fn ztunnel_http(&self, node: &str, method: &str, port: u16, path: &str) -> (u16, String) {
+        let port = self.node(node).ztunnel_ports.instead_of(port);
         let url = format!("http://127.0.0.1:{port}{path}");
         curl_status_in(&self.node(node).netns, &["-X", method, &url])
     }
@@ -995,7 +1013,11 @@ impl Cluster {
     pub fn node_logs(&self, node: &str) -> String {
         let n = self.node(node);
         let mut out = String::new();
-        for p in [&n.ztunnel, &n.agent].into_iter().flatten() {
+        let successor = n.successor.as_ref().map(|(p, _)| p);
+        for p in [n.ztunnel.as_ref(), successor, n.agent.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             out.push_str(&format!("----- {} -----\n{}\n", p.name, p.logs()));
         }
         out
@@ -1016,6 +1038,7 @@ impl Drop for Cluster {
         self.pods.clear();
         for n in &mut self.nodes {
             n.ztunnel = None;
+            n.successor = None;
             n.agent = None;
         }
         self.istiod = None;

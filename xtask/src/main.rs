@@ -38,7 +38,7 @@ const MICRO_BENCHES: &[(&str, &str)] = &[
 ];
 
 /// Test targets of the cluster suite, and those only the eBPF mode adds.
-const E2E_TESTS: &[&str] = &["capture", "zds", "waypoint", "telemetry"];
+const E2E_TESTS: &[&str] = &["capture", "zds", "waypoint", "telemetry", "upgrade"];
 const E2E_EBPF_TESTS: &[&str] = &["ebpf"];
 /// Our programs' names, to find any left in the kernel after a run.
 const OUR_PROGRAMS: &[&str] = &["mesh_egress", "mesh_ingress"];

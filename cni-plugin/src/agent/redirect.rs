@@ -51,6 +51,12 @@ pub enum RedirectError {
     Failed { command: String, stderr: String },
     #[error("eBPF redirection: {0}")]
     Ebpf(String),
+    #[error("setting {setting} in the pod's network namespace: {source}")]
+    Sysctl {
+        setting: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The node's redirection.
@@ -107,6 +113,7 @@ impl Redirector {
     /// Captures the pod in `netns`, replacing an earlier capture. Returns
     /// the capture as installed, to compare with [`Self::listing`] later.
     pub fn install(&mut self, netns: &Netns) -> Result<String, RedirectError> {
+        allow_listener_handover(netns)?;
         // The route first: once redirection exists, replies must find it.
         install_route(netns)?;
         match self {
@@ -139,6 +146,22 @@ impl Redirector {
             e.unload();
         }
     }
+}
+
+/// A ztunnel that is replaced binds its listeners beside the old one's
+/// (`SO_REUSEPORT`). When the old one closes them, connections already
+/// handed to its listeners but not yet accepted would be reset; with
+/// `tcp_migrate_req` the kernel moves them to the new ztunnel's listener
+/// instead, so no new connection fails during an upgrade.
+fn allow_listener_handover(netns: &Netns) -> Result<(), RedirectError> {
+    const SETTING: &str = "net.ipv4.tcp_migrate_req";
+    // /proc/sys/net is the namespace of the thread that opens the file.
+    netns
+        .run(|| std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", "1"))?
+        .map_err(|source| RedirectError::Sysctl {
+            setting: SETTING,
+            source,
+        })
 }
 
 /// The policy route: marked packets are delivered by the pod's own stack.

@@ -2,7 +2,8 @@
 //! on each connection it reads the hello, sends the snapshot of captured
 //! pods (an Add with the namespace descriptor for each), then SnapshotSent.
 //! Later adds go to the most recently connected ztunnel, deletes to all.
-//! Every request waits for its Ack (5 s) before the next is sent.
+//! Every request waits for its Ack (5 s) before the next is sent. A ztunnel
+//! that disconnects leaves the list at once.
 
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
@@ -209,7 +210,24 @@ impl ZdsServer {
             );
             id
         };
-        while let Some(job) = rx.recv().await {
+        loop {
+            let job = tokio::select! {
+                job = rx.recv() => match job {
+                    Some(job) => job,
+                    None => break,
+                },
+                // ztunnel speaks only when asked, so anything it sends now
+                // is its end (a replaced ztunnel exiting): the connection
+                // leaves the list at once, not at the next pod event.
+                gone = socket.recv() => {
+                    match gone {
+                        Err(ZdsError::Closed) => info!("ztunnel disconnected"),
+                        Err(e) => warn!(error = %e, "ZDS connection to ztunnel lost"),
+                        Ok(_) => warn!("ztunnel sent a message nobody asked for; closing"),
+                    }
+                    break;
+                }
+            };
             let described = mesh_zds::describe(&job.request);
             match exchange(&socket, &job).await {
                 Ok(result) => {

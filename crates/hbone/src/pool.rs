@@ -112,8 +112,9 @@ impl Pool {
     }
 
     /// Opens a CONNECT stream to `key.dst`, reusing a pooled connection when
-    /// one has room. A pooled connection that turns out to be dead is
-    /// discarded and the request tried once more on a fresh one.
+    /// one has room. A connection that turns out to be dead or draining is
+    /// discarded and the request tried once more on a fresh one (see
+    /// [`may_retry`]).
     pub async fn connect(
         &self,
         key: &WorkloadKey,
@@ -124,8 +125,8 @@ impl Pool {
             let (slot, fresh) = self.checkout(key).await?;
             match slot.0.conn.connect(request).await {
                 Ok((send, recv)) => return Ok(H2Stream::new(send, recv, Some(Arc::new(slot)))),
-                Err(Error::H2(e)) if !fresh && !retried && !e.is_reset() => {
-                    debug!(dst = %key.dst, error = %e, "pooled HBONE connection failed; redialling");
+                Err(Error::H2(e)) if !retried && may_retry(&e, fresh) => {
+                    debug!(dst = %key.dst, error = %e, "HBONE connection cannot take the stream; redialling");
                     self.discard(key, &slot.0);
                     retried = true;
                 }
@@ -233,6 +234,17 @@ impl Pool {
         // Every critical section leaves the map consistent; poisoning carries no meaning here.
         self.inner.ready.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Whether a CONNECT that failed with `e` may be sent again on a new
+/// connection. A GOAWAY (the server is draining, as an upgraded ztunnel
+/// does) and a REFUSED_STREAM reset both mean the server never processed
+/// the stream (RFC 9113 §8.7), so a retry cannot duplicate anything. Any
+/// other failure of a pooled connection means the connection died while
+/// idle; a reset of the stream itself is the server's answer and stands.
+fn may_retry(e: &h2::Error, fresh: bool) -> bool {
+    let unprocessed = e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM);
+    unprocessed || (!fresh && !e.is_reset())
 }
 
 /// Releases idle and dead connections until the pool is dropped.

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone, Default)]
 pub struct Ready {
     pending: Arc<Mutex<BTreeSet<String>>>,
+    /// Woken each time a task completes.
+    done: Arc<tokio::sync::Notify>,
 }
 
 /// Blocks readiness until dropped.
@@ -38,6 +40,21 @@ impl Ready {
         self.lock().is_empty()
     }
 
+    /// Returns once no pending task's name starts with `prefix` (at once if
+    /// none does), e.g. to hold back work that needs the first xDS answers.
+    pub async fn tasks_done(&self, prefix: &str) {
+        loop {
+            let done = self.done.notified();
+            tokio::pin!(done);
+            // Registered before looking, so a completion in between is seen.
+            done.as_mut().enable();
+            if !self.lock().iter().any(|t| t.starts_with(prefix)) {
+                return;
+            }
+            done.await;
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
         // Single insert/remove critical sections; a poisoned set is still consistent.
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
@@ -47,6 +64,7 @@ impl Ready {
 impl Drop for BlockReady {
     fn drop(&mut self) {
         self.parent.lock().remove(&self.name);
+        self.parent.done.notify_waiters();
     }
 }
 
@@ -64,5 +82,28 @@ mod tests {
         assert!(!r.is_ready());
         drop(b);
         assert!(r.is_ready());
+    }
+
+    #[tokio::test]
+    async fn tasks_done_waits_only_for_matching_tasks() {
+        let r = Ready::new();
+        let xds = r.register_task("xds workloads");
+        let _other = r.register_task("workload proxy manager");
+        let waiting = tokio::spawn({
+            let r = r.clone();
+            async move { r.tasks_done("xds ").await }
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "returned while an xds task was pending"
+        );
+        drop(xds);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("still waiting after the xds task completed")
+            .unwrap();
+        // Nothing matching is pending: at once.
+        r.tasks_done("xds ").await;
     }
 }

@@ -253,6 +253,12 @@ enum StreamError {
     Closed,
 }
 
+/// How the readiness tasks of the first answers are named: this, then the
+/// type URL. [`Ready::tasks_done`] with it waits for the first answers.
+///
+/// [`Ready::tasks_done`]: mesh_runtime::readiness::Ready::tasks_done
+pub const READINESS_PREFIX: &str = "xds ";
+
 impl<H: Handler> XdsClient<H> {
     pub fn new(
         config: XdsConfig,
@@ -263,7 +269,10 @@ impl<H: Handler> XdsClient<H> {
         let types = handler.types();
         let guards = types
             .iter()
-            .map(|t| (*t, ready.register_task(&format!("xds {t}"))))
+            .map(|t| {
+                let task = format!("{READINESS_PREFIX}{t}");
+                (*t, ready.register_task(&task))
+            })
             .collect();
         Self {
             config,

@@ -1,7 +1,9 @@
 //! The ZDS connection to the node agent: ztunnel connects (retrying with
 //! backoff from 10 ms to 15 s), says hello, then answers every request with
 //! exactly one Ack. A protocol error drops the connection and reconnects;
-//! the pods' proxies keep running meanwhile.
+//! the pods' proxies keep running meanwhile. It first waits for the first
+//! xDS answers, so a pod is never served by a ztunnel that does not yet
+//! know the mesh.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +21,13 @@ const RETRY_PENDING: Duration = Duration::from_secs(5);
 
 /// Runs until a drain starts, then drains every pod's proxy.
 pub async fn run(mut manager: WorkloadManager, uds: PathBuf, drain: DrainWatcher) {
+    // Pods are taken only once the mesh is known. While this ztunnel waits
+    // (a control plane out of reach), its pods stay with the ztunnel that
+    // has them, or fail closed if there is none.
+    tokio::select! {
+        _ = manager.mesh_known() => {}
+        _ = drain.signaled() => return manager.shutdown().await,
+    }
     let mut backoff = BACKOFF_START;
     let mut warned = false;
     loop {

@@ -73,6 +73,14 @@ impl WorkloadManager {
         self.states.clone()
     }
 
+    /// Returns once the first xDS answers are in (at once without xDS). A
+    /// pod served before that would find no workloads and no policies.
+    pub async fn mesh_known(&self) {
+        self.ready
+            .tasks_done(mesh_xds::client::READINESS_PREFIX)
+            .await;
+    }
+
     /// A new connection: a snapshot follows. Running proxies keep running.
     pub fn connected(&mut self) {
         self.snapshot = Some(HashSet::new());
