@@ -35,6 +35,11 @@ pub enum Error {
     Certificate(#[from] mesh_tls::Error),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "the client reset streams faster than they could be answered ({unanswered} unanswered \
+         with at most {limit} open); the connection was closed with ENHANCE_YOUR_CALM"
+    )]
+    ResetFlood { unanswered: usize, limit: u32 },
 }
 
 impl Error {

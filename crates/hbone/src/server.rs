@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use h2::server::SendResponse;
@@ -56,6 +57,32 @@ pub struct InboundConnect {
     pub request: http::request::Parts,
     recv: RecvStream,
     respond: SendResponse<Bytes>,
+    _unanswered: Unanswered,
+}
+
+/// Counts a stream as handed to the handler and not answered yet, until
+/// the [`InboundConnect`] holding it is answered or dropped.
+///
+/// A client has at most `max_concurrent_streams` streams open, but one it
+/// resets no longer counts for HTTP/2 while the handler still works on it
+/// (connecting to the application). Resetting each stream just after it is
+/// handed over, a client could set any amount of work going (Rapid Reset).
+/// h2 itself cuts off a client whose streams are reset before they are
+/// handed over; this covers those reset just after. With every stream
+/// open, the count can exceed the limit only through resets.
+struct Unanswered(Arc<AtomicUsize>);
+
+impl Unanswered {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl InboundConnect {
@@ -118,14 +145,29 @@ where
     );
     tokio::pin!(shutdown, keepalive);
     let mut draining = false;
+    let unanswered = Arc::new(AtomicUsize::new(0));
+    let limit = config.server_max_concurrent_streams;
     loop {
         tokio::select! {
             next = conn.accept() => match next {
                 None => return Ok(()),
                 Some(Err(e)) => return Err(e.into()),
                 Some(Ok((request, respond))) => {
+                    let open = unanswered.load(Ordering::Acquire);
+                    if open >= limit as usize {
+                        // The GOAWAY goes out while the connection is
+                        // driven a little longer; this stream is dropped.
+                        conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(1),
+                            async { while let Some(Ok(_)) = conn.accept().await {} },
+                        )
+                        .await;
+                        return Err(Error::ResetFlood { unanswered: open, limit });
+                    }
                     let (request, recv) = request.into_parts();
-                    handler(InboundConnect { request, recv, respond });
+                    let _unanswered = Unanswered::new(&unanswered);
+                    handler(InboundConnect { request, recv, respond, _unanswered });
                 }
             },
             _ = &mut shutdown, if !draining => {

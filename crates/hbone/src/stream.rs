@@ -74,7 +74,9 @@ impl AsyncRead for H2Stream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.pending.is_empty() {
+        // An empty chunk is not the end of the stream, though reading zero
+        // bytes would say it was (h2 drops empty DATA frames today).
+        while this.pending.is_empty() {
             match ready!(this.recv.poll_data(cx)) {
                 None => return Poll::Ready(Ok(())),
                 Some(Err(e)) => return Poll::Ready(Err(h2_to_io(e))),
