@@ -381,7 +381,24 @@ async fn inbound_refuses_clients_outside_the_tls_policy() {
     ];
     for (what, config) in refused {
         let result = attempt(config, hbone, t.app_addr).await;
-        assert!(result.is_err(), "{what}: expected refusal, got a tunnel");
+        let Err(e) = result else {
+            panic!("{what}: expected refusal, got a tunnel");
+        };
+        // reliability.md M3: the client is told why, by the TLS alert.
+        let alert = match what {
+            "no client certificate" => Some("CertificateRequired"),
+            "expired certificate" => Some("CertificateExpired"),
+            // The rogue root has our root's name but not its key: the
+            // chain is found and its signature fails.
+            "certificate from another root" => Some("DecryptError"),
+            _ => None,
+        };
+        if let Some(alert) = alert {
+            assert!(
+                format!("{e:#}").contains(&format!("received fatal alert: {alert}")),
+                "{what}: expected the {alert} alert, got: {e:#}"
+            );
+        }
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(

@@ -20,7 +20,7 @@ pub struct TrustDomain(String);
 impl TrustDomain {
     pub fn new(td: impl Into<String>) -> Result<Self, IdentityError> {
         let td = td.into();
-        if td.is_empty() || td.contains('/') {
+        if td.is_empty() || !td.chars().all(spiffe_char) {
             return Err(IdentityError::BadTrustDomain(td));
         }
         Ok(Self(td))
@@ -107,8 +107,15 @@ impl Identity {
     }
 }
 
+/// The characters SPIFFE allows in a trust domain and a path segment
+/// (letters, digits, `.`, `-`, `_`): a NUL, a space or a `/` smuggled into
+/// a certificate's SAN makes it no identity at all.
+fn spiffe_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')
+}
+
 fn check_segment(what: &'static str, value: &str) -> Result<(), IdentityError> {
-    if value.is_empty() || value.contains('/') {
+    if value.is_empty() || !value.chars().all(spiffe_char) {
         return Err(IdentityError::BadSegment {
             what,
             value: value.to_string(),
@@ -183,6 +190,10 @@ mod tests {
             "spiffe:///ns/default/sa/sleep",
             "spiffe://cluster.local/ns//sa/sleep",
             "spiffe://cluster.local/ns/default/sa/",
+            "spiffe://cluster.local/ns/default/sa/sle\0ep",
+            "spiffe://cluster.local/ns/default/sa/sle ep",
+            "spiffe://cluster.local/ns/de%2Ffault/sa/sleep",
+            "spiffe://cluster\0.local/ns/default/sa/sleep",
         ] {
             assert!(bad.parse::<Identity>().is_err(), "{bad} should not parse");
         }

@@ -244,6 +244,43 @@ pub fn leaf_identities(der: &CertificateDer<'_>) -> Result<Vec<Identity>, Error>
     Ok(out)
 }
 
+/// The one identity a peer's certificate proves: its only URI SAN, which
+/// must be a well-formed SPIFFE identity. A certificate with no URI SAN,
+/// with several (say one of ours and one of a foreign trust domain), or
+/// with one that is not SPIFFE proves none, so it is never taken for any
+/// of them (reliability.md §5.1 M5).
+pub fn leaf_identity(der: &CertificateDer<'_>) -> Result<Identity, Error> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| Error::InvalidCertificate(e.to_string()))?;
+    let mut uris = Vec::new();
+    if let Some(san) = cert
+        .subject_alternative_name()
+        .map_err(|e| Error::InvalidCertificate(format!("its SAN extension: {e}")))?
+    {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::URI(uri) = name {
+                uris.push(*uri);
+            }
+        }
+    }
+    match uris.as_slice() {
+        [] => Err(Error::InvalidCertificate(
+            "the certificate has no URI SAN, where a workload's SPIFFE identity goes".into(),
+        )),
+        [uri] => uri.parse().map_err(|e| {
+            Error::InvalidCertificate(format!("its URI SAN {uri:?} is not a SPIFFE identity: {e}"))
+        }),
+        many => Err(Error::InvalidCertificate(format!(
+            "the certificate has {} URI SANs ({}); a workload certificate carries exactly one",
+            many.len(),
+            many.iter()
+                .map(|u| format!("{u:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 /// Reads the validity window and serial number of a certificate.
 pub fn validity(der: &CertificateDer<'_>) -> Result<Validity, Error> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)

@@ -19,7 +19,7 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::certificate::leaf_identities;
+use crate::certificate::leaf_identity;
 use crate::error::Error;
 
 /// Verifies an HBONE server: a valid chain to our roots (server-auth usage),
@@ -100,15 +100,14 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             None,
         )
         .map_err(webpki_error)?;
-        let presented = leaf_identities(end_entity)
-            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
-        if presented.iter().any(|p| self.expected.contains(p)) {
+        let presented = leaf_identity(end_entity).map_err(no_identity)?;
+        if self.expected.contains(&presented) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(CertificateError::Other(
                 OtherError(Arc::new(WrongIdentity {
                     expected: self.expected.clone(),
-                    presented,
+                    presented: vec![presented],
                 })),
             )))
         }
@@ -235,9 +234,8 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        let ids = leaf_identities(end_entity)
-            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
-        if ids.iter().any(|id| id.trust_domain() == &self.trust_domain) {
+        let id = leaf_identity(end_entity).map_err(no_identity)?;
+        if id.trust_domain() == &self.trust_domain {
             Ok(verified)
         } else {
             Err(rustls::Error::InvalidCertificate(CertificateError::Other(
@@ -295,9 +293,17 @@ impl rustls::server::ResolvesServerCert for FixedCert {
     }
 }
 
-/// The identity of the peer of an established TLS connection: the first
-/// SPIFFE URI SAN of its leaf certificate, as Istio takes it.
+/// The identity of the peer of an established TLS connection: the only URI
+/// SAN of its leaf certificate (see [`leaf_identity`]).
 pub fn peer_identity(certs: Option<&[CertificateDer<'static>]>) -> Option<Identity> {
-    let leaf = certs?.first()?;
-    leaf_identities(leaf).ok()?.into_iter().next()
+    leaf_identity(certs?.first()?).ok()
 }
+
+/// A certificate that proves no identity, as rustls reports it (the peer
+/// gets a `bad_certificate` alert; the text reaches our logs).
+fn no_identity(e: Error) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,121 @@
+//! Malformed SANs (reliability.md §5.1 M5): a certificate chained to the
+//! mesh's root that carries no SPIFFE identity, or more than one, or a
+//! broken one, is refused by both verifiers and never read as any of them.
+
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use rustls::RootCertStore;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use super::*;
+use crate::certificate::leaf_identity;
+
+const GOOD: &str = "spiffe://cluster.local/ns/default/sa/sleep";
+
+struct Root {
+    issuer: Issuer<'static, KeyPair>,
+    roots: Arc<RootCertStore>,
+}
+
+fn root() -> Root {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec![]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "test root");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let cert = params.self_signed(&key).unwrap();
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    Root {
+        issuer: Issuer::new(params, key),
+        roots: Arc::new(roots),
+    }
+}
+
+/// A leaf signed by `root` with exactly these SANs.
+fn leaf(root: &Root, sans: Vec<SanType>) -> CertificateDer<'static> {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec![]).unwrap();
+    params.subject_alt_names = sans;
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.signed_by(&key, &root.issuer).unwrap().der().clone()
+}
+
+fn uri(s: &str) -> SanType {
+    SanType::URI(s.try_into().unwrap())
+}
+
+#[test]
+fn only_a_single_well_formed_spiffe_uri_san_is_an_identity() {
+    let root = root();
+    let provider = crate::provider::provider();
+    let client = SpiffeClientVerifier::new(
+        root.roots.clone(),
+        TrustDomain::new("cluster.local").unwrap(),
+        provider.clone(),
+    )
+    .unwrap();
+    let good: Identity = GOOD.parse().unwrap();
+    let server = SpiffeServerVerifier::new(root.roots.clone(), vec![good.clone()], provider);
+    let name = ServerName::try_from("ignored").unwrap();
+    let now = UnixTime::now();
+
+    let control = leaf(&root, vec![uri(GOOD)]);
+    assert_eq!(leaf_identity(&control).unwrap(), good);
+    client.verify_client_cert(&control, &[], now).unwrap();
+    server
+        .verify_server_cert(&control, &[], &name, &[], now)
+        .unwrap();
+
+    let malformed = [
+        (
+            "ours and a foreign trust domain's",
+            vec![uri(GOOD), uri("spiffe://evil.td/ns/default/sa/sleep")],
+        ),
+        (
+            "a foreign one and ours",
+            vec![uri("spiffe://evil.td/ns/default/sa/sleep"), uri(GOOD)],
+        ),
+        (
+            "a NUL byte",
+            vec![uri("spiffe://cluster.local/ns/default/sa/sle\0ep")],
+        ),
+        (
+            "an empty segment",
+            vec![uri("spiffe://cluster.local/ns//sa/sleep")],
+        ),
+        ("a non-SPIFFE URI", vec![uri("https://cluster.local/sleep")]),
+        (
+            "a DNS SAN only",
+            vec![SanType::DnsName("sleep.default.svc".try_into().unwrap())],
+        ),
+        ("no SAN", vec![]),
+    ];
+    for (what, sans) in malformed {
+        let cert = leaf(&root, sans);
+        let err = leaf_identity(&cert).expect_err(what);
+        assert!(
+            client.verify_client_cert(&cert, &[], now).is_err(),
+            "{what}: accepted as a client"
+        );
+        assert!(
+            server
+                .verify_server_cert(&cert, &[], &name, &[], now)
+                .is_err(),
+            "{what}: accepted as a server"
+        );
+        assert_eq!(peer_identity(Some(&[cert])), None, "{what}");
+        eprintln!("{what}: {err}");
+    }
+}
