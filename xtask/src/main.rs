@@ -4,6 +4,9 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
+mod faults;
+mod fuzz;
+
 const TASKS: &[(&str, &str)] = &[
     (
         "ci",
@@ -11,7 +14,8 @@ const TASKS: &[(&str, &str)] = &[
     ),
     (
         "e2e",
-        "the network-namespace cluster suite (root); --redirect nftables|ebpf",
+        "the network-namespace cluster suite (root); --redirect nftables|ebpf; \
+         --suite faults: reliability.md's fault and attack rows (docs/reliability.md)",
     ),
     (
         "demo",
@@ -26,6 +30,10 @@ const TASKS: &[(&str, &str)] = &[
         "performance.md §3 side by side (root, release build): [--quick] [--json FILE] [--only P1,P4,..]; \
          `bench redirection [--quick]`: nftables vs eBPF; `bench micro`: the criterion benches",
     ),
+    (
+        "fuzz",
+        "build and run every cargo-fuzz target (docs/fuzzing.md): [--seconds N] [--list] [TARGET...]",
+    ),
 ];
 
 /// The criterion benches (package, bench target).
@@ -38,7 +46,15 @@ const MICRO_BENCHES: &[(&str, &str)] = &[
 ];
 
 /// Test targets of the cluster suite, and those only the eBPF mode adds.
-const E2E_TESTS: &[&str] = &["capture", "zds", "waypoint", "telemetry", "upgrade"];
+const E2E_TESTS: &[&str] = &[
+    "capture",
+    "zds",
+    "waypoint",
+    "telemetry",
+    "upgrade",
+    "control_plane",
+    "limits",
+];
 const E2E_EBPF_TESTS: &[&str] = &["ebpf"];
 /// Our programs' names, to find any left in the kernel after a run.
 const OUR_PROGRAMS: &[&str] = &["mesh_egress", "mesh_ingress"];
@@ -59,15 +75,26 @@ fn main() -> anyhow::Result<()> {
         Some("ci") => ci(),
         Some("e2e") => {
             let args: Vec<String> = std::env::args().skip(2).collect();
-            let redirect = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-                [] => "nftables",
-                ["--redirect", mode @ ("nftables" | "ebpf")] => mode,
-                _ => bail!("usage: cargo xtask e2e [--redirect nftables|ebpf]"),
-            };
+            let (mut redirect, mut faults) = ("nftables", false);
+            let mut args = args.iter().map(String::as_str);
+            while let Some(arg) = args.next() {
+                match (arg, args.next()) {
+                    ("--redirect", Some(mode @ ("nftables" | "ebpf"))) => redirect = mode,
+                    ("--suite", Some("faults")) => faults = true,
+                    _ => {
+                        bail!("usage: cargo xtask e2e [--redirect nftables|ebpf] [--suite faults]")
+                    }
+                }
+            }
             build_cluster_binaries()?;
-            e2e(redirect)
+            if faults {
+                faults::run(redirect)
+            } else {
+                e2e(redirect)
+            }
         }
         Some("bench") => bench(std::env::args().skip(2).collect()),
+        Some("fuzz") => fuzz::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("demo") => demo(std::env::args().skip(2).collect()),
         Some("crds") => cargo_with_env(
             &["test", "-p", "mesh-kube", "--lib", "crds::"],
@@ -101,6 +128,9 @@ fn ci() -> anyhow::Result<()> {
     // then the capture suite again with eBPF redirection.
     cargo(&["test", "--workspace"])?;
     e2e("ebpf")?;
+    // The fault and attack rows as their own suite, as docs/reliability.md
+    // lists them, with the redirection the workspace run did not use.
+    faults::run("ebpf")?;
     // The README's first command, unattended, so it cannot rot.
     run_demo(true)?;
     eprintln!("xtask ci: all checks passed");

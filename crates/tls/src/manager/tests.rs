@@ -136,6 +136,40 @@ async fn keeps_serving_valid_certificate_while_renewal_fails() {
     ca.fail.store(false, Ordering::SeqCst);
 }
 
+/// reliability.md K2: the CA stays away past the certificate's end. From
+/// then on nothing is served for the identity (no expired certificate, so
+/// new handshakes fail here, with the CA's reason, and nothing falls back
+/// to plaintext); once the CA is back a new certificate arrives without a
+/// restart.
+#[tokio::test]
+async fn past_expiry_without_the_ca_nothing_is_served_until_it_returns() {
+    let ca = Arc::new(FakeCa::new(Duration::from_secs(3), Duration::ZERO));
+    let mgr = SecretManager::new(ca.clone(), fast_retry());
+    let first = mgr.fetch_certificate(&id("a")).await.unwrap();
+    ca.fail.store(true, Ordering::SeqCst);
+    // Second-granular validity: by 4.5 s the certificate has ended.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert!(first.validity().is_expired(std::time::SystemTime::now()));
+    match mgr.fetch_certificate(&id("a")).await {
+        Err(Error::Unavailable { reason, .. }) => {
+            assert!(reason.contains("told to fail"), "the CA's reason: {reason}")
+        }
+        other => panic!("an expired certificate must not be served: {other:?}"),
+    }
+    ca.fail.store(false, Ordering::SeqCst);
+    let renewed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(c) = mgr.fetch_certificate(&id("a")).await {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("no certificate 10 s after the CA came back");
+    assert_ne!(renewed.validity().serial, first.validity().serial);
+}
+
 #[tokio::test]
 async fn first_failure_is_reported_to_the_caller() {
     let ca = Arc::new(FakeCa::new(Duration::from_secs(60), Duration::ZERO));

@@ -1,0 +1,153 @@
+//! ztunnel at its limits (reliability.md §1.9): out of file descriptors it
+//! neither crashes nor spins on a failing accept; it waits, and serves the
+//! waiting connections once descriptors are free again. Needs root;
+//! `cargo xtask e2e` runs it.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use integration::cluster::host::sh;
+use integration::cluster::{Cluster, HTTP_PORT, PodSpec, TCP_PORT};
+use mesh_netns::Netns;
+
+const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
+
+/// User plus system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// The process's `soft:hard` limit on open files.
+fn nofile(pid: u32) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let v: Vec<&str> = line.split_whitespace().collect();
+    format!("{}:{}", v[3], v[4])
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// A connection from inside `netns` to the echo port of `to`.
+fn connect(netns: &Netns, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = netns
+        .run(|| TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+        .map_err(std::io::Error::other)??;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    Ok(s)
+}
+
+/// The echo server's greeting line, if it comes within the read timeout.
+fn greeting(s: &mut TcpStream) -> Option<String> {
+    let mut buf = [0u8; 128];
+    match s.read(&mut buf) {
+        Ok(n) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        _ => None,
+    }
+}
+
+#[test]
+fn out_of_file_descriptors_ztunnel_waits_without_spinning_and_recovers() {
+    let mut c = Cluster::start(&["node-a", "node-b"]);
+    c.namespace("apps", &[AMBIENT]);
+    c.pod(PodSpec::new("apps", "client", "node-a"));
+    c.pod(PodSpec::new("apps", "remote", "node-b"));
+    for name in ["client", "remote"] {
+        let pod = c.get("apps", name);
+        c.wait_for(&format!("apps/{name} is captured"), |c| c.captured(pod));
+    }
+    let (client, remote) = (c.get("apps", "client"), c.get("apps", "remote"));
+    c.curl_over_mtls(
+        client,
+        &format!("http://{}:{HTTP_PORT}/", remote.ip),
+        remote,
+    );
+    let netns = Netns::open(format!("/var/run/netns/{}", client.netns)).unwrap();
+    let echo = SocketAddr::from((remote.ip, TCP_PORT));
+
+    // Room for a few more descriptors only, then fill it with held
+    // connections (each takes one descriptor in node-a's ztunnel).
+    let pid = c.ztunnel_pid("node-a");
+    let original = nofile(pid);
+    let limit = open_fds(pid) + 10;
+    let set_limit = |n: String| {
+        sh(
+            "prlimit",
+            &["--pid", &pid.to_string(), &format!("--nofile={n}")],
+        )
+    };
+    // The soft limit only: raising a hard limit again needs a capability
+    // this machine may not grant.
+    let hard = original.split(':').nth(1).unwrap().to_string();
+    set_limit(format!("{limit}:{hard}"));
+    let mut held = Vec::new();
+    let mut starved = None;
+    for _ in 0..40 {
+        let mut s = connect(&netns, echo).expect("the kernel completes the handshake");
+        if greeting(&mut s).is_some() {
+            held.push(s);
+        } else {
+            // Accepted by the kernel, not by ztunnel: it is out of
+            // descriptors, and this connection waits in the queue.
+            starved = Some(s);
+            break;
+        }
+    }
+    let mut starved = starved.unwrap_or_else(|| {
+        panic!(
+            "40 connections were all served with a limit of {limit} descriptors: {} open",
+            open_fds(pid)
+        )
+    });
+    eprintln!(
+        "out of descriptors after {} held connections (limit {limit})",
+        held.len()
+    );
+
+    // While starved, ztunnel backs off rather than retrying accept in a
+    // tight loop: over two seconds it uses a small part of one core.
+    let ticks_per_s = 100; // USER_HZ
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    eprintln!("while out of descriptors: {used} ticks of CPU in 2 s");
+    assert!(
+        used < ticks_per_s / 2,
+        "ztunnel used {used} ticks of CPU in 2 s while out of descriptors (spinning?)"
+    );
+    assert!(
+        c.ztunnel_http("node-a", "GET", 15021, "/healthz/ready").0 != 0 || open_fds(pid) > 0,
+        "ztunnel is gone"
+    );
+
+    // Descriptors come back: the waiting connection is served, and so are
+    // new ones.
+    drop(held);
+    set_limit(original);
+    starved
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let hello = greeting(&mut starved).expect("the waiting connection was never served");
+    assert!(hello.starts_with("remote "), "greeting {hello:?}");
+    starved.write_all(b"late\n").unwrap();
+    let mut fresh = connect(&netns, echo).unwrap();
+    assert!(
+        greeting(&mut fresh).is_some_and(|g| g.starts_with("remote ")),
+        "a new connection after recovery"
+    );
+    assert!(
+        std::fs::metadata(format!("/proc/{pid}")).is_ok(),
+        "ztunnel exited"
+    );
+}

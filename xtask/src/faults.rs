@@ -1,0 +1,368 @@
+//! `cargo xtask e2e --suite faults`: the fault and attack matrix of
+//! reliability.md §5, one row at a time, each by the tests that prove it.
+//! docs/reliability.md lists the same rows; the suite refuses to run if a
+//! test named here is missing from that page, and fails if a named test
+//! did not run and pass.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+
+/// Where a test lives: a package, and its library or one of its test
+/// targets.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    Lib(&'static str),
+    Test(&'static str, &'static str),
+}
+
+/// One row and its tests (test function names; library tests by the
+/// name of the function, which libtest matches within its module path).
+struct Row {
+    id: &'static str,
+    tests: &'static [(Target, &'static str)],
+}
+
+use Target::{Lib, Test};
+
+const IT: &str = "integration";
+
+const ROWS: &[Row] = &[
+    Row {
+        id: "M1",
+        tests: &[(
+            Test(IT, "capture"),
+            "between_nodes_the_payload_is_never_in_clear_and_every_tunnel_is_tls",
+        )],
+    },
+    Row {
+        id: "M2",
+        tests: &[(
+            Test(IT, "hbone"),
+            "server_with_the_wrong_identity_is_refused_before_any_byte_reaches_the_app",
+        )],
+    },
+    Row {
+        id: "M3",
+        tests: &[(
+            Test(IT, "hbone"),
+            "inbound_refuses_clients_outside_the_tls_policy",
+        )],
+    },
+    Row {
+        id: "M5",
+        tests: &[(
+            Lib("mesh-tls"),
+            "only_a_single_well_formed_spiffe_uri_san_is_an_identity",
+        )],
+    },
+    Row {
+        id: "A1",
+        tests: &[(
+            Test(IT, "policy"),
+            "a_policy_change_closes_open_connections_it_no_longer_allows",
+        )],
+    },
+    Row {
+        id: "A3",
+        tests: &[
+            (
+                Test(IT, "xds"),
+                "a_malformed_resource_is_nacked_by_name_while_the_others_apply",
+            ),
+            (
+                Test(IT, "xds"),
+                "policies_are_made_before_and_broken_after_the_workloads_that_name_them",
+            ),
+            (
+                Lib("mesh-xds"),
+                "unreadable_or_missing_policies_fail_closed",
+            ),
+        ],
+    },
+    Row {
+        id: "A5",
+        tests: &[(
+            Test(IT, "policy"),
+            "strict_mtls_refuses_plaintext_that_permissive_accepts",
+        )],
+    },
+    Row {
+        id: "A6",
+        tests: &[(
+            Test(IT, "hbone"),
+            "hbone_abuse_is_refused_stream_by_stream_and_siblings_still_work",
+        )],
+    },
+    Row {
+        id: "A8",
+        tests: &[
+            (Lib("waypoint"), "path_normalization"),
+            (
+                Lib("waypoint"),
+                "hosts_match_case_insensitively_with_or_without_port",
+            ),
+        ],
+    },
+    Row {
+        id: "C1",
+        tests: &[(
+            Test(IT, "policy"),
+            "without_the_control_plane_known_destinations_keep_working_and_reconnection_sends_only_changes",
+        )],
+    },
+    Row {
+        id: "C2",
+        tests: &[(
+            Test(IT, "control_plane"),
+            "ztunnel_started_without_its_control_plane_fails_closed_and_recovers_once_it_is_reachable",
+        )],
+    },
+    Row {
+        id: "C3",
+        tests: &[(
+            Test(IT, "xds"),
+            "a_malformed_resource_is_nacked_by_name_while_the_others_apply",
+        )],
+    },
+    Row {
+        id: "K1",
+        tests: &[
+            (
+                Lib("mesh-tls"),
+                "keeps_serving_valid_certificate_while_renewal_fails",
+            ),
+            (
+                Test(IT, "hbone"),
+                "certificates_rotate_under_continuous_traffic_without_failures",
+            ),
+        ],
+    },
+    Row {
+        id: "K2",
+        tests: &[(
+            Lib("mesh-tls"),
+            "past_expiry_without_the_ca_nothing_is_served_until_it_returns",
+        )],
+    },
+    Row {
+        id: "K4",
+        tests: &[
+            (
+                Test(IT, "ca"),
+                "impersonation_needs_a_pod_with_that_identity_on_the_callers_node",
+            ),
+            (Test(IT, "ca"), "only_trusted_node_proxies_may_impersonate"),
+            (Test(IT, "ca"), "forged_tokens_are_refused"),
+        ],
+    },
+    Row {
+        id: "R1",
+        tests: &[(
+            Test(IT, "capture"),
+            "cni_add_fails_closed_without_the_agent_and_pods_outside_the_mesh_are_untouched",
+        )],
+    },
+    Row {
+        id: "R2",
+        tests: &[(
+            Test(IT, "capture"),
+            "with_ztunnel_stopped_enrolled_pods_fail_closed_and_the_snapshot_restores_them",
+        )],
+    },
+    Row {
+        id: "R3",
+        tests: &[(
+            Test(IT, "ebpf"),
+            "a_program_the_kernel_refuses_fails_enrollment_clearly_and_nothing_leaves_in_plaintext",
+        )],
+    },
+    Row {
+        id: "R4",
+        tests: &[(
+            Test(IT, "capture"),
+            "flushed_rules_are_put_back_within_five_seconds",
+        )],
+    },
+    Row {
+        id: "R7",
+        tests: &[(
+            Test(IT, "ebpf"),
+            "releasing_every_pod_leaves_no_program_filter_or_map_behind",
+        )],
+    },
+    Row {
+        id: "H2",
+        tests: &[
+            (
+                Test("mesh-hbone", "abuse"),
+                "rapid_reset_is_cut_off_with_enhance_your_calm_after_bounded_work",
+            ),
+            (
+                Test("mesh-hbone", "abuse"),
+                "streams_reset_after_reaching_the_handler_are_cut_off_too",
+            ),
+        ],
+    },
+    Row {
+        id: "H3",
+        tests: &[(
+            Test("mesh-hbone", "abuse"),
+            "header_bombs_reach_no_handler_and_memory_stays_bounded",
+        )],
+    },
+    Row {
+        id: "H4",
+        tests: &[(
+            Test("mesh-hbone", "abuse"),
+            "flow_control_abuse_is_bounded_and_stuck_peers_are_dropped",
+        )],
+    },
+    Row {
+        id: "H7",
+        tests: &[
+            (
+                Test(IT, "hbone"),
+                "transfers_256_mib_intact_both_ways_and_half_closes_from_the_client",
+            ),
+            (Test(IT, "hbone"), "half_close_from_the_server_side"),
+        ],
+    },
+    Row {
+        id: "D1",
+        tests: &[
+            (
+                Test(IT, "capture"),
+                "sigterm_drains_ztunnel_in_flight_requests_finish_and_long_connections_end_at_the_deadline",
+            ),
+            (
+                Test(IT, "telemetry"),
+                "quitquitquit_drains_ztunnel_as_sigterm_does",
+            ),
+        ],
+    },
+    Row {
+        id: "D2",
+        tests: &[(
+            Test(IT, "upgrade"),
+            "a_new_ztunnel_takes_over_beside_the_old_and_no_new_connection_fails",
+        )],
+    },
+    // Not a row of §5: §1.9, descriptors exhausted.
+    Row {
+        id: "FD",
+        tests: &[(
+            Test(IT, "limits"),
+            "out_of_file_descriptors_ztunnel_waits_without_spinning_and_recovers",
+        )],
+    },
+];
+
+/// The test targets that only run with eBPF redirection.
+const EBPF_ONLY: &[&str] = &["ebpf"];
+
+/// Runs every row's tests with `redirect` (eBPF-only targets always with
+/// eBPF), then checks that each named test ran and passed.
+pub fn run(redirect: &str) -> anyhow::Result<()> {
+    check_docs()?;
+    let mut by_target: BTreeMap<Target, Vec<&str>> = BTreeMap::new();
+    for row in ROWS {
+        for (target, test) in row.tests {
+            by_target.entry(*target).or_default().push(test);
+        }
+    }
+    let mut passed = Vec::new();
+    for (target, tests) in &by_target {
+        let mut args = vec!["test", "-p"];
+        let mode = match *target {
+            Lib(package) => {
+                args.extend([package, "--lib"]);
+                redirect
+            }
+            Test(package, name) => {
+                args.extend([package, "--test", name]);
+                if EBPF_ONLY.contains(&name) {
+                    "ebpf"
+                } else {
+                    redirect
+                }
+            }
+        };
+        args.push("--");
+        args.extend(tests.iter().copied());
+        passed.extend(cargo_test(&args, mode)?);
+    }
+    let mut missing = Vec::new();
+    for row in ROWS {
+        for (_, test) in row.tests {
+            if !passed
+                .iter()
+                .any(|p| p == test || p.ends_with(&format!("::{test}")))
+            {
+                missing.push(format!("{} {test}", row.id));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "tests named in the faults suite did not run (renamed or removed?):\n  {}",
+            missing.join("\n  ")
+        );
+    }
+    eprintln!(
+        "xtask e2e --suite faults ({redirect}): {} rows, {} tests passed",
+        ROWS.len(),
+        passed.len()
+    );
+    Ok(())
+}
+
+/// Every test named here is named on docs/reliability.md, so the page
+/// cannot drift from what runs.
+fn check_docs() -> anyhow::Result<()> {
+    let page = std::fs::read_to_string("docs/reliability.md")
+        .context("reading docs/reliability.md (run from the workspace root)")?;
+    let absent: Vec<String> = ROWS
+        .iter()
+        .flat_map(|r| r.tests.iter().map(move |(_, t)| (r.id, *t)))
+        .filter(|(_, t)| !page.contains(t))
+        .map(|(id, t)| format!("{id} {t}"))
+        .collect();
+    if !absent.is_empty() {
+        bail!(
+            "docs/reliability.md does not list these tests of the faults suite:\n  {}",
+            absent.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// `cargo <args>`, its output passed through; the names of the tests that
+/// passed.
+fn cargo_test(args: &[&str], redirect: &str) -> anyhow::Result<Vec<String>> {
+    let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .env("MESH_E2E_REDIRECT", redirect)
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    let mut passed = Vec::new();
+    let out = child.stdout.take().expect("piped");
+    for line in BufReader::new(out).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(name) = line
+            .strip_prefix("test ")
+            .and_then(|l| l.strip_suffix(" ... ok"))
+        {
+            passed.push(name.to_string());
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(passed)
+}
