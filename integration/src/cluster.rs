@@ -523,6 +523,15 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no ztunnel runs on {node}"))
     }
 
+    /// The process id of the node's agent.
+    pub fn agent_pid(&self, node: &str) -> u32 {
+        self.node(node)
+            .agent
+            .as_ref()
+            .map(|a| a.pid())
+            .unwrap_or_else(|| panic!("no node agent runs on {node}"))
+    }
+
     /// Sends `signal` (e.g. `TERM`) to the node's ztunnel, without waiting.
     pub fn signal_ztunnel(&self, node: &str, signal: &str) {
         let pid = self.ztunnel_pid(node);

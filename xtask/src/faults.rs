@@ -188,10 +188,20 @@ const ROWS: &[Row] = &[
     },
     Row {
         id: "R7",
-        tests: &[(
-            Test(IT, "ebpf"),
-            "releasing_every_pod_leaves_no_program_filter_or_map_behind",
-        )],
+        tests: &[
+            (
+                Test(IT, "limits"),
+                "a_pod_deleted_with_a_stream_open_ends_it_within_a_second_and_others_carry_on",
+            ),
+            (
+                Test(IT, "limits"),
+                "pod_churn_leaves_no_descriptors_threads_memory_or_namespaces_behind",
+            ),
+            (
+                Test(IT, "ebpf"),
+                "releasing_every_pod_leaves_no_program_filter_or_map_behind",
+            ),
+        ],
     },
     Row {
         id: "H2",
