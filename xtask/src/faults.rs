@@ -69,8 +69,8 @@ const ROWS: &[Row] = &[
         id: "A3",
         tests: &[
             (
-                Test(IT, "xds"),
-                "a_malformed_resource_is_nacked_by_name_while_the_others_apply",
+                Test(IT, "policy"),
+                "a_malformed_resource_from_istiod_is_nacked_while_the_others_apply",
             ),
             (
                 Test(IT, "xds"),
@@ -142,10 +142,16 @@ const ROWS: &[Row] = &[
     },
     Row {
         id: "K2",
-        tests: &[(
-            Lib("mesh-tls"),
-            "past_expiry_without_the_ca_nothing_is_served_until_it_returns",
-        )],
+        tests: &[
+            (
+                Lib("mesh-tls"),
+                "past_expiry_without_the_ca_nothing_is_served_until_it_returns",
+            ),
+            (
+                Test(IT, "policy"),
+                "with_the_ca_away_past_certificate_expiry_new_connections_fail_closed_and_recover",
+            ),
+        ],
     },
     Row {
         id: "K4",

@@ -3,6 +3,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
@@ -29,6 +30,10 @@ pub struct ConnectRequest {
 pub struct Connection {
     pub(crate) sender: SendRequest<Bytes>,
     pub(crate) closed: Arc<AtomicBool>,
+    /// When the first of the certificates this connection was made with
+    /// (the peer's, and ours once the pool adds it) ends: no new stream
+    /// may rely on the handshake after that.
+    pub(crate) valid_until: Option<SystemTime>,
 }
 
 /// TLS (no SNI, ALPN h2, the peer's SPIFFE identity verified by `tls`), then
@@ -49,10 +54,18 @@ pub async fn handshake(
     .await
     .map_err(|_| Error::TlsTimeout { addr })?
     .map_err(|source| Error::Tls { addr, source })?;
-    if tls_stream.get_ref().1.alpn_protocol() != Some(mesh_tls::ALPN_H2) {
+    let session = tls_stream.get_ref().1;
+    if session.alpn_protocol() != Some(mesh_tls::ALPN_H2) {
         return Err(Error::NoAlpn { addr });
     }
-    h2_handshake(tls_stream, addr, config).await
+    let peer_until = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|leaf| mesh_tls::certificate::validity(leaf).ok())
+        .map(|v| v.not_after);
+    let mut conn = h2_handshake(tls_stream, addr, config).await?;
+    conn.valid_until = peer_until;
+    Ok(conn)
 }
 
 /// The HTTP/2 client handshake over an established byte stream.
@@ -90,7 +103,11 @@ where
         }
         done.store(true, Ordering::Release);
     });
-    Ok(Connection { sender, closed })
+    Ok(Connection {
+        sender,
+        closed,
+        valid_until: None,
+    })
 }
 
 /// Sends PINGs every `interval`; returns why the peer stopped answering.
@@ -115,6 +132,17 @@ pub(crate) async fn keepalive_loop(
 impl Connection {
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Open, and made with certificates that have not ended: a new stream
+    /// may go on it.
+    pub fn is_usable(&self, now: SystemTime) -> bool {
+        !self.is_closed() && self.valid_until.is_none_or(|t| now < t)
+    }
+
+    /// Ends the connection's usefulness at `t` too (our own certificate).
+    pub(crate) fn valid_until_at_most(&mut self, t: SystemTime) {
+        self.valid_until = Some(self.valid_until.map_or(t, |v| v.min(t)));
     }
 
     /// Opens a CONNECT stream and waits for the response; anything but 200

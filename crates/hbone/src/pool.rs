@@ -180,7 +180,11 @@ impl Pool {
         let max = self.inner.config.max_streams_per_connection;
         let mut ready = self.lock_ready();
         let list = ready.get_mut(key)?;
-        list.retain(|p| !p.conn.is_closed());
+        // A connection whose certificates have ended takes no new stream
+        // (its open streams carry on): the next one needs a handshake with
+        // valid certificates, which fails while none can be had.
+        let now = std::time::SystemTime::now();
+        list.retain(|p| p.conn.is_usable(now));
         let idx = list
             .iter()
             .position(|p| p.active.load(Ordering::Acquire) < max)?;
@@ -227,7 +231,9 @@ impl Pool {
             .map_err(|_| Error::ConnectTimeout { addr })?
             .map_err(|source| Error::Connect { addr, source })?;
         debug!(dst = %addr, src_id = %key.src_id, "dialled new HBONE connection");
-        client::handshake(tcp, addr, tls, &self.inner.config).await
+        let mut conn = client::handshake(tcp, addr, tls, &self.inner.config).await?;
+        conn.valid_until_at_most(cert.validity().not_after);
+        Ok(conn)
     }
 
     fn lock_ready(&self) -> std::sync::MutexGuard<'_, HashMap<WorkloadKey, Vec<Arc<Pooled>>>> {
@@ -265,7 +271,7 @@ async fn reap(pool: Weak<Inner>) {
             list.retain(|p| {
                 let idle = p.active.load(Ordering::Acquire) == 0
                     && p.idle_since().elapsed() >= idle_timeout;
-                !(idle || p.conn.is_closed())
+                !idle && p.conn.is_usable(std::time::SystemTime::now())
             });
             !list.is_empty()
         });
