@@ -33,7 +33,9 @@ pub use client::{AgentClient, AgentError, DEFAULT_AGENT_TIMEOUT};
 pub use enrollment::Undecided;
 pub use error::{PluginError, code};
 pub use invocation::{CniCommand, EnvError, Invocation, PodRef};
-pub use netconf::{ConfigError, NetConf, SPEC_VERSION, SUPPORTED_VERSIONS, peek_log_level};
+pub use netconf::{
+    ConfigError, NetConf, SPEC_VERSION, SUPPORTED_VERSIONS, peek_log_level, peek_version,
+};
 pub use result::{Output, version_info};
 
 use crate::protocol::{AgentReply, Command, PluginEvent};

@@ -140,7 +140,7 @@ impl ManifestDir {
             .get(path)
             .map(|e| e.keys.clone())
             .unwrap_or_default();
-        let docs = match split_documents(text) {
+        let docs = match parse_manifest(text) {
             Ok(docs) => docs,
             Err(e) => {
                 let location = e
@@ -172,8 +172,8 @@ impl ManifestDir {
         // An error before a document names its object could be hiding any
         // object the file had: then nothing the file had is dropped.
         let mut unidentified = false;
-        for (i, doc) in docs {
-            match parse_object(doc) {
+        for Document { number, parsed } in docs {
+            match parsed {
                 Ok(Parsed::Object(key, object)) => {
                     let fresh = (*object, path.to_path_buf());
                     if let Some((_, other)) = self.objects.get(&key)
@@ -204,7 +204,7 @@ impl ManifestDir {
                     }
                     report.errors.push(ManifestError {
                         file: path.to_path_buf(),
-                        document: Some(i + 1),
+                        document: Some(number),
                         error,
                         kept,
                     });
@@ -223,6 +223,28 @@ impl ManifestDir {
         self.files
             .insert(path.to_path_buf(), FileEntry { digest, keys });
     }
+}
+
+/// One document of a manifest file, typed and validated on its own.
+#[derive(Debug)]
+pub struct Document {
+    /// 1-based position in the file (empty documents are counted).
+    pub number: usize,
+    pub parsed: Result<Parsed, ObjectError>,
+}
+
+/// One file's text (multi-document YAML, or JSON) → its non-empty
+/// documents. Fails as a whole only when the text is not YAML, including
+/// when it nests deeper than the YAML reader's limit (128 levels); a
+/// document that is YAML but not a valid object is an `Err` of its own.
+pub fn parse_manifest(text: &str) -> Result<Vec<Document>, serde_yaml::Error> {
+    Ok(split_documents(text)?
+        .into_iter()
+        .map(|(i, doc)| Document {
+            number: i + 1,
+            parsed: parse_object(doc),
+        })
+        .collect())
 }
 
 /// Splits a multi-document YAML text into (document index, document);

@@ -2,10 +2,12 @@
 //! connection is addressed to, then handle each CONNECT by connecting to that
 //! workload's application port.
 
+pub mod connect;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, StatusCode};
 use mesh_core::{ConnectionInfo, Identity, Workload};
 use mesh_hbone::copy;
 use mesh_hbone::server::{self, InboundConnect};
@@ -13,8 +15,9 @@ use mesh_runtime::drain::{DrainWatcher, run_with_drain};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
+use self::connect::connect_target;
 use super::connections::Protocol;
-use super::{PROXY_PORTS, ProxyInputs, Refusal};
+use super::{ProxyInputs, Refusal};
 use crate::metrics::{Bytes, ConnectionResult, Endpoints, ResponseFlags};
 
 pub(crate) async fn handle(
@@ -77,33 +80,13 @@ async fn handle_stream(
     local: SocketAddr,
     peer_id: Identity,
 ) {
-    if connect.method() != Method::CONNECT {
-        return connect.reject(StatusCode::BAD_REQUEST);
-    }
-    let Some(target) = connect
-        .authority()
-        .and_then(|a| a.parse::<SocketAddr>().ok())
-    else {
-        // Hostname authorities need the service registry (double HBONE).
-        let status = match connect.authority() {
-            Some(a)
-                if a.rsplit_once(':')
-                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
-            {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            _ => StatusCode::BAD_REQUEST,
-        };
-        return connect.reject(status);
+    let target = match connect_target(connect.method(), connect.authority(), local.ip()) {
+        Ok(target) => target,
+        Err(refusal) => {
+            debug!(%peer, %local, reason = %refusal, "CONNECT refused");
+            return connect.reject(refusal.status());
+        }
     };
-    // The tunnel may only reach the workload the connection was addressed to.
-    if target.ip() != local.ip() {
-        debug!(%target, %local, "authority does not match the destination address");
-        return connect.reject(StatusCode::BAD_REQUEST);
-    }
-    if PROXY_PORTS.contains(&target.port()) {
-        return connect.reject(StatusCode::SERVICE_UNAVAILABLE);
-    }
     let info = ConnectionInfo {
         src: peer,
         dst: target,

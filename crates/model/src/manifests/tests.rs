@@ -250,3 +250,21 @@ fn an_error_before_the_object_is_named_keeps_everything_the_file_had() {
         );
     }
 }
+
+#[test]
+fn parse_manifest_numbers_documents_and_refuses_deep_nesting() {
+    let docs = parse_manifest(&format!("{POD}---\n---\nkind: [x]\n")).unwrap();
+    let numbers: Vec<usize> = docs.iter().map(|d| d.number).collect();
+    assert_eq!(numbers, [1, 3]);
+    assert!(matches!(docs[0].parsed, Ok(Parsed::Object(..))));
+    assert!(docs[1].parsed.is_err());
+    // Far deeper than the YAML reader's limit: an error, not a stack overflow.
+    for deep in [
+        "[".repeat(10_000),
+        "- ".repeat(10_000) + "b",
+        "{a: ".repeat(10_000),
+    ] {
+        let e = parse_manifest(&deep).unwrap_err();
+        assert!(e.to_string().contains("recursion limit"), "{e}");
+    }
+}
