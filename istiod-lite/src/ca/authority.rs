@@ -185,6 +185,7 @@ impl CertificateAuthority {
     ) -> Result<Vec<String>, CaError> {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| CaError::BadCsr(e.to_string()))?;
+        refuse_mismatched_key(&csr, csr_pem)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params.subject_alt_names = vec![SanType::URI(identity.to_string().try_into()?)];
@@ -230,6 +231,33 @@ impl CertificateAuthority {
         chain.push(self.root_pem.clone());
         chain
     }
+}
+
+/// rcgen takes the key's algorithm from the CSR's signature algorithm, so a
+/// P-384 key in a CSR signed with ECDSA-SHA256 would be issued as a P-256
+/// key: a certificate that verifies but fails every handshake (found by
+/// the `ca_csr` fuzz target; docs/fuzzing.md F1). Such a CSR is refused,
+/// and the client is told why.
+fn refuse_mismatched_key(
+    csr: &CertificateSigningRequestParams,
+    csr_pem: &str,
+) -> Result<(), CaError> {
+    use x509_parser::prelude::FromDer;
+    let unreadable = |e: String| CaError::BadCsr(format!("reading the CSR: {e}"));
+    let (_, pem) = x509_parser::pem::parse_x509_pem(csr_pem.as_bytes())
+        .map_err(|e| unreadable(e.to_string()))?;
+    let (_, asked) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&pem.contents)
+            .map_err(|e| unreadable(e.to_string()))?;
+    let issued = csr.public_key.subject_public_key_info();
+    if issued != asked.certification_request_info.subject_pki.raw {
+        return Err(CaError::BadCsr(
+            "the CSR's key and its signature algorithm do not match; sign the CSR with the hash \
+             of its curve (ECDSA P-256 with SHA-256, as Istio's proxies do)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 fn serial() -> SerialNumber {

@@ -61,6 +61,52 @@ fn garbage_csr_is_a_clear_error() {
     assert!(matches!(err, CaError::BadCsr(_)), "{err}");
 }
 
+/// docs/fuzzing.md F1: a CSR whose signature algorithm names another curve
+/// than its key (openssl's default SHA-256 over a P-384 key) would be
+/// issued a certificate for the wrong curve; it is refused instead.
+#[test]
+fn a_csr_whose_key_and_signature_disagree_is_refused() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CertificateAuthority::load_or_generate(dir.path(), td()).unwrap();
+    // The seeds start with the fuzz target's mode byte, then the DER.
+    let pem = |seed: &[u8]| {
+        let der = &seed[1..];
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+            lines.join("\n")
+        )
+    };
+    for (what, der) in [
+        (
+            "P-384 key, SHA-256",
+            &include_bytes!("../../../../fuzz/seeds/ca_csr/ec-p384.der")[..],
+        ),
+        (
+            "P-256 key, SHA-384",
+            &include_bytes!("../../../../fuzz/seeds/ca_csr/ec-p256-sha384.der")[..],
+        ),
+    ] {
+        let err = ca
+            .sign(&pem(der), &id("a"), Duration::from_secs(60))
+            .expect_err(what);
+        assert!(
+            matches!(&err, CaError::BadCsr(m) if m.contains("sign the CSR with the hash of its curve")),
+            "{what}: {err}"
+        );
+    }
+    // The well-formed one from the same seeds is still signed.
+    let good = include_bytes!("../../../../fuzz/seeds/ca_csr/ec-p256.der");
+    ca.sign(&pem(good), &id("a"), Duration::from_secs(60))
+        .expect("a P-256 key signed with SHA-256");
+}
+
 /// Writes an operator-style plug-in directory: a root, an intermediate signed
 /// by it that becomes the mesh CA, and the chain.
 fn plug_in_dir(key_mode: u32) -> tempfile::TempDir {
