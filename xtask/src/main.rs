@@ -10,7 +10,8 @@ mod fuzz;
 const TASKS: &[(&str, &str)] = &[
     (
         "ci",
-        "fmt --check, clippy -D warnings, every test (e2e included), and the demo's unattended tour",
+        "fmt --check, clippy -D warnings, every test (e2e and the faults suite included), \
+         10 s of each fuzz target, and the demo's unattended tour",
     ),
     (
         "e2e",
@@ -131,6 +132,9 @@ fn ci() -> anyhow::Result<()> {
     // The fault and attack rows as their own suite, as docs/reliability.md
     // lists them, with the redirection the workspace run did not use.
     faults::run("ebpf")?;
+    // Every fuzz target builds and runs briefly from its seeds; the 60 s
+    // runs and longer ones are `cargo xtask fuzz` (docs/fuzzing.md).
+    fuzz::run(&["--seconds".to_string(), "10".to_string()])?;
     // The README's first command, unattended, so it cannot rot.
     run_demo(true)?;
     eprintln!("xtask ci: all checks passed");
