@@ -275,6 +275,8 @@ def text_seeds():
     write("cni_config", "old-version", '{"cniVersion":"0.3.1","name":"k8s","type":"mesh-cni",'
           '"prevResult":{"ips":[{"version":"4","address":"10.244.1.6/24"}]}}')
     write("cni_config", "no-prev-result", '{"cniVersion":"0.4.0","runtimeConfig":{"portMappings":[]}}')
+    # Known finding F2: a JSON array is accepted as a config, positionally.
+    write("cni_config", "array-config", '["0.4.0","co","DD",8.3]')
     write("cni_config", "plugin-event", '{"command":"ADD","containerId":"c1","netns":"/var/run/netns/p1",'
           '"podName":"web","podNamespace":"apps","podUid":"u-1","ips":["10.244.1.5","fd00::5"]}')
     write("cni_config", "agent-reply", '{"error":{"message":"ztunnel is not connected"}}')

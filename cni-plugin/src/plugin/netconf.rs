@@ -108,6 +108,15 @@ impl NetConf {
     /// Decodes stdin and checks that we speak its `cniVersion`.
     pub fn parse(stdin: &[u8]) -> Result<Self, ConfigError> {
         let value: Value = serde_json::from_slice(stdin).map_err(ConfigError::Syntax)?;
+        // serde would read an array positionally (`["1.0.0", "name", ...]`);
+        // a network config is an object (found by the cni_config fuzz
+        // target, docs/fuzzing.md F2).
+        if !value.is_object() {
+            return Err(ConfigError::Invalid {
+                path: ".".into(),
+                error: serde::de::Error::custom("a network config must be a JSON object"),
+            });
+        }
         let conf: NetConf = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             ConfigError::Invalid {
@@ -231,6 +240,11 @@ mod tests {
             (
                 br#"{"cniVersion":"0.2.0"}"#,
                 "cniVersion \"0.2.0\" is not supported",
+            ),
+            // F2: serde would have read this positionally as a config.
+            (
+                br#"["0.4.0","co","DD",8.3]"#,
+                "invalid: a network config must be a JSON object",
             ),
         ];
         for (stdin, want) in cases {
