@@ -773,6 +773,20 @@ impl Cluster {
         }
     }
 
+    /// Creates pods `(name, node)` in `namespace` (labelled for the mesh)
+    /// and waits until the node agent reports each captured.
+    pub fn captured_pods(&mut self, namespace: &str, pods: &[(&str, &str)]) {
+        for (name, node) in pods {
+            self.pod(PodSpec::new(namespace, name, node));
+        }
+        for (name, _) in pods {
+            let pod = self.get(namespace, name);
+            self.wait_for(&format!("{namespace}/{name} is captured"), |c| {
+                c.captured(pod)
+            });
+        }
+    }
+
     /// Deletes a pod as a kubelet would: the application stops, the CNI
     /// chain's DEL runs (the node agent releases the pod), the sandbox and
     /// the API object go. Returns whether there was such a pod.

@@ -8,6 +8,7 @@
 //! every workload has a distinct IP (as pods do) with the real HBONE port.
 
 pub mod cluster;
+pub mod process;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -10,28 +10,10 @@
 
 use std::time::Duration;
 
-use integration::cluster::{Cluster, PodSpec};
+use integration::cluster::Cluster;
+use integration::process::{open_fds, status};
 
 const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
-/// Threads and resident memory (KiB) of a process.
-fn threads_and_rss(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-            .unwrap()
-    };
-    (field("Threads:"), field("VmRSS:"))
-}
 
 /// Network namespaces this cluster has pinned by name (`ip netns`), and
 /// those `pids` hold open.
@@ -61,9 +43,7 @@ fn pod_churn_leaves_no_descriptors_threads_memory_or_namespaces_behind() {
     let mut c = Cluster::start(&["node-a"]);
     c.namespace("apps", &[AMBIENT]);
     let cycle = |c: &mut Cluster| {
-        c.pod(PodSpec::new("apps", "churn", "node-a"));
-        let pod = c.get("apps", "churn");
-        c.wait_for("apps/churn is captured", |c| c.captured(pod));
+        c.captured_pods("apps", &[("churn", "node-a")]);
         c.wait_for("ztunnel serves apps/churn", |c| {
             let pods = c.ztunnel_config_dump("node-a");
             pods.to_string().contains("churn")
@@ -84,7 +64,7 @@ fn pod_churn_leaves_no_descriptors_threads_memory_or_namespaces_behind() {
         .to_string();
     let (fds, (threads, rss), namespaces) = (
         open_fds(pid),
-        threads_and_rss(pid),
+        (status(pid, "Threads"), status(pid, "VmRSS")),
         netns_held(&prefix, &pids),
     );
     for _ in 0..CYCLES {
@@ -94,7 +74,7 @@ fn pod_churn_leaves_no_descriptors_threads_memory_or_namespaces_behind() {
     std::thread::sleep(Duration::from_secs(2));
     let (fds_after, (threads_after, rss_after), namespaces_after) = (
         open_fds(pid),
-        threads_and_rss(pid),
+        (status(pid, "Threads"), status(pid, "VmRSS")),
         netns_held(&prefix, &pids),
     );
     eprintln!(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use integration::cluster::capture::{self, Capture};
 use integration::cluster::host::ns_sh;
-use integration::cluster::{Cluster, HTTP_PORT, LAN_IP, PodSpec, curl_status};
+use integration::cluster::{Cluster, HTTP_PORT, LAN_IP, curl_status};
 
 const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
 const BLOCK: &str = "c2block";
@@ -17,12 +17,7 @@ const BLOCK: &str = "c2block";
 fn ztunnel_started_without_its_control_plane_fails_closed_and_recovers_once_it_is_reachable() {
     let mut c = Cluster::start(&["node-a", "node-b"]);
     c.namespace("apps", &[AMBIENT]);
-    c.pod(PodSpec::new("apps", "client", "node-a"));
-    c.pod(PodSpec::new("apps", "remote", "node-b"));
-    for name in ["client", "remote"] {
-        let pod = c.get("apps", name);
-        c.wait_for(&format!("apps/{name} is captured"), |c| c.captured(pod));
-    }
+    c.captured_pods("apps", &[("client", "node-a"), ("remote", "node-b")]);
     let (client, remote) = (c.get("apps", "client"), c.get("apps", "remote"));
     let url = format!("http://{}:{HTTP_PORT}/", remote.ip);
     c.curl_over_mtls(client, &url, remote);

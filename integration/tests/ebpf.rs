@@ -33,12 +33,7 @@ fn loaded_ids(c: &Cluster, node: &str, kind: &str) -> Vec<u64> {
 fn a_program_the_kernel_refuses_fails_enrollment_clearly_and_nothing_leaves_in_plaintext() {
     let mut c = Cluster::start_with(&["node-a", "node-b"], Redirect::Ebpf);
     c.namespace("apps", &[AMBIENT]);
-    c.pod(PodSpec::new("apps", "client", "node-a"));
-    c.pod(PodSpec::new("apps", "remote", "node-b"));
-    for name in ["client", "remote"] {
-        let pod = c.get("apps", name);
-        c.wait_for(&format!("apps/{name} is captured"), |c| c.captured(pod));
-    }
+    c.captured_pods("apps", &[("client", "node-a"), ("remote", "node-b")]);
     let url = format!("http://{}:{HTTP_PORT}/", c.get("apps", "remote").ip);
     c.curl_eventually(c.get("apps", "client"), &url);
 
@@ -113,12 +108,7 @@ fn a_program_the_kernel_refuses_fails_enrollment_clearly_and_nothing_leaves_in_p
 fn releasing_every_pod_leaves_no_program_filter_or_map_behind() {
     let mut c = Cluster::start_with(&["node-a"], Redirect::Ebpf);
     c.namespace("apps", &[AMBIENT]);
-    c.pod(PodSpec::new("apps", "a", "node-a"));
-    c.pod(PodSpec::new("apps", "b", "node-a"));
-    for name in ["a", "b"] {
-        let pod = c.get("apps", name);
-        c.wait_for(&format!("apps/{name} is captured"), |c| c.captured(pod));
-    }
+    c.captured_pods("apps", &[("a", "node-a"), ("b", "node-a")]);
     let url = format!("http://{}:{HTTP_PORT}/", c.get("apps", "b").ip);
     c.curl_eventually(c.get("apps", "a"), &url);
     c.wait_for("the agent lists what it loaded", |c| {

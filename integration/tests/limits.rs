@@ -9,36 +9,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use integration::cluster::host::sh;
-use integration::cluster::{Cluster, HTTP_PORT, PodSpec, TCP_PORT};
+use integration::cluster::{Cluster, HTTP_PORT, TCP_PORT};
+use integration::process::{TICKS_PER_SECOND, cpu_ticks, nofile, open_fds};
 use mesh_netns::Netns;
 
 const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
-
-/// User plus system CPU time of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which is in parentheses.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-/// The process's `soft:hard` limit on open files.
-fn nofile(pid: u32) -> String {
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap();
-    let v: Vec<&str> = line.split_whitespace().collect();
-    format!("{}:{}", v[3], v[4])
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
 
 /// A connection from inside `netns` to the echo port of `to`.
 fn connect(netns: &Netns, to: SocketAddr) -> std::io::Result<TcpStream> {
@@ -66,12 +41,7 @@ fn greeting(s: &mut TcpStream) -> Option<String> {
 fn out_of_file_descriptors_ztunnel_waits_without_spinning_and_recovers() {
     let mut c = Cluster::start(&["node-a", "node-b"]);
     c.namespace("apps", &[AMBIENT]);
-    c.pod(PodSpec::new("apps", "client", "node-a"));
-    c.pod(PodSpec::new("apps", "remote", "node-b"));
-    for name in ["client", "remote"] {
-        let pod = c.get("apps", name);
-        c.wait_for(&format!("apps/{name} is captured"), |c| c.captured(pod));
-    }
+    c.captured_pods("apps", &[("client", "node-a"), ("remote", "node-b")]);
     let (client, remote) = (c.get("apps", "client"), c.get("apps", "remote"));
     c.curl_over_mtls(
         client,
@@ -125,13 +95,12 @@ fn out_of_file_descriptors_ztunnel_waits_without_spinning_and_recovers() {
 
     // While starved, ztunnel backs off rather than retrying accept in a
     // tight loop: over two seconds it uses a small part of one core.
-    let ticks_per_s = 100; // USER_HZ
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(2));
     let used = cpu_ticks(pid) - before;
     eprintln!("while out of descriptors: {used} ticks of CPU in 2 s");
     assert!(
-        used < ticks_per_s / 2,
+        used < TICKS_PER_SECOND / 2,
         "ztunnel used {used} ticks of CPU in 2 s while out of descriptors (spinning?)"
     );
     assert!(
@@ -164,15 +133,14 @@ fn out_of_file_descriptors_ztunnel_waits_without_spinning_and_recovers() {
 fn a_pod_deleted_with_a_stream_open_ends_it_within_a_second_and_others_carry_on() {
     let mut c = Cluster::start(&["node-a", "node-b"]);
     c.namespace("apps", &[AMBIENT]);
-    for (name, node) in [
-        ("client", "node-a"),
-        ("doomed", "node-b"),
-        ("other", "node-b"),
-    ] {
-        c.pod(PodSpec::new("apps", name, node));
-        let pod = c.get("apps", name);
-        c.wait_for(&format!("apps/{name} is captured"), |c| c.captured(pod));
-    }
+    c.captured_pods(
+        "apps",
+        &[
+            ("client", "node-a"),
+            ("doomed", "node-b"),
+            ("other", "node-b"),
+        ],
+    );
     let client = c.get("apps", "client");
     for server in ["doomed", "other"] {
         let to = c.get("apps", server);

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use integration::cluster::{Cluster, HTTP_PORT, PodSpec, TCP_PORT};
+use integration::cluster::{Cluster, HTTP_PORT, TCP_PORT};
 use mesh_netns::Netns;
 
 const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
@@ -139,16 +139,15 @@ fn counter(metrics: &str, name: &str, labels: &[&str]) -> u64 {
 fn a_new_ztunnel_takes_over_beside_the_old_and_no_new_connection_fails() {
     let mut c = Cluster::start(&["node-a", "node-b"]);
     c.namespace("apps", &[AMBIENT]);
-    for (name, node) in [
-        ("client", "node-a"),
-        ("local", "node-a"),
-        ("peer", "node-b"),
-        ("remote", "node-b"),
-    ] {
-        c.pod(PodSpec::new("apps", name, node));
-        let pod = c.get("apps", name);
-        c.wait_for(&format!("apps/{name} is captured"), |c| c.captured(pod));
-    }
+    c.captured_pods(
+        "apps",
+        &[
+            ("client", "node-a"),
+            ("local", "node-a"),
+            ("peer", "node-b"),
+            ("remote", "node-b"),
+        ],
+    );
     // The node agent lets the kernel move connections queued on a closing
     // listener to its sibling in the pod (what makes the hand-over clean).
     let migrate = std::process::Command::new("ip")

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use integration::process;
+
 /// The CPU that load generators and servers run on.
 pub const LOAD_CPU: usize = 0;
 /// The CPU that the proxy under test runs on.
@@ -85,20 +87,7 @@ pub fn cpus() -> usize {
 
 /// CPU seconds (user + system, all threads) a process has used so far.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
-    // Fields after the command (which may hold spaces) start at ") ".
-    let rest = &stat[stat.rfind(')').expect("stat has a command") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / clock_ticks()
-}
-
-/// `/proc` counts CPU time in USER_HZ ticks, 100 per second on Linux
-/// whatever the kernel's own HZ.
-fn clock_ticks() -> f64 {
-    100.0
+    process::cpu_ticks(pid) as f64 / process::TICKS_PER_SECOND as f64
 }
 
 /// CPU seconds used by several processes.
@@ -108,17 +97,7 @@ pub fn cpu_of(pids: &[u32]) -> f64 {
 
 /// Resident memory of a process in KiB: (VmRSS, VmHWM).
 pub fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (process::status(pid, "VmRSS"), process::status(pid, "VmHWM"))
 }
 
 pub fn rss_kib(pid: u32) -> u64 {
