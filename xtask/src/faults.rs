@@ -10,6 +10,11 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
+// Targets that run with one redirection mode whatever is asked, as in
+// `cargo xtask e2e`: eBPF-only tests, and known eBPF failures that
+// docs/reliability.md records.
+use crate::{E2E_EBPF_TESTS as EBPF_ONLY, E2E_NFTABLES_TESTS as NFTABLES_ONLY};
+
 /// Where a test lives: a package, and its library or one of its test
 /// targets.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -275,13 +280,6 @@ const ROWS: &[Row] = &[
         )],
     },
 ];
-
-/// The test targets that only run with eBPF redirection.
-const EBPF_ONLY: &[&str] = &["ebpf"];
-/// The test targets that run with nftables redirection whatever is asked,
-/// each for a reason docs/reliability.md gives (known eBPF failures: churn
-/// for R7, upgrade for D2).
-const NFTABLES_ONLY: &[&str] = &["churn", "upgrade"];
 
 /// Runs every row's tests with `redirect` (eBPF-only targets always with
 /// eBPF), then checks that each named test ran and passed.
