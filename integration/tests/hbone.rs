@@ -285,8 +285,12 @@ fn client_config(
     alpn: bool,
 ) -> ClientConfig {
     let provider = Arc::new(provider);
-    let verifier =
-        mesh_tls::verifier::SpiffeServerVerifier::new(roots, vec![id("echo")], provider.clone());
+    let verifier = mesh_tls::verifier::SpiffeServerVerifier::new(
+        roots,
+        vec![id("echo")],
+        provider.clone(),
+        mesh_tls::Revocation::none(),
+    );
     let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .unwrap()

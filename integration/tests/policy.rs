@@ -280,6 +280,127 @@ async fn with_the_ca_away_past_certificate_expiry_new_connections_fail_closed_an
     eprintln!("served again {:?} after the CA came back", back.elapsed());
 }
 
+/// The value of `istio_crl_policy_rejections_total{reporter}` in `z`'s
+/// metrics (0 when the series does not exist yet).
+fn crl_rejections(z: &Ztunnel, reporter: &str) -> u64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &z.registry).unwrap();
+    let series = format!("istio_crl_policy_rejections_total{{reporter=\"{reporter}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// reliability.md M7: a CRL naming the client's certificate, written while
+/// a tunnel is open. node-b closes the tunnel (the round-trip loop fails)
+/// within 10 s, refuses new connections, and counts both; a CRL without
+/// the serial lets new connections in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_revoking_the_client_certificate_closes_its_tunnel_and_refuses_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let crl = dir.path().join("ca-crl.pem");
+    let t = cluster_with(None, &[(zc::CRL_PATH, crl.to_str().unwrap())]).await;
+    let mut held = sleep_to_echo(&t).await.expect("works before any CRL");
+    let sleep_id = "spiffe://cluster.local/ns/apps/sa/sleep".parse().unwrap();
+    let serial =
+        t.a.certs
+            .fetch_certificate(&sleep_id)
+            .await
+            .unwrap()
+            .validity()
+            .serial
+            .clone();
+    let ca = t.mesh.istiod().ca.clone();
+
+    std::fs::write(
+        &crl,
+        ca.revocation_list(&[serial], Duration::from_secs(3600))
+            .unwrap(),
+    )
+    .unwrap();
+    let written = Instant::now();
+    while round_trip(&mut held).await.is_ok() {
+        assert!(
+            written.elapsed() < Duration::from_secs(10),
+            "the tunnel of a revoked client still carries data 10 s after the CRL was written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "tunnel closed {:?} after the CRL was written",
+        written.elapsed()
+    );
+    for _ in 0..3 {
+        assert!(
+            sleep_to_echo(&t).await.is_err(),
+            "a new connection was served with the client's certificate revoked"
+        );
+    }
+    // The tunnel closed, then each new handshake was refused.
+    assert!(crl_rejections(&t.b, "destination") >= 4);
+    assert_eq!(
+        crl_rejections(&t.a, "source"),
+        0,
+        "node-a has nothing to refuse"
+    );
+
+    std::fs::write(
+        &crl,
+        ca.revocation_list(&[], Duration::from_secs(3600)).unwrap(),
+    )
+    .unwrap();
+    let lifted = Instant::now();
+    while sleep_to_echo(&t).await.is_err() {
+        assert!(
+            lifted.elapsed() < Duration::from_secs(10),
+            "still refused 10 s after the CRL was lifted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// M7 on the other side: a CRL naming the server's certificate. node-a
+/// closes its pooled connection with the tunnels on it, and refuses to
+/// dial the server again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_revoking_the_server_certificate_closes_the_pooled_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let crl = dir.path().join("ca-crl.pem");
+    let t = cluster_with(None, &[(zc::CRL_PATH, crl.to_str().unwrap())]).await;
+    let mut held = sleep_to_echo(&t).await.expect("works before any CRL");
+    let echo_id = "spiffe://cluster.local/ns/apps/sa/echo".parse().unwrap();
+    let serial =
+        t.b.certs
+            .fetch_certificate(&echo_id)
+            .await
+            .unwrap()
+            .validity()
+            .serial
+            .clone();
+    let pem = t
+        .mesh
+        .istiod()
+        .ca
+        .revocation_list(&[serial], Duration::from_secs(3600))
+        .unwrap();
+
+    std::fs::write(&crl, pem).unwrap();
+    let written = Instant::now();
+    while round_trip(&mut held).await.is_ok() {
+        assert!(
+            written.elapsed() < Duration::from_secs(10),
+            "the tunnel to a revoked server still carries data 10 s after the CRL was written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "tunnel closed {:?} after the CRL was written",
+        written.elapsed()
+    );
+    assert!(sleep_to_echo(&t).await.is_err());
+    assert!(crl_rejections(&t.a, "source") >= 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_resource_from_istiod_is_nacked_while_the_others_apply() {
     use istiod_lite::xds::resources::Versioned;

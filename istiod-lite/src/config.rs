@@ -52,6 +52,25 @@ pub enum Command {
     Token(TokenArgs),
     /// Print the mesh root certificate (PEM), creating the CA if needed.
     RootCert(CommonArgs),
+    /// Print a CRL (PEM) signed by the CA, revoking the given serial
+    /// numbers; put it where ztunnel's `CRL_PATH` points (the
+    /// `istio-ca-crl` ConfigMap). Each run lists every revocation anew.
+    Crl(CrlArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CrlArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// A serial number to revoke, in hex, with or without colons (as
+    /// `ztunnel-config certificates` and `openssl x509 -serial` print it).
+    /// Repeatable; none gives an empty CRL.
+    #[arg(long = "serial")]
+    pub serials: Vec<String>,
+    /// When the next CRL is due (the CRL's nextUpdate). Peers still
+    /// enforce a CRL past it.
+    #[arg(long, default_value = "7d")]
+    pub next_update: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -4,7 +4,7 @@ use std::time::Duration;
 use clap::Parser;
 use istiod_lite::app::{Istiod, load_ca};
 use istiod_lite::ca::{Caller, TokenIssuer};
-use istiod_lite::config::{Cli, Command, Config, EXIT_CONFIG};
+use istiod_lite::config::{Cli, Command, CommonArgs, Config, EXIT_CONFIG};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -22,6 +22,14 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The configuration the one-shot commands load the CA with.
+fn local_config(common: &CommonArgs) -> anyhow::Result<Config> {
+    let mut config = Config::local(common.state_dir.clone());
+    config.ca_certs_dir = common.ca_certs_dir.clone();
+    config.trust_domain = common.trust_domain()?;
+    Ok(config)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -55,10 +63,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::RootCert(common) => {
-            let mut config = Config::local(common.state_dir.clone());
-            config.ca_certs_dir = common.ca_certs_dir.clone();
-            config.trust_domain = common.trust_domain()?;
-            print!("{}", load_ca(&config)?.root_pem());
+            print!("{}", load_ca(&local_config(&common)?)?.root_pem());
+            Ok(())
+        }
+        Command::Crl(args) => {
+            let next_update = mesh_core::duration::parse(&args.next_update)?;
+            let ca = load_ca(&local_config(&args.common)?)?;
+            print!("{}", ca.revocation_list(&args.serials, next_update)?);
             Ok(())
         }
     }

@@ -64,6 +64,23 @@ const ROWS: &[Row] = &[
         )],
     },
     Row {
+        id: "M7",
+        tests: &[
+            (
+                Test(IT, "policy"),
+                "a_crl_revoking_the_client_certificate_closes_its_tunnel_and_refuses_new_ones",
+            ),
+            (
+                Test(IT, "policy"),
+                "a_crl_revoking_the_server_certificate_closes_the_pooled_connection",
+            ),
+            (
+                Lib("mesh-tls"),
+                "the_watched_file_is_reloaded_and_a_bad_one_keeps_the_crls_in_force",
+            ),
+        ],
+    },
+    Row {
         id: "A1",
         tests: &[(
             Test(IT, "policy"),

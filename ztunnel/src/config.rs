@@ -51,6 +51,7 @@ pub const ADMIN_ADDR: &str = "ADMIN_ADDR";
 pub const STATS_ADDR: &str = "STATS_ADDR";
 pub const READINESS_ADDR: &str = "READINESS_ADDR";
 pub const ZTUNNEL_WORKER_THREADS: &str = "ZTUNNEL_WORKER_THREADS";
+pub const CRL_PATH: &str = "CRL_PATH";
 
 const DEFAULT_CA_ADDRESS: &str = "istiod.istio-system.svc:15012";
 const DEFAULT_ROOT_CA: &str = "./var/run/secrets/istio/root-cert.pem";
@@ -107,6 +108,10 @@ pub struct Config {
     /// Runtime worker threads (`ZTUNNEL_WORKER_THREADS`); one per core when
     /// unset.
     pub worker_threads: Option<usize>,
+    /// The PEM file of CRLs peers are checked against (`CRL_PATH`; the
+    /// chart mounts `/var/run/secrets/istio/crl/ca-crl.pem`), re-read when
+    /// it changes. `None`: no revocation checks.
+    pub crl_path: Option<PathBuf>,
 }
 
 /// How ztunnel serves pods from inside their network namespaces.
@@ -319,6 +324,7 @@ impl Config {
 
         Ok(Self {
             worker_threads,
+            crl_path: get(CRL_PATH).filter(|p| !p.is_empty()).map(PathBuf::from),
             admin_addr,
             stats_addr,
             readiness_addr,

@@ -62,6 +62,32 @@ impl TrafficMetrics {
     }
 }
 
+/// `istio_crl_policy_rejections_total{reporter}`: peers refused in a
+/// handshake, or disconnected, because a CRL in force revokes their
+/// certificate (`destination`: a client, at our inbound; `source`: a
+/// server, at our outbound). Give it the `istio`-prefixed registry.
+pub fn register_crl_rejections(registry: &mut Registry, revocation: &mesh_tls::Revocation) {
+    use mesh_tls::revocation::Side;
+    use prometheus_client::encoding::EncodeLabelSet;
+    #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+    struct ByReporter {
+        reporter: Reporter,
+    }
+    let rejections = Family::<ByReporter, Counter>::default();
+    registry.register(
+        "crl_policy_rejections",
+        "Peers refused or disconnected because a CRL revokes their certificate",
+        rejections.clone(),
+    );
+    revocation.on_rejection(Box::new(move |side| {
+        let reporter = match side {
+            Side::Server => Reporter::Destination,
+            Side::Client => Reporter::Source,
+        };
+        rejections.get_or_create(&ByReporter { reporter }).inc();
+    }));
+}
+
 /// The in-pod proxies (`workload_manager_*`, on the root registry as
 /// Istio's ztunnel has them).
 #[derive(Default)]

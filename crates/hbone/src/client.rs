@@ -8,11 +8,15 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use h2::client::SendRequest;
 use http::{HeaderMap, Method, Request, StatusCode};
+use mesh_core::Identity;
+use mesh_tls::WorkloadCertificate;
+use mesh_tls::revocation::Side;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tracing::{debug, warn};
 
 use crate::config::H2Config;
@@ -36,14 +40,43 @@ pub struct Connection {
     pub(crate) valid_until: Option<SystemTime>,
 }
 
-/// TLS (no SNI, ALPN h2, the peer's SPIFFE identity verified by `tls`), then
-/// the HTTP/2 handshake with Istio's window and frame sizes.
+/// TLS presenting `cert` (no SNI, ALPN h2, the server's SPIFFE identity one
+/// of `expected`), then the HTTP/2 handshake with Istio's window and frame
+/// sizes. The connection ends when a CRL revokes the server's certificate,
+/// and takes no new stream once `cert` or the server's certificate ends.
 pub async fn handshake(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    cert: &WorkloadCertificate,
+    expected: Vec<Identity>,
+    config: &H2Config,
+) -> Result<Connection, Error> {
+    let tls = Arc::new(cert.client_config(expected)?);
+    let tls_stream = tls_handshake(tcp, addr, tls, config).await?;
+    let session = tls_stream.get_ref().1;
+    let peer_until = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|leaf| mesh_tls::certificate::validity(leaf).ok())
+        .map(|v| v.not_after);
+    let revoked = cert
+        .peer_check(Side::Client, session.peer_certificates())
+        .revoked();
+    let mut conn = h2_handshake_until(tls_stream, addr, config, revoked).await?;
+    conn.valid_until_at_most(cert.validity().not_after);
+    if let Some(t) = peer_until {
+        conn.valid_until_at_most(t);
+    }
+    Ok(conn)
+}
+
+/// The TLS client handshake of HBONE with `tls`.
+pub async fn tls_handshake(
     tcp: TcpStream,
     addr: SocketAddr,
     tls: Arc<ClientConfig>,
     config: &H2Config,
-) -> Result<Connection, Error> {
+) -> Result<TlsStream<TcpStream>, Error> {
     tcp.set_nodelay(true)?;
     // SNI is disabled in the config; the name here is never sent.
     let name = ServerName::IpAddress(Ipv4Addr::UNSPECIFIED.into());
@@ -54,18 +87,10 @@ pub async fn handshake(
     .await
     .map_err(|_| Error::TlsTimeout { addr })?
     .map_err(|source| Error::Tls { addr, source })?;
-    let session = tls_stream.get_ref().1;
-    if session.alpn_protocol() != Some(mesh_tls::ALPN_H2) {
+    if tls_stream.get_ref().1.alpn_protocol() != Some(mesh_tls::ALPN_H2) {
         return Err(Error::NoAlpn { addr });
     }
-    let peer_until = session
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|leaf| mesh_tls::certificate::validity(leaf).ok())
-        .map(|v| v.not_after);
-    let mut conn = h2_handshake(tls_stream, addr, config).await?;
-    conn.valid_until = peer_until;
-    Ok(conn)
+    Ok(tls_stream)
 }
 
 /// The HTTP/2 client handshake over an established byte stream.
@@ -73,6 +98,20 @@ pub async fn h2_handshake<T>(
     io: T,
     addr: SocketAddr,
     config: &H2Config,
+) -> Result<Connection, Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    h2_handshake_until(io, addr, config, std::future::pending()).await
+}
+
+/// As [`h2_handshake`]; the connection is dropped, with every stream on
+/// it, when `revoked` resolves.
+pub async fn h2_handshake_until<T>(
+    io: T,
+    addr: SocketAddr,
+    config: &H2Config,
+    revoked: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Connection, Error>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -99,6 +138,9 @@ where
             }
             reason = keepalive_loop(ping, keepalive.0, keepalive.1) => {
                 warn!(%addr, %reason, "HBONE connection dropped");
+            }
+            () = revoked => {
+                warn!(%addr, "HBONE connection closed: a CRL revokes the server's certificate");
             }
         }
         done.store(true, Ordering::Release);

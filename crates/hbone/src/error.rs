@@ -40,6 +40,11 @@ pub enum Error {
          with at most {limit} open); the connection was closed with ENHANCE_YOUR_CALM"
     )]
     ResetFlood { unanswered: usize, limit: u32 },
+    #[error(
+        "a CRL now revokes the client's certificate; the connection and its streams were closed \
+         (CRL_PATH)"
+    )]
+    Revoked,
 }
 
 impl Error {

@@ -212,7 +212,6 @@ impl Pool {
 
     async fn dial(&self, key: &WorkloadKey) -> Result<Connection, Error> {
         let cert = self.inner.certs.fetch_certificate(&key.src_id).await?;
-        let tls = Arc::new(cert.client_config(key.dst_id.clone())?);
         let addr = key.dst;
         let socket = self
             .inner
@@ -231,9 +230,7 @@ impl Pool {
             .map_err(|_| Error::ConnectTimeout { addr })?
             .map_err(|source| Error::Connect { addr, source })?;
         debug!(dst = %addr, src_id = %key.src_id, "dialled new HBONE connection");
-        let mut conn = client::handshake(tcp, addr, tls, &self.inner.config).await?;
-        conn.valid_until_at_most(cert.validity().not_after);
-        Ok(conn)
+        client::handshake(tcp, addr, &cert, key.dst_id.clone(), &self.inner.config).await
     }
 
     fn lock_ready(&self) -> std::sync::MutexGuard<'_, HashMap<WorkloadKey, Vec<Arc<Pooled>>>> {

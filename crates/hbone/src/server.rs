@@ -123,6 +123,23 @@ pub async fn serve<T, F>(
     io: T,
     config: &H2Config,
     shutdown: impl Future<Output = ()>,
+    handler: F,
+) -> Result<(), Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut(InboundConnect),
+{
+    serve_until(io, config, shutdown, std::future::pending(), handler).await
+}
+
+/// As [`serve`]; when `revoked` resolves (a CRL now revokes the client's
+/// certificate), the connection ends at once with an abrupt
+/// GOAWAY(NO_ERROR), taking its open streams with it.
+pub async fn serve_until<T, F>(
+    io: T,
+    config: &H2Config,
+    shutdown: impl Future<Output = ()>,
+    revoked: impl Future<Output = ()>,
     mut handler: F,
 ) -> Result<(), Error>
 where
@@ -143,7 +160,7 @@ where
         config.keepalive_interval,
         config.keepalive_timeout,
     );
-    tokio::pin!(shutdown, keepalive);
+    tokio::pin!(shutdown, keepalive, revoked);
     let mut draining = false;
     let unanswered = Arc::new(AtomicUsize::new(0));
     let limit = config.server_max_concurrent_streams;
@@ -178,6 +195,16 @@ where
                 conn.abrupt_shutdown(Reason::NO_ERROR);
                 tracing::warn!(%reason, "dropping HBONE connection");
                 return Ok(());
+            }
+            () = &mut revoked => {
+                conn.abrupt_shutdown(Reason::NO_ERROR);
+                // Driven a little longer, so that the GOAWAY goes out.
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    async { while let Some(Ok(_)) = conn.accept().await {} },
+                )
+                .await;
+                return Err(Error::Revoked);
             }
         }
     }

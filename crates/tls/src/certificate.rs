@@ -14,6 +14,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::Error;
 use crate::provider::{TLS_VERSIONS, provider};
+use crate::revocation::{PeerCheck, Revocation, Side};
 use crate::verifier::{FixedCert, SpiffeClientVerifier, SpiffeServerVerifier};
 
 /// The validity window and serial of a certificate, as read from its DER.
@@ -57,6 +58,8 @@ pub struct WorkloadCertificate {
     validity: Validity,
     certified: Arc<CertifiedKey>,
     server_config: Arc<ServerConfig>,
+    /// The CRLs both ends of HBONE check peers against.
+    revocation: Revocation,
 }
 
 impl fmt::Debug for WorkloadCertificate {
@@ -113,22 +116,10 @@ impl WorkloadCertificate {
         }
         let validity = validity(leaf)?;
 
-        let provider = provider();
-        let certified = Arc::new(CertifiedKey::from_der(chain.clone(), key, &provider)?);
+        let certified = Arc::new(CertifiedKey::from_der(chain.clone(), key, &provider())?);
         let roots = Arc::new(roots);
-        let client_verifier = SpiffeClientVerifier::new(
-            roots.clone(),
-            identity.trust_domain().clone(),
-            provider.clone(),
-        )?;
-        let mut server_config = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(TLS_VERSIONS)?
-            .with_client_cert_verifier(Arc::new(client_verifier))
-            .with_cert_resolver(Arc::new(FixedCert(certified.clone())));
-        server_config.alpn_protocols = vec![crate::ALPN_H2.to_vec()];
-        // Tickets and session caches only help resumption, which HBONE clients never use.
-        server_config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        server_config.send_tls13_tickets = 0;
+        let revocation = Revocation::none();
+        let server_config = server_config(identity, &certified, &roots, &revocation)?;
 
         Ok(Self {
             identity: identity.clone(),
@@ -138,8 +129,31 @@ impl WorkloadCertificate {
             chain_pems: chain_pem.to_vec(),
             validity,
             certified,
-            server_config: Arc::new(server_config),
+            server_config,
+            revocation,
         })
+    }
+
+    /// This certificate, its peers checked against `revocation`'s CRLs.
+    pub fn with_revocation(self, revocation: Revocation) -> Result<Self, Error> {
+        let server_config =
+            server_config(&self.identity, &self.certified, &self.roots, &revocation)?;
+        Ok(Self {
+            server_config,
+            revocation,
+            ..self
+        })
+    }
+
+    /// A watch on the peer of a connection this certificate's config made
+    /// (`side` is ours), for a CRL that revokes it later.
+    pub fn peer_check(
+        &self,
+        side: Side,
+        peer_chain: Option<&[CertificateDer<'static>]>,
+    ) -> PeerCheck {
+        self.revocation
+            .peer(side, self.roots.clone(), peer_chain, provider())
     }
 
     pub fn identity(&self) -> &Identity {
@@ -178,7 +192,12 @@ impl WorkloadCertificate {
     /// must prove one of `expected` identities. No SNI, no resumption.
     pub fn client_config(&self, expected: Vec<Identity>) -> Result<ClientConfig, Error> {
         let provider = provider();
-        let verifier = SpiffeServerVerifier::new(self.roots.clone(), expected, provider.clone());
+        let verifier = SpiffeServerVerifier::new(
+            self.roots.clone(),
+            expected,
+            provider.clone(),
+            self.revocation.clone(),
+        );
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(TLS_VERSIONS)?
             .dangerous()
@@ -193,6 +212,32 @@ impl WorkloadCertificate {
     pub fn trust_domain(&self) -> &TrustDomain {
         self.identity.trust_domain()
     }
+}
+
+/// The HBONE server (port 15008) config of `identity`: a client
+/// certificate from the same trust domain is required, only `h2` offered.
+fn server_config(
+    identity: &Identity,
+    certified: &Arc<CertifiedKey>,
+    roots: &Arc<RootCertStore>,
+    revocation: &Revocation,
+) -> Result<Arc<ServerConfig>, Error> {
+    let provider = provider();
+    let client_verifier = SpiffeClientVerifier::new(
+        roots.clone(),
+        identity.trust_domain().clone(),
+        provider.clone(),
+        revocation.clone(),
+    );
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(TLS_VERSIONS)?
+        .with_client_cert_verifier(Arc::new(client_verifier))
+        .with_cert_resolver(Arc::new(FixedCert(certified.clone())));
+    config.alpn_protocols = vec![crate::ALPN_H2.to_vec()];
+    // Tickets and session caches only help resumption, which HBONE clients never use.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
 }
 
 /// Parses every certificate in a PEM string.

@@ -7,6 +7,8 @@
 //! - [`csr`]: key and CSR generation.
 //! - [`caclient`] and [`control`]: talking to istiod's `IstioCertificateService`.
 //! - [`manager`]: one certificate per identity, fetched on demand and renewed.
+//! - [`revocation`]: the CRLs in force, checked in handshakes and against
+//!   open connections.
 //!
 //! **Architecture Invariant:** no other crate builds a rustls config for the
 //! data plane; they ask a [`WorkloadCertificate`] for one, so the protocol
@@ -20,12 +22,16 @@ pub mod csr;
 pub mod error;
 pub mod manager;
 pub mod provider;
+pub mod revocation;
+#[cfg(test)]
+mod testing;
 pub mod verifier;
 
 pub use caclient::{AuthSource, CaClient, CertificateSource};
 pub use certificate::WorkloadCertificate;
 pub use error::Error;
 pub use manager::{SecretManager, SecretManagerConfig};
+pub use revocation::Revocation;
 
 /// The only application protocol HBONE speaks.
 pub const ALPN_H2: &[u8] = b"h2";

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 use crate::caclient::CertificateSource;
 use crate::certificate::WorkloadCertificate;
 use crate::error::Error;
+use crate::revocation::Revocation;
 
 #[derive(Clone, Debug)]
 pub struct SecretManagerConfig {
@@ -24,6 +25,8 @@ pub struct SecretManagerConfig {
     pub initial_backoff: Duration,
     /// No retry waits longer than this.
     pub max_backoff: Duration,
+    /// The CRLs every certificate handed out checks its peers against.
+    pub revocation: Revocation,
 }
 
 impl Default for SecretManagerConfig {
@@ -32,6 +35,7 @@ impl Default for SecretManagerConfig {
             max_concurrent_requests: 8,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(150),
+            revocation: Revocation::none(),
         }
     }
 }
@@ -179,7 +183,10 @@ async fn renew(
             let Ok(_permit) = permits.acquire().await else {
                 return;
             };
-            source.fetch(&identity).await
+            source
+                .fetch(&identity)
+                .await
+                .and_then(|cert| cert.with_revocation(config.revocation.clone()))
         };
         let wait = match result {
             Ok(cert) => {

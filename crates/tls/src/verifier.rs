@@ -10,8 +10,8 @@ use std::sync::Arc;
 use mesh_core::{Identity, TrustDomain};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::server::ClientHello;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore,
@@ -21,13 +21,16 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::certificate::leaf_identity;
 use crate::error::Error;
+use crate::revocation::{Revocation, Side};
 
-/// Verifies an HBONE server: a valid chain to our roots (server-auth usage),
-/// and a leaf carrying at least one of the expected identities.
+/// Verifies an HBONE server: a valid chain to our roots (server-auth usage)
+/// that no CRL in force revokes, and a leaf carrying one of the expected
+/// identities.
 pub struct SpiffeServerVerifier {
     roots: Arc<RootCertStore>,
     expected: Vec<Identity>,
     provider: Arc<CryptoProvider>,
+    revocation: Revocation,
 }
 
 impl fmt::Debug for SpiffeServerVerifier {
@@ -43,11 +46,13 @@ impl SpiffeServerVerifier {
         roots: Arc<RootCertStore>,
         expected: Vec<Identity>,
         provider: Arc<CryptoProvider>,
+        revocation: Revocation,
     ) -> Self {
         Self {
             roots,
             expected,
             provider,
+            revocation,
         }
     }
 }
@@ -88,18 +93,16 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = webpki::EndEntityCert::try_from(end_entity)
-            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
-        cert.verify_for_usage(
-            self.provider.signature_verification_algorithms.all,
-            &self.roots.roots,
-            intermediates,
-            now,
-            webpki::KeyUsage::server_auth(),
-            None,
-            None,
-        )
-        .map_err(webpki_error)?;
+        self.revocation
+            .verify(
+                end_entity,
+                intermediates,
+                &self.roots,
+                Side::Client,
+                now,
+                &self.provider,
+            )
+            .map_err(webpki_error)?;
         let presented = leaf_identity(end_entity).map_err(no_identity)?;
         if self.expected.contains(&presented) {
             Ok(ServerCertVerified::assertion())
@@ -163,11 +166,14 @@ fn webpki_error(e: webpki::Error) -> rustls::Error {
 }
 
 /// Verifies an HBONE client: a certificate is required, must chain to our
-/// roots, and must carry a SPIFFE identity in our trust domain. Which
-/// identities may connect is for authorization policy to decide, later.
+/// roots (client-auth usage), must not be revoked by a CRL in force, and
+/// must carry a SPIFFE identity in our trust domain. Which identities may
+/// connect is for authorization policy to decide, later.
 pub struct SpiffeClientVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
+    roots: Arc<RootCertStore>,
     trust_domain: TrustDomain,
+    provider: Arc<CryptoProvider>,
+    revocation: Revocation,
 }
 
 impl fmt::Debug for SpiffeClientVerifier {
@@ -183,14 +189,14 @@ impl SpiffeClientVerifier {
         roots: Arc<RootCertStore>,
         trust_domain: TrustDomain,
         provider: Arc<CryptoProvider>,
-    ) -> Result<Self, Error> {
-        let inner = WebPkiClientVerifier::builder_with_provider(roots, provider)
-            .build()
-            .map_err(|e| Error::InvalidCertificate(format!("client verifier: {e}")))?;
-        Ok(Self {
-            inner,
+        revocation: Revocation,
+    ) -> Self {
+        Self {
+            roots,
             trust_domain,
-        })
+            provider,
+            revocation,
+        }
     }
 }
 
@@ -231,12 +237,19 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
+        self.revocation
+            .verify(
+                end_entity,
+                intermediates,
+                &self.roots,
+                Side::Server,
+                now,
+                &self.provider,
+            )
+            .map_err(webpki_error)?;
         let id = leaf_identity(end_entity).map_err(no_identity)?;
         if id.trust_domain() == &self.trust_domain {
-            Ok(verified)
+            Ok(ClientCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(CertificateError::Other(
                 OtherError(Arc::new(ForeignTrustDomain {
@@ -252,7 +265,12 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -261,11 +279,18 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

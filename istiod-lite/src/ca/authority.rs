@@ -13,9 +13,10 @@ use std::time::{Duration, SystemTime};
 
 use mesh_core::{Identity, TrustDomain};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
-    SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams,
+    CertificateSigningRequestParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, RevokedCertParams, SanType,
+    SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -54,6 +55,10 @@ pub enum CaError {
     BadCsr(String),
     #[error("signing failed: {0}")]
     Signing(#[from] rcgen::Error),
+    #[error(
+        "{0:?} is not a serial number: give it in hex, with or without colons (for example 5a:3f:01)"
+    )]
+    BadSerial(String),
 }
 
 /// The signing key and certificates of the mesh CA.
@@ -224,6 +229,42 @@ impl CertificateAuthority {
         Ok((self.chain_for(cert.pem()), key.serialize_pem()))
     }
 
+    /// A CRL signed by this CA revoking `serials` (hex, colons allowed),
+    /// valid until `next_update` from now, as PEM. Its number is the time
+    /// of issue, so that each new list supersedes the last.
+    pub fn revocation_list(
+        &self,
+        serials: &[String],
+        next_update: Duration,
+    ) -> Result<String, CaError> {
+        let now = SystemTime::now();
+        let revoked_certs = serials
+            .iter()
+            .map(|s| {
+                Ok(RevokedCertParams {
+                    serial_number: parse_serial(s)?,
+                    revocation_time: now.into(),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, CaError>>()?;
+        let number = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let crl = CertificateRevocationListParams {
+            this_update: (now - BACKDATE).into(),
+            next_update: (now + next_update.max(Duration::from_secs(1))).into(),
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)?;
+        Ok(crl.pem()?)
+    }
+
     fn chain_for(&self, leaf_pem: String) -> Vec<String> {
         let mut chain = Vec::with_capacity(self.intermediates.len() + 2);
         chain.push(leaf_pem);
@@ -258,6 +299,20 @@ fn refuse_mismatched_key(
         ));
     }
     Ok(())
+}
+
+/// A serial number as tools print it: hex, colons optional.
+fn parse_serial(text: &str) -> Result<SerialNumber, CaError> {
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    let bad = || CaError::BadSerial(text.to_string());
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || hex.len() > 40 {
+        return Err(bad());
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad()))
+        .collect::<Result<Vec<u8>, _>>()?;
+    Ok(SerialNumber::from_slice(&bytes))
 }
 
 fn serial() -> SerialNumber {

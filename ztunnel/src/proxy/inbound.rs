@@ -12,6 +12,7 @@ use mesh_core::{ConnectionInfo, Identity, Workload};
 use mesh_hbone::copy;
 use mesh_hbone::server::{self, InboundConnect};
 use mesh_runtime::drain::{DrainWatcher, run_with_drain};
+use mesh_tls::revocation::Side;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
@@ -50,6 +51,9 @@ async fn serve(
         .await?;
     let (tls, peer_id) = server::accept_tls(tcp, cert.server_config(), &inputs.config.h2).await?;
     debug!(%peer, peer_id = %peer_id, "HBONE connection established");
+    let revoked = cert
+        .peer_check(Side::Server, tls.get_ref().1.peer_certificates())
+        .revoked();
     let deadline = inputs.config.termination_deadline;
     let shutdown = {
         let drain = drain.clone();
@@ -57,7 +61,7 @@ async fn serve(
             drain.signaled().await;
         }
     };
-    server::serve(tls, &inputs.config.h2, shutdown, |connect| {
+    server::serve_until(tls, &inputs.config.h2, shutdown, revoked, |connect| {
         let stream = handle_stream(
             inputs.clone(),
             workload.clone(),

@@ -2,59 +2,14 @@
 //! mesh's root that carries no SPIFFE identity, or more than one, or a
 //! broken one, is refused by both verifiers and never read as any of them.
 
-use std::sync::Arc;
-
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
-use rustls::RootCertStore;
+use rcgen::SanType;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::server::danger::ClientCertVerifier;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{ServerName, UnixTime};
 
 use super::*;
 use crate::certificate::leaf_identity;
-
-const GOOD: &str = "spiffe://cluster.local/ns/default/sa/sleep";
-
-struct Root {
-    issuer: Issuer<'static, KeyPair>,
-    roots: Arc<RootCertStore>,
-}
-
-fn root() -> Root {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec![]).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "test root");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-    let cert = params.self_signed(&key).unwrap();
-    let mut roots = RootCertStore::empty();
-    roots.add(cert.der().clone()).unwrap();
-    Root {
-        issuer: Issuer::new(params, key),
-        roots: Arc::new(roots),
-    }
-}
-
-/// A leaf signed by `root` with exactly these SANs.
-fn leaf(root: &Root, sans: Vec<SanType>) -> CertificateDer<'static> {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec![]).unwrap();
-    params.subject_alt_names = sans;
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.signed_by(&key, &root.issuer).unwrap().der().clone()
-}
-
-fn uri(s: &str) -> SanType {
-    SanType::URI(s.try_into().unwrap())
-}
+use crate::testing::{GOOD, leaf, root, uri};
 
 #[test]
 fn only_a_single_well_formed_spiffe_uri_san_is_an_identity() {
@@ -64,10 +19,15 @@ fn only_a_single_well_formed_spiffe_uri_san_is_an_identity() {
         root.roots.clone(),
         TrustDomain::new("cluster.local").unwrap(),
         provider.clone(),
-    )
-    .unwrap();
+        Revocation::none(),
+    );
     let good: Identity = GOOD.parse().unwrap();
-    let server = SpiffeServerVerifier::new(root.roots.clone(), vec![good.clone()], provider);
+    let server = SpiffeServerVerifier::new(
+        root.roots.clone(),
+        vec![good.clone()],
+        provider,
+        Revocation::none(),
+    );
     let name = ServerName::try_from("ignored").unwrap();
     let now = UnixTime::now();
 

@@ -195,3 +195,44 @@ fn incomplete_or_mismatched_plug_in_is_refused() {
     let err = CertificateAuthority::from_dir(dir.path(), td()).unwrap_err();
     assert!(matches!(err, CaError::KeyMismatch { .. }), "{err}");
 }
+
+#[test]
+fn a_crl_revokes_the_serial_printed_for_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CertificateAuthority::load_or_generate(dir.path(), td()).unwrap();
+    let csr = mesh_tls::csr::generate(&id("a")).unwrap();
+    let chain = ca
+        .sign(&csr.csr_pem, &id("a"), Duration::from_secs(3600))
+        .unwrap();
+    let cert =
+        mesh_tls::WorkloadCertificate::from_pem_chain(&id("a"), &csr.key_pem, &chain).unwrap();
+    // As the admin dump prints it: colon-separated hex.
+    let serial = cert.validity().serial.clone();
+    assert!(serial.contains(':'), "{serial}");
+
+    let pem = ca
+        .revocation_list(std::slice::from_ref(&serial), Duration::from_secs(3600))
+        .unwrap();
+    let set = mesh_tls::revocation::CrlSet::from_pem(pem.as_bytes(), "the CRL").unwrap();
+    assert_eq!(set.len(), 1);
+    let (_, der) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+    use x509_parser::prelude::FromDer;
+    let (_, crl) =
+        x509_parser::revocation_list::CertificateRevocationList::from_der(&der.contents).unwrap();
+    let listed: Vec<String> = crl
+        .iter_revoked_certificates()
+        .map(|r| r.raw_serial_as_string())
+        .collect();
+    assert_eq!(listed, vec![serial.clone()]);
+
+    // Without colons, the same; an empty list is a valid CRL too.
+    ca.revocation_list(&[serial.replace(':', "")], Duration::from_secs(60))
+        .unwrap();
+    ca.revocation_list(&[], Duration::from_secs(60)).unwrap();
+    for bad in ["", "xyz", "abc", "0x12"] {
+        let err = ca
+            .revocation_list(&[bad.to_string()], Duration::from_secs(60))
+            .unwrap_err();
+        assert!(matches!(err, CaError::BadSerial(_)), "{bad}: {err}");
+    }
+}

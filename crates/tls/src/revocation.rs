@@ -1,0 +1,344 @@
+//! Certificate revocation: the CRLs in force (`CRL_PATH`, re-read when the
+//! file changes), checked in every handshake and, whenever they change,
+//! against the peer of every open connection (`dataplane.md` §2,
+//! reliability.md §1.5 and M7).
+//!
+//! As upstream: the whole chain is checked; a certificate no CRL speaks for
+//! is allowed (there is no OCSP, and short-lived certificates are the main
+//! defence); a CRL past its next-update date is still enforced.
+//!
+//! **Invariant:** a file that cannot be read or parsed never lifts a
+//! revocation: the CRLs read last stay in force, and the error is logged.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+use webpki::{
+    CertRevocationList, ExpirationPolicy, KeyUsage, OwnedCertRevocationList, RevocationCheckDepth,
+    RevocationOptionsBuilder, UnknownStatusPolicy,
+};
+
+use crate::error::Error;
+
+/// A set of CRLs, as read from one file.
+#[derive(Debug, Default)]
+pub struct CrlSet {
+    crls: Vec<CertRevocationList<'static>>,
+}
+
+impl CrlSet {
+    /// Parses every `X509 CRL` block of a PEM file. A file without one is
+    /// an empty set (no revocation); anything else that fails to parse is
+    /// an error naming `what`.
+    pub fn from_pem(pem: &[u8], what: &str) -> Result<Self, Error> {
+        let bad = |reason: String| Error::Pem {
+            what: what.to_string(),
+            reason,
+        };
+        let mut crls = Vec::new();
+        for (i, der) in CertificateRevocationListDer::pem_slice_iter(pem).enumerate() {
+            let der = der.map_err(|e| bad(e.to_string()))?;
+            let crl = OwnedCertRevocationList::from_der(der.as_ref())
+                .map_err(|e| bad(format!("CRL #{}: {e}", i + 1)))?;
+            crls.push(CertRevocationList::from(crl));
+        }
+        if crls.is_empty() && pem.iter().any(|b| !b.is_ascii_whitespace()) {
+            return Err(bad("no X509 CRL block".into()));
+        }
+        Ok(Self { crls })
+    }
+
+    pub fn len(&self) -> usize {
+        self.crls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.crls.is_empty()
+    }
+
+    /// Verifies `end_entity`'s chain to `roots` for `usage` at `now`,
+    /// checking every certificate of the chain against these CRLs.
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        roots: &RootCertStore,
+        usage: KeyUsage,
+        now: UnixTime,
+        provider: &CryptoProvider,
+    ) -> Result<(), webpki::Error> {
+        let cert = webpki::EndEntityCert::try_from(end_entity)?;
+        let crls: Vec<&CertRevocationList<'_>> = self.crls.iter().collect();
+        let revocation = RevocationOptionsBuilder::new(&crls).ok().map(|b| {
+            b.with_depth(RevocationCheckDepth::Chain)
+                .with_status_policy(UnknownStatusPolicy::Allow)
+                .with_expiration_policy(ExpirationPolicy::Ignore)
+                .build()
+        });
+        cert.verify_for_usage(
+            provider.signature_verification_algorithms.all,
+            &roots.roots,
+            intermediates,
+            now,
+            usage,
+            revocation,
+            None,
+        )
+        .map(|_| ())
+    }
+}
+
+/// Which end of a connection checks its peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// A server checking its client (ztunnel's inbound).
+    Server,
+    /// A client checking its server (ztunnel's outbound).
+    Client,
+}
+
+/// Called for each peer refused or disconnected because of a revocation.
+pub type RejectionHook = Box<dyn Fn(Side) + Send + Sync>;
+
+/// The CRLs in force, shared by every verifier and open connection of a
+/// process. Cheap to clone. [`Revocation::none`] (the default) checks
+/// nothing and never changes.
+#[derive(Clone, Default)]
+pub struct Revocation {
+    shared: Option<Arc<Shared>>,
+}
+
+struct Shared {
+    current: RwLock<Arc<CrlSet>>,
+    /// Bumped on every replacement; open connections watch it.
+    generation: watch::Sender<u64>,
+    on_rejection: OnceLock<RejectionHook>,
+}
+
+impl fmt::Debug for Revocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.shared {
+            None => f.write_str("Revocation(none)"),
+            Some(_) => write!(f, "Revocation({} CRLs)", self.current().len()),
+        }
+    }
+}
+
+impl Revocation {
+    /// No CRLs, ever.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Starts with `initial`; [`replace`](Self::replace) changes it.
+    pub fn new(initial: CrlSet) -> Self {
+        Self {
+            shared: Some(Arc::new(Shared {
+                current: RwLock::new(Arc::new(initial)),
+                generation: watch::Sender::new(0),
+                on_rejection: OnceLock::new(),
+            })),
+        }
+    }
+
+    /// Reads `path`. A file that does not exist yet is an empty set (it is
+    /// picked up once it appears); one that cannot be parsed is an error.
+    pub fn from_file(path: &Path) -> Result<Self, Error> {
+        match std::fs::read(path) {
+            Ok(pem) => Ok(Self::new(CrlSet::from_pem(
+                &pem,
+                &path.display().to_string(),
+            )?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                warn!(path = %path.display(), "the CRL file does not exist yet; no certificate is revoked until it does");
+                Ok(Self::new(CrlSet::default()))
+            }
+            Err(e) => Err(Error::Pem {
+                what: path.display().to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// The CRLs in force now.
+    pub fn current(&self) -> Arc<CrlSet> {
+        match &self.shared {
+            None => Arc::default(),
+            Some(s) => s.current.read().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+
+    /// Puts `set` in force, for new handshakes at once and for open
+    /// connections as their checks wake up. Does nothing on
+    /// [`Revocation::none`].
+    pub fn replace(&self, set: CrlSet) {
+        if let Some(s) = &self.shared {
+            *s.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+            s.generation.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// Sets what counts rejections (once; later calls are ignored).
+    pub fn on_rejection(&self, hook: RejectionHook) {
+        if let Some(s) = &self.shared {
+            let _ = s.on_rejection.set(hook);
+        }
+    }
+
+    fn rejected(&self, side: Side) {
+        if let Some(hook) = self.shared.as_ref().and_then(|s| s.on_rejection.get()) {
+            hook(side);
+        }
+    }
+
+    /// The chain check of a handshake: to `roots`, for `side`'s peer usage,
+    /// with the CRLs in force. A revoked chain is counted.
+    pub(crate) fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        roots: &RootCertStore,
+        side: Side,
+        now: UnixTime,
+        provider: &CryptoProvider,
+    ) -> Result<(), webpki::Error> {
+        let result =
+            self.current()
+                .verify(end_entity, intermediates, roots, usage(side), now, provider);
+        if matches!(result, Err(webpki::Error::CertRevoked)) {
+            self.rejected(side);
+        }
+        result
+    }
+
+    /// A watch on the peer of an established connection, which `side` of
+    /// it verified with `roots` and the chain it presented.
+    pub fn peer(
+        &self,
+        side: Side,
+        roots: Arc<RootCertStore>,
+        chain: Option<&[CertificateDer<'static>]>,
+        provider: Arc<CryptoProvider>,
+    ) -> PeerCheck {
+        PeerCheck {
+            revocation: self.clone(),
+            side,
+            roots,
+            chain: chain.map(<[_]>::to_vec).unwrap_or_default(),
+            verified_at: UnixTime::now(),
+            provider,
+        }
+    }
+
+    /// Re-reads `path` every `period` until `stop` resolves, putting each
+    /// new content in force. Errors keep the CRLs in force (see the module
+    /// invariant).
+    pub async fn watch_file(self, path: PathBuf, period: Duration, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        // Nothing counts as read yet: the first tick puts the file in force
+        // again, so a change since `from_file` is not missed.
+        let mut last: Option<Vec<u8>> = None;
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = &mut stop => return,
+            }
+            let read = match tokio::fs::read(&path).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    if last.is_some() {
+                        warn!(path = %path.display(), error = %e, "cannot read the CRL file; the CRLs read before stay in force");
+                        last = None;
+                    }
+                    continue;
+                }
+            };
+            if last.as_ref() == Some(&read) {
+                continue;
+            }
+            match CrlSet::from_pem(&read, &path.display().to_string()) {
+                Ok(set) => {
+                    info!(path = %path.display(), crls = set.len(), "CRLs reloaded");
+                    self.replace(set);
+                }
+                Err(e) => {
+                    error!(error = %e, "the CRL file is invalid; the CRLs read before stay in force");
+                }
+            }
+            last = Some(read);
+        }
+    }
+}
+
+fn usage(side: Side) -> KeyUsage {
+    match side {
+        Side::Server => KeyUsage::client_auth(),
+        Side::Client => KeyUsage::server_auth(),
+    }
+}
+
+/// The peer of one established connection, re-checked against each new
+/// set of CRLs.
+pub struct PeerCheck {
+    revocation: Revocation,
+    side: Side,
+    roots: Arc<RootCertStore>,
+    chain: Vec<CertificateDer<'static>>,
+    /// When the handshake verified the chain: re-checks use this time, so
+    /// that only a revocation (not an expiry, which does not end open
+    /// tunnels) can fail them.
+    verified_at: UnixTime,
+    provider: Arc<CryptoProvider>,
+}
+
+impl PeerCheck {
+    /// Resolves once the CRLs in force revoke a certificate of the peer's
+    /// chain (counted as a rejection). Never resolves without CRLs.
+    pub async fn revoked(self) {
+        let Some(shared) = &self.revocation.shared else {
+            return std::future::pending().await;
+        };
+        let Some((leaf, intermediates)) = self.chain.split_first() else {
+            return std::future::pending().await;
+        };
+        let mut generation = shared.generation.subscribe();
+        // The first check covers a replacement between the handshake and
+        // this subscription.
+        let mut first = true;
+        loop {
+            // The sender lives as long as `shared`, which we hold.
+            if !std::mem::take(&mut first) && generation.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let result = self.revocation.current().verify(
+                leaf,
+                intermediates,
+                &self.roots,
+                usage(self.side),
+                self.verified_at,
+                &self.provider,
+            );
+            if matches!(result, Err(webpki::Error::CertRevoked)) {
+                self.revocation.rejected(self.side);
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
