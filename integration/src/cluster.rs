@@ -163,6 +163,8 @@ pub struct Cluster {
     pub waypoint_env: Vec<(&'static str, String)>,
     /// Extra environment for ztunnels started from now on.
     pub ztunnel_env: Vec<(&'static str, String)>,
+    /// Extra environment for node agents started from now on.
+    pub agent_env: Vec<(&'static str, String)>,
     /// Servers on the underlay beside istiod-lite (an identity provider).
     underlay_servers: Vec<Proc>,
 }
@@ -202,6 +204,7 @@ impl Cluster {
             agent_args: Vec::new(),
             waypoint_env: Vec::new(),
             ztunnel_env: Vec::new(),
+            agent_env: Vec::new(),
             underlay_servers: Vec::new(),
             namespaces: BTreeMap::new(),
             services: BTreeMap::new(),
@@ -488,12 +491,14 @@ impl Cluster {
             .map(String::as_str)
             .collect();
         let log = dir.join(format!("agent-{}.log", unique()));
+        let mut env = vec![("RUST_LOG", log_level())];
+        env.extend(self.agent_env.iter().map(|(k, v)| (*k, v.clone())));
         let proc = Proc::spawn(
             &format!("node agent on {}", n.name),
             &n.netns,
             &self.bin.join("cni-agent"),
             &args,
-            &[("RUST_LOG", log_level())],
+            &env,
             log,
         );
         self.nodes[i].agent = Some(proc);

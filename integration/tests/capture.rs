@@ -462,3 +462,150 @@ fn sigterm_drains_ztunnel_in_flight_requests_finish_and_long_connections_end_at_
     c.start_ztunnel("node-b");
     c.curl_eventually(c.get("apps", "client"), &url);
 }
+
+/// Stands in for `nft` on the node agent's PATH. While `<dir>/fail-after`
+/// holds N, a ruleset fed on stdin gets a line nft cannot parse after its
+/// N-th rule; the pod's whole ruleset is recorded before and after each
+/// such transaction, with nft's exit code.
+const FAULTY_NFT: &str = r#"#!/bin/bash
+real=@REAL@
+ctl=@DIR@
+if [ "$1 $2" = "-f -" ] && [ -s "$ctl/fail-after" ]; then
+  n=$(cat "$ctl/fail-after")
+  call="$ctl/calls/$(date +%s%N)"
+  "$real" list ruleset > "$call.before"
+  awk -v n="$n" '{ print } /^\t\t/ && !/^\t\ttype / { if (++rules == n) print "\t\tthis is not nft syntax" }' \
+    | "$real" -f - 2> "$call.stderr"
+  rc=$?
+  "$real" list ruleset > "$call.after"
+  echo "$rc" > "$call.rc"
+  cat "$call.stderr" >&2
+  exit "$rc"
+fi
+exec "$real" "$@"
+"#;
+
+/// What the faulty nft recorded: (exit code, ruleset before, after), in
+/// call order.
+fn faulty_calls(dir: &std::path::Path) -> Vec<(i32, String, String)> {
+    let calls = dir.join("calls");
+    let mut stamps: Vec<String> = std::fs::read_dir(&calls)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".rc").map(str::to_string)
+        })
+        .collect();
+    stamps.sort();
+    let read =
+        |s: &str, ext: &str| std::fs::read_to_string(calls.join(format!("{s}.{ext}"))).unwrap();
+    stamps
+        .iter()
+        .map(|s| {
+            (
+                read(s, "rc").trim().parse().unwrap(),
+                read(s, "before"),
+                read(s, "after"),
+            )
+        })
+        .collect()
+}
+
+/// reliability.md R3: the pod's rules are one nft transaction, so an error
+/// after any number of rules leaves the pod's ruleset exactly as it was:
+/// empty for a new pod (whose CNI ADD then fails, and which the agent does
+/// not report captured), and the earlier table for a pod whose rules are
+/// being repaired. Once nft works again, both are captured in full.
+#[test]
+fn rules_that_fail_half_way_leave_the_pod_with_all_of_them_or_none() {
+    let mut c = Cluster::start_with(&["node-a"], Redirect::Nftables);
+    c.namespace("apps", &[AMBIENT]);
+    c.captured_pods("apps", &[("kept", "node-a")]);
+    let complete = c.pod_rules(c.get("apps", "kept")).expect("captured");
+    // Rules as nft lists them: inside a chain, after its `type` line.
+    let rules = complete
+        .lines()
+        .filter(|l| l.starts_with("\t\t") && !l.trim_start().starts_with("type "))
+        .count();
+    assert!(rules >= 10, "the table has its rules:\n{complete}");
+
+    let dir = c.dir.path().join("faulty-nft");
+    std::fs::create_dir_all(dir.join("calls")).unwrap();
+    let real = integration::cluster::host::sh("sh", &["-c", "command -v nft"]);
+    let script = FAULTY_NFT
+        .replace("@REAL@", real.trim())
+        .replace("@DIR@", dir.to_str().unwrap());
+    let nft = dir.join("nft");
+    std::fs::write(&nft, script).unwrap();
+    std::fs::set_permissions(&nft, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+    c.agent_env = vec![("PATH", path)];
+    c.stop_agent("node-a");
+    c.start_agent("node-a");
+
+    // New pods, the transaction broken after the first, a middle and the
+    // last rule.
+    for (i, n) in [1, rules / 2, rules].into_iter().enumerate() {
+        std::fs::write(dir.join("fail-after"), n.to_string()).unwrap();
+        let name = format!("new-{i}");
+        let err = c
+            .try_pod(PodSpec::new("apps", &name, "node-a"))
+            .err()
+            .unwrap_or_else(|| panic!("CNI ADD succeeded with the rules broken after rule {n}"));
+        assert!(
+            err.contains("exit status"),
+            "the plugin must exit non-zero: {err}"
+        );
+        assert!(
+            err.contains("redirection"),
+            "the error must say what failed: {err}"
+        );
+        let status = c.agent_status("node-a");
+        assert!(
+            status["pods"][format!("apps/{name}")]["captured"].as_bool() != Some(true),
+            "apps/{name} reported captured: {status}"
+        );
+    }
+    let calls = faulty_calls(&dir);
+    assert_eq!(calls.len(), 3, "one broken transaction per new pod");
+    for (rc, before, after) in &calls {
+        assert_ne!(*rc, 0);
+        assert!(
+            !before.contains("mesh-ambient"),
+            "a new pod's namespace had rules:\n{before}"
+        );
+        assert_eq!(before, after, "a failed transaction changed the ruleset");
+    }
+
+    // The captured pod's table drifts; the repair is broken half-way.
+    let kept = c.get("apps", "kept").netns.clone();
+    integration::cluster::host::ns_sh(
+        &kept,
+        "nft",
+        &["flush", "chain", "inet", "mesh-ambient", "output-nat"],
+    );
+    let drifted = c.pod_rules(c.get("apps", "kept")).unwrap();
+    std::fs::write(dir.join("fail-after"), (rules / 2).to_string()).unwrap();
+    c.wait_for("the agent tries to repair the rules", |_| {
+        faulty_calls(&dir).len() > 3
+    });
+    let (rc, before, after) = faulty_calls(&dir).pop().unwrap();
+    assert_ne!(rc, 0);
+    assert!(
+        before.contains("chain prerouting-nat"),
+        "the earlier table:\n{before}"
+    );
+    assert_eq!(before, after, "a failed repair changed the ruleset");
+    assert_eq!(c.pod_rules(c.get("apps", "kept")).unwrap(), drifted);
+
+    // nft works again: the repair and a new pod get every rule.
+    std::fs::remove_file(dir.join("fail-after")).unwrap();
+    c.wait_for("the rules are repaired", |c| {
+        c.pod_rules(c.get("apps", "kept")).as_deref() == Some(complete.as_str())
+    });
+    c.captured_pods("apps", &[("after", "node-a")]);
+    assert_eq!(
+        c.pod_rules(c.get("apps", "after")).as_deref(),
+        Some(complete.as_str())
+    );
+}

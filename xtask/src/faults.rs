@@ -202,10 +202,16 @@ const ROWS: &[Row] = &[
     },
     Row {
         id: "R3",
-        tests: &[(
-            Test(IT, "ebpf"),
-            "a_program_the_kernel_refuses_fails_enrollment_clearly_and_nothing_leaves_in_plaintext",
-        )],
+        tests: &[
+            (
+                Test(IT, "capture"),
+                "rules_that_fail_half_way_leave_the_pod_with_all_of_them_or_none",
+            ),
+            (
+                Test(IT, "ebpf"),
+                "a_program_the_kernel_refuses_fails_enrollment_clearly_and_nothing_leaves_in_plaintext",
+            ),
+        ],
     },
     Row {
         id: "R4",
