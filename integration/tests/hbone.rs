@@ -572,3 +572,80 @@ async fn hbone_abuse_is_refused_stream_by_stream_and_siblings_still_work() {
         "only the good stream reached the app"
     );
 }
+
+/// reliability.md K2, the server side: when the client's certificate ends
+/// while its HBONE connection is open, ztunnel sends a GOAWAY at that
+/// moment. A stream opened after it is not served, and the tunnel already
+/// open carries on (as upstream: expiry does not cut tunnels).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_that_ends_takes_no_new_stream_and_open_tunnels_carry_on() {
+    let t = two_nodes(&[], "echo").await;
+    let listener = TcpListener::bind(t.app_addr).await.unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let hbone = SocketAddr::new(t.app_addr.ip(), mesh_hbone::HBONE_PORT);
+    let ca = &t.mesh.istiod().ca;
+    let now = std::time::SystemTime::now();
+    let ends = now + Duration::from_secs(3);
+    let config = client_config(
+        mesh_tls::provider::provider().as_ref().clone(),
+        &[&rustls::version::TLS13],
+        mesh_roots(ca),
+        Some(client_cert(
+            ca,
+            "sleep",
+            Some((now - Duration::from_secs(60), ends)),
+        )),
+        true,
+    );
+    let tcp = TcpStream::connect(hbone).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::IpAddress(Ipv4Addr::UNSPECIFIED.into()), tcp)
+        .await
+        .unwrap();
+    let conn = mesh_hbone::client::h2_handshake(tls, hbone, &H2Config::default())
+        .await
+        .unwrap();
+    let request = ConnectRequest {
+        authority: t.app_addr.to_string(),
+        headers: Default::default(),
+    };
+    let (mut send, mut recv) = conn.connect(&request).await.expect("served before the end");
+    let mut echo = async |line: &'static [u8]| {
+        send.send_data(bytes::Bytes::from_static(line), false)?;
+        let got = recv.data().await.transpose()?.unwrap_or_default();
+        let _ = recv.flow_control().release_capacity(got.len());
+        Ok::<_, h2::Error>(got)
+    };
+    assert_eq!(&echo(b"before\n").await.unwrap()[..], b"before\n");
+
+    // Certificates are second-granular: a second past the end is past it.
+    tokio::time::sleep(
+        ends.duration_since(std::time::SystemTime::now()).unwrap() + Duration::from_secs(1),
+    )
+    .await;
+    match conn.connect(&request).await {
+        Err(mesh_hbone::Error::H2(e)) => assert!(
+            e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM),
+            "expected a GOAWAY, got {e}"
+        ),
+        Err(e) => panic!("expected a GOAWAY, got {e}"),
+        Ok(_) => panic!("a stream was served on the connection of an ended certificate"),
+    }
+    let after = echo(b"after\n").await.expect("the open tunnel carries on");
+    assert_eq!(&after[..], b"after\n");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "only the first stream reached the app"
+    );
+}

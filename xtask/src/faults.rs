@@ -173,6 +173,10 @@ const ROWS: &[Row] = &[
                 Test(IT, "policy"),
                 "with_the_ca_away_past_certificate_expiry_new_connections_fail_closed_and_recover",
             ),
+            (
+                Test(IT, "hbone"),
+                "a_client_certificate_that_ends_takes_no_new_stream_and_open_tunnels_carry_on",
+            ),
         ],
     },
     Row {

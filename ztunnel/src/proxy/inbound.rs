@@ -6,6 +6,7 @@ pub mod connect;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::{HeaderMap, StatusCode};
 use mesh_core::{ConnectionInfo, Identity, Workload};
@@ -51,14 +52,32 @@ async fn serve(
         .await?;
     let (tls, peer_id) = server::accept_tls(tcp, cert.server_config(), &inputs.config.h2).await?;
     debug!(%peer, peer_id = %peer_id, "HBONE connection established");
+    let session = tls.get_ref().1;
     let revoked = cert
-        .peer_check(Side::Server, tls.get_ref().1.peer_certificates())
+        .peer_check(Side::Server, session.peer_certificates())
         .revoked();
+    // A handshake vouches for new streams only while both certificates
+    // last: at the first end, a graceful GOAWAY takes no new stream, and
+    // the tunnels already open carry on (reliability.md K2).
+    let client_until = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|leaf| mesh_tls::certificate::validity(leaf).ok())
+        .map(|v| v.not_after);
+    let until = client_until.map_or(cert.validity().not_after, |c| {
+        c.min(cert.validity().not_after)
+    });
     let deadline = inputs.config.termination_deadline;
     let shutdown = {
         let drain = drain.clone();
         async move {
-            drain.signaled().await;
+            let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::select! {
+                _ = drain.signaled() => {}
+                () = tokio::time::sleep(left) => {
+                    debug!(%peer, "a certificate of this HBONE connection ended; no new streams on it");
+                }
+            }
         }
     };
     server::serve_until(tls, &inputs.config.h2, shutdown, revoked, |connect| {
