@@ -393,3 +393,162 @@ fn jwt_keys_fetched_from_a_jwks_uri_authenticate_requests_at_the_waypoint() {
         (401, "Jwt verification fails".into())
     );
 }
+
+/// reliability.md A8. (a) `web` admits only its waypoint's identity, so a
+/// client that aims at the pod IP, skipping the waypoint, is refused by
+/// ztunnel. (b) Through the waypoint, every spelling of a request gets the
+/// decision of its canonical form: paths that hide `/admin` (CVE-2021-31920
+/// and Envoy's path-parameter advisories), a Host in another case, a header
+/// given twice; and the application receives the path the policy judged.
+/// Service accounts with a dot match only themselves (CVE-2026-39350).
+#[test]
+fn a8_every_spelling_of_a_request_gets_the_canonical_decision_and_the_waypoint_cannot_be_skipped() {
+    let mut c = shop();
+    c.pod(PodSpec::new("shop", "web", "node-b"));
+    let vip = c.service("shop", "web", "web");
+    let web_ip = c.get("shop", "web").ip;
+    let base = format!("http://{vip}:{HTTP_PORT}");
+    let client = c.get("shop", "client");
+    until("web answers through the waypoint", || {
+        curl(client, &[&format!("{base}/")]).0 == 200
+    });
+
+    // (a)
+    c.apply(
+        "ap-shop-waypoint-only.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: waypoint-only, namespace: shop}\nspec:\n  selector: {matchLabels: {app: web}}\n  action: ALLOW\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/shop/sa/waypoint]}}]\n",
+    );
+    let client = c.get("shop", "client");
+    let direct = format!("http://{web_ip}:{HTTP_PORT}/");
+    until("ztunnel refuses the pod IP", || {
+        curl(client, &[&direct]).0 == 0
+    });
+    assert_eq!(
+        curl(client, &[&format!("{base}/")]).0,
+        200,
+        "through the waypoint"
+    );
+
+    // (b)
+    c.apply(
+        "ap-shop-no-admin.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-admin, namespace: shop}\nspec:\n  targetRefs: [{kind: Service, group: \"\", name: web}]\n  action: DENY\n  rules:\n  - to: [{operation: {paths: [/admin, /admin/*]}}]\n  - to: [{operation: {hosts: [admin.example]}}]\n  - when: [{key: \"request.headers[x-user]\", values: [mallory]}]\n",
+    );
+    let client = c.get("shop", "client");
+    let status = |path: &str, extra: &[&str]| {
+        let url = format!("{base}{path}");
+        let mut args = vec!["--path-as-is"];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl(client, &args).0
+    };
+    until("the DENY is in force", || status("/admin", &[]) == 403);
+    assert_eq!(status("/public", &[]), 200);
+    // (spelling, its headers, canonical path, canonical headers)
+    let table: &[(&str, &[&str], &str, &[&str])] = &[
+        ("//admin", &[], "/admin", &[]),
+        ("/./admin", &[], "/admin", &[]),
+        ("/x/../admin", &[], "/admin", &[]),
+        ("/%61dmin", &[], "/admin", &[]),
+        ("/%2Fadmin", &[], "/admin", &[]),
+        ("/%5Cadmin", &[], "/admin", &[]),
+        ("/admin;x", &[], "/admin", &[]),
+        ("/admin;x/users", &[], "/admin/users", &[]),
+        ("/public/..;/admin", &[], "/admin", &[]),
+        ("/admin?x=1", &[], "/admin", &[]),
+        ("/public//", &[], "/public/", &[]),
+        (
+            "/",
+            &["-H", "Host: ADMIN.example"],
+            "/",
+            &["-H", "Host: admin.example"],
+        ),
+        (
+            "/",
+            &["-H", "Host: Admin.Example:80"],
+            "/",
+            &["-H", "Host: admin.example"],
+        ),
+        (
+            "/",
+            &["-H", "x-user: alice", "-H", "x-user: mallory"],
+            "/",
+            &["-H", "x-user: mallory"],
+        ),
+        (
+            "/",
+            &["-H", "x-user: mallory", "-H", "x-user: alice"],
+            "/",
+            &["-H", "x-user: mallory"],
+        ),
+    ];
+    for (spelling, headers, canonical, canonical_headers) in table {
+        let want = status(canonical, canonical_headers);
+        assert_ne!(want, 0, "{canonical} got no answer");
+        assert_eq!(
+            status(spelling, headers),
+            want,
+            "{spelling} {headers:?} must be decided as {canonical} {canonical_headers:?}"
+        );
+    }
+    // curl never sends a fragment, nor two Host headers: raw requests,
+    // without a half-close (which an HTTP/1 server takes for a hang-up).
+    let raw = |request: &str| {
+        let script = format!(
+            "exec 3<>/dev/tcp/{vip}/{HTTP_PORT}; printf '{request}' >&3; timeout 5 cat <&3"
+        );
+        let out = ns_output(&client.netns, "bash", &["-c", &script]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let request = |target: &str| {
+        raw(&format!(
+            "GET {target} HTTP/1.1\\r\\nHost: web\\r\\nConnection: close\\r\\n\\r\\n"
+        ))
+    };
+    assert!(request("/public").starts_with("HTTP/1.1 200"));
+    let fragment = request("/admin#x");
+    assert!(fragment.starts_with("HTTP/1.1 4"), "{fragment}");
+    assert!(!fragment.contains("hello from web"), "{fragment}");
+    let two_hosts =
+        raw("GET / HTTP/1.1\r\nHost: web\r\nHost: admin.example\r\nConnection: close\r\n\r\n");
+    assert!(two_hosts.starts_with("HTTP/1.1 400"), "{two_hosts}");
+
+    // The application receives the path the policy judged.
+    let (_, seen) = curl(
+        client,
+        &[
+            "--path-as-is",
+            "-D",
+            "-",
+            &format!("{base}/public/..;/x//y;z"),
+        ],
+    );
+    assert!(
+        seen.to_ascii_lowercase()
+            .contains("x-echo-request: get /x/y\r\n"),
+        "{seen}"
+    );
+
+    // Service accounts `a.b` and `axb`: an ALLOW for `a.b` admits only it.
+    for (name, sa) in [("dotted", "a.b"), ("lookalike", "axb")] {
+        let mut spec = PodSpec::new("shop", name, "node-a");
+        spec.service_account = sa.into();
+        c.pod(spec);
+    }
+    c.pod(PodSpec::new("shop", "vault", "node-b"));
+    let vault = c.service("shop", "vault", "vault");
+    c.apply(
+        "ap-shop-vault.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: vault, namespace: shop}\nspec:\n  targetRefs: [{kind: Service, group: \"\", name: vault}]\n  action: ALLOW\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/shop/sa/a.b]}}]\n",
+    );
+    let url = format!("http://{vault}:{HTTP_PORT}/");
+    let (dotted, lookalike) = (c.get("shop", "dotted"), c.get("shop", "lookalike"));
+    until("a.b reaches vault", || curl(dotted, &[&url]).0 == 200);
+    until("the ALLOW is in force", || {
+        curl(lookalike, &[&url]).0 == 403
+    });
+    for _ in 0..3 {
+        assert_eq!(curl(dotted, &[&url]).0, 200);
+        assert_eq!(curl(lookalike, &[&url]).0, 403);
+    }
+}

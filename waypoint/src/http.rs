@@ -176,13 +176,20 @@ async fn decide_and_forward(
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
     let body = record.count_request(body_box(body));
+    // Two Host headers would let the policy judge one and the application
+    // read the other (RFC 9112 §3.2: a 400).
+    if parts.headers.get_all(header::HOST).iter().count() > 1 {
+        return local(StatusCode::BAD_REQUEST, "more than one Host header");
+    }
+    // Host names are case-insensitive: policies and routes see lower case.
     let host = parts
         .headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
         .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-        .unwrap_or_else(|| ctx.original.to_string());
+        .unwrap_or_else(|| ctx.original.to_string())
+        .to_ascii_lowercase();
     let path = match normalize_path(parts.uri.path()) {
         Ok(p) => p,
         Err(e) => return local(StatusCode::BAD_REQUEST, format!("bad request path: {e}")),

@@ -121,6 +121,10 @@ const ROWS: &[Row] = &[
     Row {
         id: "A8",
         tests: &[
+            (
+                Test(IT, "waypoint"),
+                "a8_every_spelling_of_a_request_gets_the_canonical_decision_and_the_waypoint_cannot_be_skipped",
+            ),
             (Lib("waypoint"), "path_normalization"),
             (
                 Lib("waypoint"),

@@ -1,10 +1,13 @@
-//! Request paths as policies see them: [`normalize_path`] (Istio's default
-//! BASE normalization) and [`PathMatch`], the compiled form of a `paths`
-//! entry, including Envoy URI templates (`{*}`, `{**}`).
+//! Request paths as policies see them: [`normalize_path`] and
+//! [`PathMatch`], the compiled form of a `paths` entry, including Envoy URI
+//! templates (`{*}`, `{**}`).
 //!
-//! Normalization exists so that `/admin`, `/./admin`, `/x/../admin` and
-//! `/%61dmin` cannot be told apart by a policy: the proxy must forward the
-//! same normalized path it authorized.
+//! Normalization exists so that a policy cannot tell apart `/admin` from
+//! `/./admin`, `/x/../admin`, `/%61dmin`, `//admin`, `/%2Fadmin`,
+//! `/admin;x` or `/public/..;/admin` (the bypasses of CVE-2021-31920 and
+//! of Envoy's path-parameter advisories; reliability.md A8). The proxy
+//! forwards the normalized path it authorized, so the application sees
+//! what the policy judged.
 
 use super::matcher::StrMatch;
 
@@ -16,40 +19,36 @@ pub enum PathError {
     )]
     NotAbsolute(String),
     #[error(
-        "path {0:?} contains an encoded slash (%2F or %5C), which could hide a path from \
-         authorization; rejected as Istio does by default"
-    )]
-    EncodedSlash(String),
-    #[error("path {0:?} contains a backslash, which some servers read as a separator; rejected")]
-    Backslash(String),
-    #[error(
         "path {path:?} has a malformed percent-encoding at byte {at} ('%' must be followed by two hex digits)"
     )]
     BadPercentEncoding { path: String, at: usize },
 }
 
-/// Istio's default (BASE) path normalization: percent-decodes unreserved
-/// characters (`A-Z a-z 0-9 - . _ ~`), writes the remaining escapes with
-/// upper-case hex, then removes `.` and `..` segments (RFC 3986 §5.2.4).
-/// Slashes are not merged (`//` stays).
+/// The strictest of Istio's path normalizations (its
+/// `DECODE_AND_MERGE_SLASHES`), with path parameters removed:
 ///
-/// Anything from `?` or `#` on is not part of the path and is dropped, so
-/// the result never carries a query.
+/// 1. anything from `?` or `#` on is dropped (never part of the result);
+/// 2. unreserved characters (`A-Z a-z 0-9 - . _ ~`) and encoded slashes
+///    (`%2F`, `%5C`) are decoded, other escapes written in upper-case hex;
+/// 3. a backslash is a slash;
+/// 4. each segment loses its parameters (`;` and what follows);
+/// 5. runs of slashes become one;
+/// 6. `.` and `..` segments are removed (RFC 3986 §5.2.4).
 ///
-/// Rejects (`Err`): paths not starting with `/` (`*`, authority-form),
-/// backslashes, encoded slashes `%2F` / `%5C`, and malformed escapes.
+/// Rejects (`Err`) paths not starting with `/` (`*`, authority-form) and
+/// malformed escapes.
 pub fn normalize_path(raw: &str) -> Result<String, PathError> {
     let path = raw.split(['?', '#']).next().unwrap_or_default();
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute(path.to_string()));
     }
-    if path.contains('\\') {
-        return Err(PathError::Backslash(path.to_string()));
-    }
-    Ok(remove_dot_segments(&decode_unreserved(path)?))
+    let decoded = decode(path)?.replace('\\', "/");
+    Ok(remove_dot_segments(&merge_slashes(&strip_parameters(
+        &decoded,
+    ))))
 }
 
-fn decode_unreserved(path: &str) -> Result<String, PathError> {
+fn decode(path: &str) -> Result<String, PathError> {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
@@ -69,8 +68,9 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
                 at: i,
             })?;
         match byte {
-            b'/' | b'\\' => return Err(PathError::EncodedSlash(path.to_string())),
-            b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => {
+            b if b.is_ascii_alphanumeric()
+                || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/' | b'\\') =>
+            {
                 out.push(char::from(b));
             }
             b => {
@@ -82,6 +82,26 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
         i += 3;
     }
     Ok(out)
+}
+
+/// `/a;x/b;y=1` → `/a/b`: a segment's parameters are not part of what a
+/// policy matches (`%3B` stays, being data).
+fn strip_parameters(path: &str) -> String {
+    path.split('/')
+        .map(|segment| segment.split(';').next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `//a///b` → `/a/b`.
+fn merge_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && out.ends_with('/')) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn hex_value(b: u8) -> Option<u8> {
