@@ -1,12 +1,10 @@
 //! Pod churn (reliability.md §5.5 R7): pods added and deleted over and
 //! over leave no descriptor, thread, memory or network namespace behind.
-//! Needs root.
+//! Needs root; runs with either redirection.
 //!
-//! Runs with nftables redirection only (the workspace test pass and the
-//! faults suite): with eBPF, fast churn makes a capture fail ("no program
-//! is attached right after attaching them") within a few cycles, a known
-//! bug recorded in docs/reliability.md, so this target is not in the eBPF
-//! cluster pass.
+//! With eBPF it found an agent bug: a capture that failed once (a
+//! reconcile reaching a sandbox being torn down, which has no interface)
+//! left the pod marked not captured after the next CNI ADD captured it.
 
 use std::time::Duration;
 

@@ -90,6 +90,10 @@ impl Pods {
             );
         }
         for ((ns, name), e) in &self.failed {
+            // A pod that is captured is reported so, whatever failed before.
+            if self.captured.contains_key(&(ns.clone(), name.clone())) {
+                continue;
+            }
             let uid = self.pod(ns, name).map(uid_of).unwrap_or_default();
             out.insert(
                 format!("{ns}/{name}"),
@@ -216,9 +220,7 @@ impl Pods {
                 continue;
             };
             match self.capture(&key, &uid, &path).await {
-                Ok(()) => {
-                    self.failed.remove(&key);
-                }
+                Ok(()) => {}
                 Err(e) => {
                     if self.failed.get(&key) != Some(&e) {
                         warn!(pod = %name(&key), error = %e, "capture failed; retrying");
@@ -344,6 +346,9 @@ impl Pods {
                 rules,
             },
         );
+        // Whichever path captured it (a CNI ADD or a reconcile), an earlier
+        // failure is over: left behind, it would mark the pod not captured.
+        self.failed.remove(key);
         Ok(())
     }
 

@@ -111,7 +111,14 @@ impl EbpfRedirect {
         }
         let programs = self.loaded.as_mut().expect("loaded above");
         netns.run(|| -> Result<(), RedirectError> {
-            for interface in interfaces()? {
+            let interfaces = interfaces()?;
+            if interfaces.is_empty() {
+                return Err(RedirectError::Ebpf(
+                    "the pod has no network interface to attach to (is its sandbox being torn down?)"
+                        .into(),
+                ));
+            }
+            for interface in interfaces {
                 allow_local_source(&interface)?;
                 programs
                     .attach(&interface)
