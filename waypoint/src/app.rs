@@ -9,7 +9,7 @@ use mesh_hbone::pool::DefaultSocketFactory;
 use mesh_runtime::drain::{self, DrainMode, DrainTrigger, accept_loop};
 use mesh_runtime::readiness::Ready;
 use mesh_runtime::{endpoint, stats};
-use mesh_tls::{CaClient, CertificateSource, SecretManager, SecretManagerConfig};
+use mesh_tls::{CaClient, CertificateSource, Revocation, SecretManager, SecretManagerConfig};
 use mesh_xds::{ProxyState, XdsClient, XdsClientStats};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -50,7 +50,18 @@ impl Waypoint {
         config: Config,
         ca: Arc<dyn CertificateSource>,
     ) -> anyhow::Result<Self> {
-        let certs = SecretManager::new(ca, SecretManagerConfig::default());
+        let revocation = match &config.crl_path {
+            Some(path) => Revocation::from_file(path)
+                .with_context(|| format!("reading the CRLs of {}", crate::config::CRL_PATH))?,
+            None => Revocation::none(),
+        };
+        let certs = SecretManager::new(
+            ca,
+            SecretManagerConfig {
+                revocation: revocation.clone(),
+                ..SecretManagerConfig::default()
+            },
+        );
         certs.prefetch(&config.identity);
         let listener = TcpListener::bind(config.inbound_addr)
             .await
@@ -118,6 +129,16 @@ impl Waypoint {
         let (trigger, watcher) = drain::new();
         let mut stats_addr = None;
         let mut tasks = Vec::new();
+        if let Some(path) = inputs.config.crl_path.clone() {
+            let drain = watcher.clone();
+            tasks.push(tokio::spawn(revocation.watch_file(
+                path,
+                std::time::Duration::from_secs(1),
+                async move {
+                    drain.signaled().await;
+                },
+            )));
+        }
         if let Some(l) = stats_listener {
             stats_addr = Some(l.local_addr()?);
             tasks.push(tokio::spawn(stats::serve(

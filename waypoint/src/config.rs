@@ -40,6 +40,7 @@ pub const TRACING_BATCH_DELAY: &str = "TRACING_BATCH_DELAY";
 pub const READINESS_ADDR: &str = "READINESS_ADDR";
 /// Runtime worker threads (Envoy's `--concurrency`); one per core when unset.
 pub const WAYPOINT_WORKER_THREADS: &str = "WAYPOINT_WORKER_THREADS";
+pub const CRL_PATH: &str = "CRL_PATH";
 
 const DEFAULT_CA_ADDRESS: &str = "istiod.istio-system.svc:15012";
 const DEFAULT_ROOT_CA: &str = "./var/run/secrets/istio/root-cert.pem";
@@ -77,6 +78,9 @@ pub struct Config {
     pub h2: H2Config,
     /// Runtime worker threads; one per core when unset.
     pub worker_threads: Option<usize>,
+    /// The PEM file of CRLs HBONE peers are checked against (`CRL_PATH`),
+    /// as in ztunnel; `None`: no revocation checks.
+    pub crl_path: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -161,6 +165,9 @@ impl Config {
         )?;
         Ok(Self {
             worker_threads,
+            crl_path: get(CRL_PATH)
+                .filter(|p| !p.is_empty())
+                .map(std::path::PathBuf::from),
             admin_addr,
             tracing,
             stats_addr,

@@ -176,10 +176,11 @@ async fn decide_and_forward(
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
     let body = record.count_request(body_box(body));
-    // Two Host headers would let the policy judge one and the application
-    // read the other (RFC 9112 §3.2: a 400).
-    if parts.headers.get_all(header::HOST).iter().count() > 1 {
-        return local(StatusCode::BAD_REQUEST, "more than one Host header");
+    // The policy must judge the host the application will read: two Host
+    // headers (RFC 9112 §3.2), one that is not visible ASCII, or one that
+    // differs from the request's authority (RFC 9113 §8.3.1) is a 400.
+    if let Err(reason) = one_host(&parts) {
+        return local(StatusCode::BAD_REQUEST, reason);
     }
     // Host names are case-insensitive: policies and routes see lower case.
     let host = parts
@@ -355,6 +356,27 @@ async fn decide_and_forward(
     .await
 }
 
+/// At most one Host header, visible ASCII, equal (ignoring case) to the
+/// URI's authority when the request has both.
+fn one_host(parts: &http::request::Parts) -> Result<(), &'static str> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        return match parts.headers.contains_key(header::HOST) {
+            true => Err("more than one Host header"),
+            false => Ok(()),
+        };
+    };
+    let host = host
+        .to_str()
+        .map_err(|_| "the Host header is not visible ASCII")?;
+    match parts.uri.authority() {
+        Some(a) if !a.as_str().eq_ignore_ascii_case(host) => {
+            Err("the Host header and the request's authority differ")
+        }
+        _ => Ok(()),
+    }
+}
+
 fn split_host(host: &str) -> (&str, Option<u16>) {
     match host.rsplit_once(':') {
         Some((h, _)) if !h.ends_with(']') && h.contains(':') => (host, None),
@@ -472,6 +494,7 @@ async fn forward(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
         .unwrap_or_else(|| ctx.original.to_string());
     parts.uri = match build_uri(ctx.protocol, &host, &pq) {
         Ok(u) => u,
@@ -687,4 +710,37 @@ fn spawn_mirror(
             debug!(%reason, "mirrored request failed");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, hosts: &[&[u8]]) -> http::request::Parts {
+        let mut builder = Request::builder().uri(uri);
+        for h in hosts {
+            builder = builder.header(header::HOST, HeaderValue::from_bytes(h).unwrap());
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn a_request_names_one_host_or_is_refused() {
+        assert_eq!(one_host(&parts("/", &[b"web"])), Ok(()));
+        assert_eq!(one_host(&parts("/", &[])), Ok(()));
+        assert_eq!(one_host(&parts("http://web:80/", &[b"WEB:80"])), Ok(()));
+        assert_eq!(one_host(&parts("http://web/", &[])), Ok(()));
+        assert_eq!(
+            one_host(&parts("/", &[b"web", b"admin.example"])),
+            Err("more than one Host header")
+        );
+        assert_eq!(
+            one_host(&parts("/", &[b"adm\xe9n.example"])),
+            Err("the Host header is not visible ASCII")
+        );
+        assert_eq!(
+            one_host(&parts("http://web/", &[b"admin.example"])),
+            Err("the Host header and the request's authority differ")
+        );
+    }
 }

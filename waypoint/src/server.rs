@@ -64,6 +64,12 @@ async fn serve(
         .await?;
     let (tls, peer_id) = server::accept_tls(tcp, cert.server_config(), &inputs.config.h2).await?;
     debug!(%peer, %peer_id, "HBONE connection established");
+    let revoked = cert
+        .peer_check(
+            mesh_tls::revocation::Side::Server,
+            tls.get_ref().1.peer_certificates(),
+        )
+        .revoked();
     let deadline = inputs.config.termination_deadline;
     let shutdown = {
         let drain = drain.clone();
@@ -71,7 +77,7 @@ async fn serve(
             drain.signaled().await;
         }
     };
-    server::serve(tls, &inputs.config.h2, shutdown, |connect| {
+    server::serve_until(tls, &inputs.config.h2, shutdown, revoked, |connect| {
         let stream = handle_stream(inputs.clone(), connect, peer, peer_id.clone());
         tokio::spawn(run_with_drain(drain.clone(), deadline, stream));
     })

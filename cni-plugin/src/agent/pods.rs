@@ -90,10 +90,6 @@ impl Pods {
             );
         }
         for ((ns, name), e) in &self.failed {
-            // A pod that is captured is reported so, whatever failed before.
-            if self.captured.contains_key(&(ns.clone(), name.clone())) {
-                continue;
-            }
             let uid = self.pod(ns, name).map(uid_of).unwrap_or_default();
             out.insert(
                 format!("{ns}/{name}"),
@@ -286,6 +282,7 @@ impl Pods {
             // The same sandbox: nothing to do. A new sandbox (or uid) for
             // the same pod: the old capture goes, the new one is made.
             if c.uid == uid && c.netns.id() == netns.id() {
+                self.failed.remove(key);
                 return Ok(());
             }
             self.release(key).await;

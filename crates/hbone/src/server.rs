@@ -172,14 +172,8 @@ where
                 Some(Ok((request, respond))) => {
                     let open = unanswered.load(Ordering::Acquire);
                     if open >= limit as usize {
-                        // The GOAWAY goes out while the connection is
-                        // driven a little longer; this stream is dropped.
-                        conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
-                        let _ = tokio::time::timeout(
-                            std::time::Duration::from_secs(1),
-                            async { while let Some(Ok(_)) = conn.accept().await {} },
-                        )
-                        .await;
+                        // This stream is dropped with the connection.
+                        go_away_now(&mut conn, Reason::ENHANCE_YOUR_CALM).await;
                         return Err(Error::ResetFlood { unanswered: open, limit });
                     }
                     let (request, recv) = request.into_parts();
@@ -197,15 +191,22 @@ where
                 return Ok(());
             }
             () = &mut revoked => {
-                conn.abrupt_shutdown(Reason::NO_ERROR);
-                // Driven a little longer, so that the GOAWAY goes out.
-                let _ = tokio::time::timeout(
-                    std::time::Duration::from_secs(1),
-                    async { while let Some(Ok(_)) = conn.accept().await {} },
-                )
-                .await;
+                go_away_now(&mut conn, Reason::NO_ERROR).await;
                 return Err(Error::Revoked);
             }
         }
     }
+}
+
+/// Ends `conn` at once with a GOAWAY carrying `reason`, driving it up to a
+/// second longer so that the GOAWAY goes out; open streams end with it.
+async fn go_away_now<T>(conn: &mut h2::server::Connection<T, Bytes>, reason: Reason)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    conn.abrupt_shutdown(reason);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        while let Some(Ok(_)) = conn.accept().await {}
+    })
+    .await;
 }

@@ -38,6 +38,12 @@ pub enum Error {
     Expired(Identity),
     #[error("certificate for {identity} unavailable: {reason}")]
     Unavailable { identity: Identity, reason: String },
+    #[error("cannot read the CRL file {path} (CRL_PATH): {source}")]
+    CrlFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("bug: {0}")]
     Bug(String),
 }

@@ -37,7 +37,8 @@ pub struct CrlSet {
 impl CrlSet {
     /// Parses every `X509 CRL` block of a PEM file. A file without one is
     /// an empty set (no revocation); anything else that fails to parse is
-    /// an error naming `what`.
+    /// an error naming `what`, and so are two CRLs from one issuer (only
+    /// the first would count: give each CA's newest list once).
     pub fn from_pem(pem: &[u8], what: &str) -> Result<Self, Error> {
         let bad = |reason: String| Error::Pem {
             what: what.to_string(),
@@ -46,9 +47,21 @@ impl CrlSet {
         let mut crls = Vec::new();
         for (i, der) in CertificateRevocationListDer::pem_slice_iter(pem).enumerate() {
             let der = der.map_err(|e| bad(e.to_string()))?;
-            let crl = OwnedCertRevocationList::from_der(der.as_ref())
-                .map_err(|e| bad(format!("CRL #{}: {e}", i + 1)))?;
-            crls.push(CertRevocationList::from(crl));
+            let crl = CertRevocationList::from(
+                OwnedCertRevocationList::from_der(der.as_ref())
+                    .map_err(|e| bad(format!("CRL #{}: {e}", i + 1)))?,
+            );
+            if let Some(first) = crls
+                .iter()
+                .position(|c: &CertRevocationList<'_>| c.issuer() == crl.issuer())
+            {
+                return Err(bad(format!(
+                    "CRLs #{} and #{} have the same issuer; keep only that CA's newest list",
+                    first + 1,
+                    i + 1
+                )));
+            }
+            crls.push(crl);
         }
         if crls.is_empty() && pem.iter().any(|b| !b.is_ascii_whitespace()) {
             return Err(bad("no X509 CRL block".into()));
@@ -56,10 +69,12 @@ impl CrlSet {
         Ok(Self { crls })
     }
 
+    /// How many CRLs (one per issuing CA).
     pub fn len(&self) -> usize {
         self.crls.len()
     }
 
+    /// No CRL: nothing is revoked.
     pub fn is_empty(&self) -> bool {
         self.crls.is_empty()
     }
@@ -161,13 +176,14 @@ impl Revocation {
                 warn!(path = %path.display(), "the CRL file does not exist yet; no certificate is revoked until it does");
                 Ok(Self::new(CrlSet::default()))
             }
-            Err(e) => Err(Error::Pem {
-                what: path.display().to_string(),
-                reason: e.to_string(),
+            Err(source) => Err(Error::CrlFile {
+                path: path.to_path_buf(),
+                source,
             }),
         }
     }
 
+    /// Whether CRLs are checked at all (`CRL_PATH` set).
     pub fn is_enabled(&self) -> bool {
         self.shared.is_some()
     }
@@ -244,12 +260,16 @@ impl Revocation {
 
     /// Re-reads `path` every `period` until `stop` resolves, putting each
     /// new content in force. Errors keep the CRLs in force (see the module
-    /// invariant).
+    /// invariant), and so does a file without a CRL, which is what a writer
+    /// that truncates first leaves for a moment: to lift every revocation,
+    /// write a CRL that lists none.
     pub async fn watch_file(self, path: PathBuf, period: Duration, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         // Nothing counts as read yet: the first tick puts the file in force
         // again, so a change since `from_file` is not missed.
         let mut last: Option<Vec<u8>> = None;
+        // Each problem is logged once, until the file changes.
+        let mut unreadable = false;
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -260,17 +280,20 @@ impl Revocation {
             let read = match tokio::fs::read(&path).await {
                 Ok(bytes) => bytes,
                 Err(e) => {
-                    if last.is_some() {
+                    if !std::mem::replace(&mut unreadable, true) {
                         warn!(path = %path.display(), error = %e, "cannot read the CRL file; the CRLs read before stay in force");
-                        last = None;
                     }
                     continue;
                 }
             };
+            unreadable = false;
             if last.as_ref() == Some(&read) {
                 continue;
             }
             match CrlSet::from_pem(&read, &path.display().to_string()) {
+                Ok(set) if set.is_empty() && !self.current().is_empty() => {
+                    warn!(path = %path.display(), "the CRL file holds no CRL; the CRLs read before stay in force (write a CRL that lists nothing to lift them)");
+                }
                 Ok(set) => {
                     info!(path = %path.display(), crls = set.len(), "CRLs reloaded");
                     self.replace(set);

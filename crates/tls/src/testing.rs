@@ -43,15 +43,29 @@ pub fn root_named(name: &str) -> Root {
     }
 }
 
-/// A leaf signed by `root` with exactly these SANs.
+/// A leaf signed by `root` with exactly these SANs, for both ends of TLS
+/// (as the mesh CA issues them).
 pub fn leaf(root: &Root, sans: Vec<SanType>) -> CertificateDer<'static> {
+    leaf_for(
+        root,
+        sans,
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    )
+}
+
+/// A leaf signed by `root` with exactly these SANs and extended key usages.
+pub fn leaf_for(
+    root: &Root,
+    sans: Vec<SanType>,
+    usages: Vec<ExtendedKeyUsagePurpose>,
+) -> CertificateDer<'static> {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(vec![]).unwrap();
     params.subject_alt_names = sans;
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.extended_key_usages = usages;
     params.signed_by(&key, &root.issuer).unwrap().der().clone()
 }
 

@@ -122,6 +122,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // Never reached: TLS_VERSIONS is TLS 1.3 only.
         verify_tls12_signature(
             message,
             cert,
@@ -265,6 +266,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // Never reached: TLS_VERSIONS is TLS 1.3 only.
         verify_tls12_signature(
             message,
             cert,

@@ -305,7 +305,11 @@ fn refuse_mismatched_key(
 fn parse_serial(text: &str) -> Result<SerialNumber, CaError> {
     let hex: String = text.chars().filter(|c| *c != ':').collect();
     let bad = || CaError::BadSerial(text.to_string());
-    if hex.is_empty() || !hex.len().is_multiple_of(2) || hex.len() > 40 {
+    if hex.is_empty()
+        || !hex.len().is_multiple_of(2)
+        || hex.len() > 40
+        || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return Err(bad());
     }
     let bytes = (0..hex.len())

@@ -137,6 +137,14 @@ impl Condition {
             Self::ServiceAccount(values) => {
                 values.check(|sa| sa.matches(req.source_namespace, req.source_service_account))
             }
+            // Host names are case-insensitive (the request's is lower case).
+            Self::Text {
+                attr: TextAttr::Header(HeaderKey::Authority),
+                values,
+            } => match text_values(&TextAttr::Header(HeaderKey::Authority), req) {
+                Some(found) => values.check(|m| found.iter().any(|v| m.matches_ignore_case(v))),
+                None => unknown.value(),
+            },
             Self::Text { attr, values } => match text_values(attr, req) {
                 Some(found) => values.check(|m| found.iter().any(|v| m.matches(v))),
                 None => unknown.value(),

@@ -161,6 +161,14 @@ impl PathMatch {
     /// anything else as a string pattern.
     pub(super) fn new(pattern: &str) -> Self {
         if !pattern.contains("{*}") && !pattern.contains("{**}") {
+            let literal = pattern.trim_start_matches('*').trim_end_matches('*');
+            if literal.starts_with('/') && normalize_path(literal).as_deref() != Ok(literal) {
+                tracing::warn!(
+                    pattern,
+                    "authorization policy path is not in normalized form (request paths have \
+                     slashes merged, ;parameters removed, %2F decoded); it may never match"
+                );
+            }
             return Self::Plain(StrMatch::new(pattern));
         }
         match parse_template(pattern) {

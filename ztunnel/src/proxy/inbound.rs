@@ -29,8 +29,14 @@ pub(crate) async fn handle(
     drain: DrainWatcher,
 ) {
     if let Err(e) = serve(inputs, tcp, peer, drain).await {
-        // A handshake failure is an early deny: nothing reached the application.
-        warn!(%peer, error = %e, "inbound HBONE connection refused");
+        match e.downcast_ref::<mesh_hbone::Error>() {
+            // Established, then ended by us.
+            Some(mesh_hbone::Error::Revoked | mesh_hbone::Error::ResetFlood { .. }) => {
+                warn!(%peer, error = %e, "inbound HBONE connection closed");
+            }
+            // A handshake failure is an early deny: nothing reached the application.
+            _ => warn!(%peer, error = %e, "inbound HBONE connection refused"),
+        }
     }
 }
 

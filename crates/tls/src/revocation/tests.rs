@@ -47,13 +47,39 @@ fn a_crl_file_is_pem_crl_blocks_or_nothing() {
     assert!(CrlSet::from_pem(b" \n", "blank").unwrap().is_empty());
     let one = crl(&root, &[]);
     assert_eq!(set(&one).len(), 1);
-    assert_eq!(set(&format!("{one}{}", crl(&root, &[]))).len(), 2);
+    let other = crl(&root_named("another CA"), &[]);
+    assert_eq!(set(&format!("{one}{other}")).len(), 2);
 
     let err = CrlSet::from_pem(b"not a crl", "/crl/ca-crl.pem").unwrap_err();
     assert!(err.to_string().contains("/crl/ca-crl.pem"), "{err}");
     let broken = "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n";
     let err = CrlSet::from_pem(broken.as_bytes(), "broken").unwrap_err();
     assert!(err.to_string().contains("CRL #1"), "{err}");
+
+    // webpki would read only the first of two lists from one CA.
+    let err = CrlSet::from_pem(format!("{one}{other}{one}").as_bytes(), "twice").unwrap_err();
+    assert!(err.to_string().contains("#1 and #3"), "{err}");
+}
+
+#[test]
+fn each_end_requires_its_peer_usage() {
+    use rcgen::ExtendedKeyUsagePurpose as Eku;
+    let root = root();
+    let (client, server) = verifiers(&root, &Revocation::none());
+    let name = ServerName::try_from("ignored").unwrap();
+    let now = UnixTime::now();
+    let server_only = crate::testing::leaf_for(&root, vec![uri(GOOD)], vec![Eku::ServerAuth]);
+    let client_only = crate::testing::leaf_for(&root, vec![uri(GOOD)], vec![Eku::ClientAuth]);
+    assert!(client.verify_client_cert(&server_only, &[], now).is_err());
+    client.verify_client_cert(&client_only, &[], now).unwrap();
+    assert!(
+        server
+            .verify_server_cert(&client_only, &[], &name, &[], now)
+            .is_err()
+    );
+    server
+        .verify_server_cert(&server_only, &[], &name, &[], now)
+        .unwrap();
 }
 
 #[test]
@@ -202,8 +228,12 @@ async fn the_watched_file_is_reloaded_and_a_bad_one_keeps_the_crls_in_force() {
 
     std::fs::write(&path, crl(&root, &[&peer])).unwrap();
     wait_for(true).await;
-    // Garbage, then a vanished file: the revocation stands.
+    // Garbage, an empty file (a writer that truncates first), then a
+    // vanished file: the revocation stands.
     std::fs::write(&path, "garbage").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for(true).await;
+    std::fs::write(&path, "").unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     wait_for(true).await;
     std::fs::remove_file(&path).unwrap();

@@ -229,7 +229,7 @@ fn a_crl_revokes_the_serial_printed_for_a_certificate() {
     ca.revocation_list(&[serial.replace(':', "")], Duration::from_secs(60))
         .unwrap();
     ca.revocation_list(&[], Duration::from_secs(60)).unwrap();
-    for bad in ["", "xyz", "abc", "0x12"] {
+    for bad in ["", "xyz", "abc", "0x12", "+1", "aé0", "a\u{e9}"] {
         let err = ca
             .revocation_list(&[bad.to_string()], Duration::from_secs(60))
             .unwrap_err();
