@@ -363,6 +363,42 @@ fn path_patterns_and_templates() {
     check(&presence, &[(Req::get("/"), true)]);
 }
 
+/// Normalized paths are a fixed point, and hold none of the spellings
+/// normalization removes, for every mix of the tricky pieces.
+#[test]
+fn normalized_paths_are_canonical_and_stable() {
+    use rand::{Rng, SeedableRng};
+    const PIECES: &[&str] = &[
+        "/", "/", ".", "..", ";", ";x=1", "%2F", "%2f", "%5C", "\\", "a", "%61", "%3B", "%25",
+        "%2E", "%2e%2E", "?", "#", "~", "%7E", "%20",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    for _ in 0..20_000 {
+        let n = rng.random_range(1..12);
+        let mut raw = String::from("/");
+        for _ in 0..n {
+            raw.push_str(PIECES[rng.random_range(0..PIECES.len())]);
+        }
+        let Ok(path) = normalize_path(&raw) else {
+            panic!("{raw:?} was refused");
+        };
+        assert!(path.starts_with('/'), "{raw:?} -> {path:?}");
+        assert!(
+            !path.contains("//") && !path.contains(';') && !path.contains('\\'),
+            "{raw:?} -> {path:?}"
+        );
+        assert!(
+            !path.split('/').any(|s| s == "." || s == ".."),
+            "{raw:?} -> {path:?}"
+        );
+        assert_eq!(
+            normalize_path(&path).as_deref(),
+            Ok(path.as_str()),
+            "{raw:?}"
+        );
+    }
+}
+
 #[test]
 fn path_normalization() {
     let ok = [
