@@ -266,15 +266,54 @@ fn mesh_roots(ca: &istiod_lite::ca::CertificateAuthority) -> Arc<rustls::RootCer
 
 /// An application at `addr` that only counts the connections it accepts.
 async fn counting_app(addr: SocketAddr) -> Arc<AtomicUsize> {
+    counting_server(addr, false).await
+}
+
+/// As [`counting_app`], echoing what each connection sends.
+async fn counting_echo_app(addr: SocketAddr) -> Arc<AtomicUsize> {
+    counting_server(addr, true).await
+}
+
+async fn counting_server(addr: SocketAddr, echo: bool) -> Arc<AtomicUsize> {
     let listener = TcpListener::bind(addr).await.unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
     let counter = accepted.clone();
     tokio::spawn(async move {
-        while let Ok((_s, _)) = listener.accept().await {
+        while let Ok((mut s, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
+            if echo {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
         }
     });
     accepted
+}
+
+/// An HBONE connection driven by hand (not through a ztunnel's pool) to
+/// `t`'s server node, presenting `cert`.
+async fn hand_driven_connection(
+    t: &TwoNodes,
+    cert: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+) -> mesh_hbone::client::Connection {
+    let hbone = SocketAddr::new(t.app_addr.ip(), mesh_hbone::HBONE_PORT);
+    let config = client_config(
+        mesh_tls::provider::provider().as_ref().clone(),
+        &[&rustls::version::TLS13],
+        mesh_roots(&t.mesh.istiod().ca),
+        Some(cert),
+        true,
+    );
+    let tcp = TcpStream::connect(hbone).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::IpAddress(Ipv4Addr::UNSPECIFIED.into()), tcp)
+        .await
+        .unwrap();
+    mesh_hbone::client::h2_handshake(tls, hbone, &H2Config::default())
+        .await
+        .unwrap()
 }
 
 fn client_config(
@@ -517,23 +556,8 @@ async fn certificates_rotate_under_continuous_traffic_without_failures() {
 async fn hbone_abuse_is_refused_stream_by_stream_and_siblings_still_work() {
     let t = two_nodes(&[], "echo").await;
     let accepted = counting_app(t.app_addr).await;
-    let hbone = SocketAddr::new(t.app_addr.ip(), mesh_hbone::HBONE_PORT);
-    let ca = &t.mesh.istiod().ca;
-    let config = client_config(
-        mesh_tls::provider::provider().as_ref().clone(),
-        &[&rustls::version::TLS13],
-        mesh_roots(ca),
-        Some(client_cert(ca, "sleep", None)),
-        true,
-    );
-    let tcp = TcpStream::connect(hbone).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::IpAddress(Ipv4Addr::UNSPECIFIED.into()), tcp)
-        .await
-        .unwrap();
-    let conn = mesh_hbone::client::h2_handshake(tls, hbone, &H2Config::default())
-        .await
-        .unwrap();
+    let cert = client_cert(&t.mesh.istiod().ca, "sleep", None);
+    let conn = hand_driven_connection(&t, cert).await;
     let ip = t.app_addr.ip();
     let other = SocketAddr::new(t.client_ip, t.app_addr.port());
     let cases: Vec<(String, u16)> = vec![
@@ -580,41 +604,12 @@ async fn hbone_abuse_is_refused_stream_by_stream_and_siblings_still_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_that_ends_takes_no_new_stream_and_open_tunnels_carry_on() {
     let t = two_nodes(&[], "echo").await;
-    let listener = TcpListener::bind(t.app_addr).await.unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    let hbone = SocketAddr::new(t.app_addr.ip(), mesh_hbone::HBONE_PORT);
-    let ca = &t.mesh.istiod().ca;
+    let accepted = counting_echo_app(t.app_addr).await;
     let now = std::time::SystemTime::now();
     let ends = now + Duration::from_secs(8);
-    let config = client_config(
-        mesh_tls::provider::provider().as_ref().clone(),
-        &[&rustls::version::TLS13],
-        mesh_roots(ca),
-        Some(client_cert(
-            ca,
-            "sleep",
-            Some((now - Duration::from_secs(60), ends)),
-        )),
-        true,
-    );
-    let tcp = TcpStream::connect(hbone).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::IpAddress(Ipv4Addr::UNSPECIFIED.into()), tcp)
-        .await
-        .unwrap();
-    let conn = mesh_hbone::client::h2_handshake(tls, hbone, &H2Config::default())
-        .await
-        .unwrap();
+    let window = Some((now - Duration::from_secs(60), ends));
+    let cert = client_cert(&t.mesh.istiod().ca, "sleep", window);
+    let conn = hand_driven_connection(&t, cert).await;
     let request = ConnectRequest {
         authority: t.app_addr.to_string(),
         headers: Default::default(),

@@ -291,48 +291,77 @@ fn crl_rejections(z: &Ztunnel, reporter: &str) -> u64 {
         .map_or(0, |v| v.trim().parse().unwrap())
 }
 
+/// Both ztunnels read CRLs from `crl` (absent at start), and a tunnel from
+/// sleep to echo is open.
+struct CrlMesh {
+    t: Cluster,
+    held: TcpStream,
+    crl: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn crl_mesh() -> CrlMesh {
+    let dir = tempfile::tempdir().unwrap();
+    let crl = dir.path().join("ca-crl.pem");
+    let t = cluster_with(None, &[(zc::CRL_PATH, crl.to_str().unwrap())]).await;
+    let held = sleep_to_echo(&t).await.expect("works before any CRL");
+    CrlMesh {
+        t,
+        held,
+        crl,
+        _dir: dir,
+    }
+}
+
+impl CrlMesh {
+    /// Writes a CRL from the mesh CA revoking the certificate `z` holds for
+    /// service account `sa` (none: revoking nothing).
+    async fn publish(&self, revoked: Option<(&Ztunnel, &str)>) {
+        let mut serials = Vec::new();
+        if let Some((z, sa)) = revoked {
+            let id = format!("spiffe://cluster.local/ns/apps/sa/{sa}")
+                .parse()
+                .unwrap();
+            let cert = z.certs.fetch_certificate(&id).await.unwrap();
+            serials.push(cert.validity().serial.clone());
+        }
+        let ca = &self.t.mesh.istiod().ca;
+        let pem = ca
+            .revocation_list(&serials, Duration::from_secs(3600))
+            .unwrap();
+        std::fs::write(&self.crl, pem).unwrap();
+    }
+
+    /// Waits until the held tunnel stops carrying data, failing after 10 s.
+    async fn until_the_tunnel_closes(&mut self, whose: &str) {
+        let written = Instant::now();
+        while round_trip(&mut self.held).await.is_ok() {
+            assert!(
+                written.elapsed() < Duration::from_secs(10),
+                "the tunnel of a revoked {whose} still carries data 10 s after the CRL was written"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!(
+            "tunnel closed {:?} after the CRL was written",
+            written.elapsed()
+        );
+    }
+}
+
 /// reliability.md M7: a CRL naming the client's certificate, written while
 /// a tunnel is open. node-b closes the tunnel (the round-trip loop fails)
 /// within 10 s, refuses new connections, and counts both; a CRL without
 /// the serial lets new connections in again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crl_revoking_the_client_certificate_closes_its_tunnel_and_refuses_new_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let crl = dir.path().join("ca-crl.pem");
-    let t = cluster_with(None, &[(zc::CRL_PATH, crl.to_str().unwrap())]).await;
-    let mut held = sleep_to_echo(&t).await.expect("works before any CRL");
-    let sleep_id = "spiffe://cluster.local/ns/apps/sa/sleep".parse().unwrap();
-    let serial =
-        t.a.certs
-            .fetch_certificate(&sleep_id)
-            .await
-            .unwrap()
-            .validity()
-            .serial
-            .clone();
-    let ca = t.mesh.istiod().ca.clone();
-
-    std::fs::write(
-        &crl,
-        ca.revocation_list(&[serial], Duration::from_secs(3600))
-            .unwrap(),
-    )
-    .unwrap();
-    let written = Instant::now();
-    while round_trip(&mut held).await.is_ok() {
-        assert!(
-            written.elapsed() < Duration::from_secs(10),
-            "the tunnel of a revoked client still carries data 10 s after the CRL was written"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    eprintln!(
-        "tunnel closed {:?} after the CRL was written",
-        written.elapsed()
-    );
+    let mut m = crl_mesh().await;
+    m.publish(Some((&m.t.a, "sleep"))).await;
+    m.until_the_tunnel_closes("client").await;
+    let t = &m.t;
     for _ in 0..3 {
         assert!(
-            sleep_to_echo(&t).await.is_err(),
+            sleep_to_echo(t).await.is_err(),
             "a new connection was served with the client's certificate revoked"
         );
     }
@@ -344,13 +373,9 @@ async fn a_crl_revoking_the_client_certificate_closes_its_tunnel_and_refuses_new
         "node-a has nothing to refuse"
     );
 
-    std::fs::write(
-        &crl,
-        ca.revocation_list(&[], Duration::from_secs(3600)).unwrap(),
-    )
-    .unwrap();
+    m.publish(None).await;
     let lifted = Instant::now();
-    while sleep_to_echo(&t).await.is_err() {
+    while sleep_to_echo(&m.t).await.is_err() {
         assert!(
             lifted.elapsed() < Duration::from_secs(10),
             "still refused 10 s after the CRL was lifted"
@@ -364,41 +389,11 @@ async fn a_crl_revoking_the_client_certificate_closes_its_tunnel_and_refuses_new
 /// dial the server again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crl_revoking_the_server_certificate_closes_the_pooled_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let crl = dir.path().join("ca-crl.pem");
-    let t = cluster_with(None, &[(zc::CRL_PATH, crl.to_str().unwrap())]).await;
-    let mut held = sleep_to_echo(&t).await.expect("works before any CRL");
-    let echo_id = "spiffe://cluster.local/ns/apps/sa/echo".parse().unwrap();
-    let serial =
-        t.b.certs
-            .fetch_certificate(&echo_id)
-            .await
-            .unwrap()
-            .validity()
-            .serial
-            .clone();
-    let pem = t
-        .mesh
-        .istiod()
-        .ca
-        .revocation_list(&[serial], Duration::from_secs(3600))
-        .unwrap();
-
-    std::fs::write(&crl, pem).unwrap();
-    let written = Instant::now();
-    while round_trip(&mut held).await.is_ok() {
-        assert!(
-            written.elapsed() < Duration::from_secs(10),
-            "the tunnel to a revoked server still carries data 10 s after the CRL was written"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    eprintln!(
-        "tunnel closed {:?} after the CRL was written",
-        written.elapsed()
-    );
-    assert!(sleep_to_echo(&t).await.is_err());
-    assert!(crl_rejections(&t.a, "source") >= 2);
+    let mut m = crl_mesh().await;
+    m.publish(Some((&m.t.b, "echo"))).await;
+    m.until_the_tunnel_closes("server").await;
+    assert!(sleep_to_echo(&m.t).await.is_err());
+    assert!(crl_rejections(&m.t.a, "source") >= 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,15 @@ fn shop() -> Cluster {
     c
 }
 
+/// [`shop`] with a server `web` on node-b behind a Service of the same
+/// name; returns the Service's VIP too.
+fn shop_with_web() -> (Cluster, std::net::Ipv4Addr) {
+    let mut c = shop();
+    c.pod(PodSpec::new("shop", "web", "node-b"));
+    let vip = c.service("shop", "web", "web");
+    (c, vip)
+}
+
 const GET_ONLY: &str = "apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata:
@@ -49,9 +58,7 @@ spec:
 
 #[test]
 fn an_l7_policy_at_the_waypoint_allows_get_and_denies_post_and_means_nothing_without_one() {
-    let mut c = shop();
-    c.pod(PodSpec::new("shop", "web", "node-b"));
-    let vip = c.service("shop", "web", "web");
+    let (mut c, vip) = shop_with_web();
     let waypoint_ip = c.get("shop", "waypoint").ip;
     let client = c.get("shop", "client");
     let url = format!("http://{vip}:{HTTP_PORT}/");
@@ -254,9 +261,7 @@ fn routes_split_by_weight_retry_503s_time_out_route_grpc_and_pass_tcp_through() 
 
 #[test]
 fn with_the_waypoint_gateway_deleted_traffic_flows_directly_within_two_seconds() {
-    let mut c = shop();
-    c.pod(PodSpec::new("shop", "web", "node-b"));
-    let vip = c.service("shop", "web", "web");
+    let (c, vip) = shop_with_web();
     let waypoint_ip = c.get("shop", "waypoint").ip;
     let client = c.get("shop", "client");
     let client_ip = client.ip;
@@ -352,9 +357,7 @@ impl Idp {
 
 #[test]
 fn jwt_keys_fetched_from_a_jwks_uri_authenticate_requests_at_the_waypoint() {
-    let mut c = shop();
-    c.pod(PodSpec::new("shop", "web", "node-b"));
-    let vip = c.service("shop", "web", "web");
+    let (mut c, vip) = shop_with_web();
     let waypoint_ip = c.get("shop", "waypoint").ip;
     let url = format!("http://{vip}:{HTTP_PORT}/");
     until("traffic to web flows through the waypoint", || {
@@ -403,9 +406,7 @@ fn jwt_keys_fetched_from_a_jwks_uri_authenticate_requests_at_the_waypoint() {
 /// Service accounts with a dot match only themselves (CVE-2026-39350).
 #[test]
 fn a8_every_spelling_of_a_request_gets_the_canonical_decision_and_the_waypoint_cannot_be_skipped() {
-    let mut c = shop();
-    c.pod(PodSpec::new("shop", "web", "node-b"));
-    let vip = c.service("shop", "web", "web");
+    let (mut c, vip) = shop_with_web();
     let web_ip = c.get("shop", "web").ip;
     let base = format!("http://{vip}:{HTTP_PORT}");
     let client = c.get("shop", "client");

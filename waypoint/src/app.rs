@@ -50,11 +50,8 @@ impl Waypoint {
         config: Config,
         ca: Arc<dyn CertificateSource>,
     ) -> anyhow::Result<Self> {
-        let revocation = match &config.crl_path {
-            Some(path) => Revocation::from_file(path)
-                .with_context(|| format!("reading the CRLs of {}", crate::config::CRL_PATH))?,
-            None => Revocation::none(),
-        };
+        let revocation = Revocation::from_setting(config.crl_path.as_deref())
+            .with_context(|| format!("reading the CRLs of {}", crate::config::CRL_PATH))?;
         let certs = SecretManager::new(
             ca,
             SecretManagerConfig {
@@ -129,16 +126,10 @@ impl Waypoint {
         let (trigger, watcher) = drain::new();
         let mut stats_addr = None;
         let mut tasks = Vec::new();
-        if let Some(path) = inputs.config.crl_path.clone() {
-            let drain = watcher.clone();
-            tasks.push(tokio::spawn(revocation.watch_file(
-                path,
-                std::time::Duration::from_secs(1),
-                async move {
-                    drain.signaled().await;
-                },
-            )));
-        }
+        let drain = watcher.clone();
+        tasks.push(tokio::spawn(revocation.watch(async move {
+            drain.signaled().await;
+        })));
         if let Some(l) = stats_listener {
             stats_addr = Some(l.local_addr()?);
             tasks.push(tokio::spawn(stats::serve(

@@ -62,14 +62,10 @@ async fn serve(
         .certs
         .fetch_certificate(&inputs.config.identity)
         .await?;
+    let check = cert.peer_check(mesh_tls::revocation::Side::Server);
     let (tls, peer_id) = server::accept_tls(tcp, cert.server_config(), &inputs.config.h2).await?;
     debug!(%peer, %peer_id, "HBONE connection established");
-    let revoked = cert
-        .peer_check(
-            mesh_tls::revocation::Side::Server,
-            tls.get_ref().1.peer_certificates(),
-        )
-        .revoked();
+    let revoked = check.revoked(tls.get_ref().1.peer_certificates());
     let deadline = inputs.config.termination_deadline;
     let shutdown = {
         let drain = drain.clone();

@@ -26,11 +26,6 @@ use crate::socket::Sockets;
 use crate::state::ProxyState;
 use crate::xds::{StateHandler, XdsClient, XdsClientStats};
 
-/// How often the CRL file is read for changes: an open connection whose
-/// peer a new CRL revokes is closed within this (and well within the 10 s
-/// reliability.md M7 allows).
-const CRL_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// A running ztunnel.
 pub struct Ztunnel {
     /// The admin endpoint, when on.
@@ -76,11 +71,8 @@ impl Ztunnel {
         state: Arc<ProxyState>,
         ca: Arc<dyn CertificateSource>,
     ) -> anyhow::Result<Self> {
-        let revocation = match &config.crl_path {
-            Some(path) => Revocation::from_file(path)
-                .with_context(|| format!("reading the CRLs of {CRL_PATH}"))?,
-            None => Revocation::none(),
-        };
+        let revocation = Revocation::from_setting(config.crl_path.as_deref())
+            .with_context(|| format!("reading the CRLs of {CRL_PATH}"))?;
         let certs = SecretManager::new(
             ca,
             SecretManagerConfig {
@@ -162,16 +154,10 @@ impl Ztunnel {
                 .clone()
                 .watch_policies(state.clone(), watcher.clone()),
         ));
-        if let Some(path) = inputs.config.crl_path.clone() {
-            let drain = watcher.clone();
-            tasks.push(tokio::spawn(revocation.watch_file(
-                path,
-                CRL_POLL_INTERVAL,
-                async move {
-                    drain.signaled().await;
-                },
-            )));
-        }
+        let drain = watcher.clone();
+        tasks.push(tokio::spawn(revocation.watch(async move {
+            drain.signaled().await;
+        })));
         let (mut outbound_addr, mut inbound_addrs, mut inbound_plaintext_addr) =
             (None, vec![], None);
         if let Some(host) = host {

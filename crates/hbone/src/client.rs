@@ -52,21 +52,13 @@ pub async fn handshake(
     config: &H2Config,
 ) -> Result<Connection, Error> {
     let tls = Arc::new(cert.client_config(expected)?);
+    let check = cert.peer_check(Side::Client);
     let tls_stream = tls_handshake(tcp, addr, tls, config).await?;
-    let session = tls_stream.get_ref().1;
-    let peer_until = session
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|leaf| mesh_tls::certificate::validity(leaf).ok())
-        .map(|v| v.not_after);
-    let revoked = cert
-        .peer_check(Side::Client, session.peer_certificates())
-        .revoked();
+    let peers = tls_stream.get_ref().1.peer_certificates();
+    let until = cert.valid_with(peers);
+    let revoked = check.revoked(peers);
     let mut conn = h2_handshake_until(tls_stream, addr, config, revoked).await?;
-    conn.valid_until_at_most(cert.validity().not_after);
-    if let Some(t) = peer_until {
-        conn.valid_until_at_most(t);
-    }
+    conn.valid_until_at_most(until);
     Ok(conn)
 }
 

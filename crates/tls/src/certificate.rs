@@ -145,15 +145,23 @@ impl WorkloadCertificate {
         })
     }
 
-    /// A watch on the peer of a connection this certificate's config made
-    /// (`side` is ours), for a CRL that revokes it later.
-    pub fn peer_check(
-        &self,
-        side: Side,
-        peer_chain: Option<&[CertificateDer<'static>]>,
-    ) -> PeerCheck {
-        self.revocation
-            .peer(side, self.roots.clone(), peer_chain, provider())
+    /// A watch on the peer of a connection this certificate's config is
+    /// about to make (`side` is ours): make it before the handshake, hand
+    /// it the peer's chain after ([`PeerCheck::revoked`]).
+    pub fn peer_check(&self, side: Side) -> PeerCheck {
+        self.revocation.peer(side, self.roots.clone(), provider())
+    }
+
+    /// When a connection between this certificate and a peer presenting
+    /// `peer_chain` stops vouching for new streams: when the first of the
+    /// two certificates ends.
+    pub fn valid_with(&self, peer_chain: Option<&[CertificateDer<'static>]>) -> SystemTime {
+        let peer = peer_chain
+            .and_then(|c| c.first())
+            .and_then(|leaf| validity(leaf).ok())
+            .map(|v| v.not_after);
+        let ours = self.validity.not_after;
+        peer.map_or(ours, |p| p.min(ours))
     }
 
     pub fn identity(&self) -> &Identity {

@@ -28,6 +28,11 @@ use webpki::{
 
 use crate::error::Error;
 
+/// How often [`Revocation::watch`] reads the CRL file for changes: an open
+/// connection whose peer a new CRL revokes is closed within about this
+/// (reliability.md M7 allows 10 s).
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A set of CRLs, as read from one file.
 #[derive(Debug, Default)]
 pub struct CrlSet {
@@ -132,6 +137,8 @@ pub struct Revocation {
 }
 
 struct Shared {
+    /// The file the CRLs come from, which [`Revocation::watch`] re-reads.
+    path: Option<PathBuf>,
     current: RwLock<Arc<CrlSet>>,
     /// Bumped on every replacement; open connections watch it.
     generation: watch::Sender<u64>,
@@ -155,8 +162,13 @@ impl Revocation {
 
     /// Starts with `initial`; [`replace`](Self::replace) changes it.
     pub fn new(initial: CrlSet) -> Self {
+        Self::with_path(initial, None)
+    }
+
+    fn with_path(initial: CrlSet, path: Option<PathBuf>) -> Self {
         Self {
             shared: Some(Arc::new(Shared {
+                path,
                 current: RwLock::new(Arc::new(initial)),
                 generation: watch::Sender::new(0),
                 on_rejection: OnceLock::new(),
@@ -164,28 +176,28 @@ impl Revocation {
         }
     }
 
+    /// The CRLs of a proxy's `CRL_PATH` setting: none when it is unset.
+    pub fn from_setting(path: Option<&Path>) -> Result<Self, Error> {
+        path.map_or_else(|| Ok(Self::none()), Self::from_file)
+    }
+
     /// Reads `path`. A file that does not exist yet is an empty set (it is
     /// picked up once it appears); one that cannot be parsed is an error.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
-        match std::fs::read(path) {
-            Ok(pem) => Ok(Self::new(CrlSet::from_pem(
-                &pem,
-                &path.display().to_string(),
-            )?)),
+        let set = match std::fs::read(path) {
+            Ok(pem) => CrlSet::from_pem(&pem, &path.display().to_string())?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 warn!(path = %path.display(), "the CRL file does not exist yet; no certificate is revoked until it does");
-                Ok(Self::new(CrlSet::default()))
+                CrlSet::default()
             }
-            Err(source) => Err(Error::CrlFile {
-                path: path.to_path_buf(),
-                source,
-            }),
-        }
-    }
-
-    /// Whether CRLs are checked at all (`CRL_PATH` set).
-    pub fn is_enabled(&self) -> bool {
-        self.shared.is_some()
+            Err(source) => {
+                return Err(Error::CrlFile {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        Ok(Self::with_path(set, Some(path.to_path_buf())))
     }
 
     /// The CRLs in force now.
@@ -239,23 +251,33 @@ impl Revocation {
         result
     }
 
-    /// A watch on the peer of an established connection, which `side` of
-    /// it verified with `roots` and the chain it presented.
+    /// A watch on the peer of a connection whose `side` verifies it with
+    /// `roots`. Made before the handshake, so that CRLs replaced while it
+    /// runs count as changes (see [`PeerCheck::revoked`]).
     pub fn peer(
         &self,
         side: Side,
         roots: Arc<RootCertStore>,
-        chain: Option<&[CertificateDer<'static>]>,
         provider: Arc<CryptoProvider>,
     ) -> PeerCheck {
         PeerCheck {
+            changes: self.shared.as_ref().map(|s| s.generation.subscribe()),
             revocation: self.clone(),
             side,
             roots,
-            chain: chain.map(<[_]>::to_vec).unwrap_or_default(),
             verified_at: UnixTime::now(),
             provider,
         }
+    }
+
+    /// Re-reads the file these CRLs came from every [`POLL_INTERVAL`] until
+    /// `stop` resolves (see [`watch_file`](Self::watch_file)); returns at
+    /// once when they come from no file.
+    pub async fn watch(self, stop: impl Future<Output = ()>) {
+        let Some(path) = self.shared.as_ref().and_then(|s| s.path.clone()) else {
+            return;
+        };
+        self.watch_file(path, POLL_INTERVAL, stop).await;
     }
 
     /// Re-reads `path` every `period` until `stop` resolves, putting each
@@ -314,51 +336,53 @@ fn usage(side: Side) -> KeyUsage {
     }
 }
 
-/// The peer of one established connection, re-checked against each new
-/// set of CRLs.
+/// The peer of one connection, re-checked against each new set of CRLs
+/// put in force since the check was made (the handshake checked the ones
+/// before).
 pub struct PeerCheck {
+    /// Marks the CRLs the handshake saw; `None` without CRLs.
+    changes: Option<watch::Receiver<u64>>,
     revocation: Revocation,
     side: Side,
     roots: Arc<RootCertStore>,
-    chain: Vec<CertificateDer<'static>>,
-    /// When the handshake verified the chain: re-checks use this time, so
-    /// that only a revocation (not an expiry, which does not end open
-    /// tunnels) can fail them.
+    /// About when the handshake verified the chain: re-checks use this
+    /// time, so that only a revocation (not an expiry, which does not end
+    /// open tunnels) can fail them.
     verified_at: UnixTime,
     provider: Arc<CryptoProvider>,
 }
 
 impl PeerCheck {
-    /// Resolves once the CRLs in force revoke a certificate of the peer's
-    /// chain (counted as a rejection). Never resolves without CRLs.
-    pub async fn revoked(self) {
-        let Some(shared) = &self.revocation.shared else {
-            return std::future::pending().await;
-        };
-        let Some((leaf, intermediates)) = self.chain.split_first() else {
-            return std::future::pending().await;
-        };
-        let mut generation = shared.generation.subscribe();
-        // The first check covers a replacement between the handshake and
-        // this subscription.
-        let mut first = true;
-        loop {
-            // The sender lives as long as `shared`, which we hold.
-            if !std::mem::take(&mut first) && generation.changed().await.is_err() {
+    /// Resolves once CRLs put in force after this check was made revoke a
+    /// certificate of `chain`, the peer's (counted as a rejection). Never
+    /// resolves without CRLs.
+    pub fn revoked(
+        self,
+        chain: Option<&[CertificateDer<'static>]>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let chain = chain.map(<[_]>::to_vec).unwrap_or_default();
+        async move {
+            let (Some(mut changes), Some((leaf, intermediates))) =
+                (self.changes, chain.split_first())
+            else {
                 return std::future::pending().await;
+            };
+            // The sender lives as long as the revocation, which we hold.
+            while changes.changed().await.is_ok() {
+                let result = self.revocation.current().verify(
+                    leaf,
+                    intermediates,
+                    &self.roots,
+                    usage(self.side),
+                    self.verified_at,
+                    &self.provider,
+                );
+                if matches!(result, Err(webpki::Error::CertRevoked)) {
+                    self.revocation.rejected(self.side);
+                    return;
+                }
             }
-            let result = self.revocation.current().verify(
-                leaf,
-                intermediates,
-                &self.roots,
-                usage(self.side),
-                self.verified_at,
-                &self.provider,
-            );
-            if matches!(result, Err(webpki::Error::CertRevoked)) {
-                self.revocation.rejected(self.side);
-                return;
-            }
+            std::future::pending().await
         }
     }
 }

@@ -27,10 +27,8 @@ use crate::revocation::{Revocation, Side};
 /// that no CRL in force revokes, and a leaf carrying one of the expected
 /// identities.
 pub struct SpiffeServerVerifier {
-    roots: Arc<RootCertStore>,
+    chain: Chain,
     expected: Vec<Identity>,
-    provider: Arc<CryptoProvider>,
-    revocation: Revocation,
 }
 
 impl fmt::Debug for SpiffeServerVerifier {
@@ -49,10 +47,12 @@ impl SpiffeServerVerifier {
         revocation: Revocation,
     ) -> Self {
         Self {
-            roots,
+            chain: Chain {
+                roots,
+                provider,
+                revocation,
+            },
             expected,
-            provider,
-            revocation,
         }
     }
 }
@@ -93,16 +93,8 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.revocation
-            .verify(
-                end_entity,
-                intermediates,
-                &self.roots,
-                Side::Client,
-                now,
-                &self.provider,
-            )
-            .map_err(webpki_error)?;
+        self.chain
+            .verify(end_entity, intermediates, Side::Client, now)?;
         let presented = leaf_identity(end_entity).map_err(no_identity)?;
         if self.expected.contains(&presented) {
             Ok(ServerCertVerified::assertion())
@@ -122,7 +114,60 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // Never reached: TLS_VERSIONS is TLS 1.3 only.
+        self.chain.tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.schemes()
+    }
+}
+
+/// What both verifiers check the same way: the chain to our roots for the
+/// peer's usage, with the CRLs in force, and handshake signatures.
+struct Chain {
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+    revocation: Revocation,
+}
+
+impl Chain {
+    /// `side` is ours: a server verifies a client-auth chain, and the
+    /// other way round.
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        side: Side,
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        self.revocation
+            .verify(
+                end_entity,
+                intermediates,
+                &self.roots,
+                side,
+                now,
+                &self.provider,
+            )
+            .map_err(webpki_error)
+    }
+
+    /// Never reached: TLS_VERSIONS is TLS 1.3 only.
+    fn tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         verify_tls12_signature(
             message,
             cert,
@@ -131,7 +176,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         )
     }
 
-    fn verify_tls13_signature(
+    fn tls13_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
@@ -145,7 +190,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         )
     }
 
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+    fn schemes(&self) -> Vec<SignatureScheme> {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
@@ -171,10 +216,8 @@ fn webpki_error(e: webpki::Error) -> rustls::Error {
 /// must carry a SPIFFE identity in our trust domain. Which identities may
 /// connect is for authorization policy to decide, later.
 pub struct SpiffeClientVerifier {
-    roots: Arc<RootCertStore>,
+    chain: Chain,
     trust_domain: TrustDomain,
-    provider: Arc<CryptoProvider>,
-    revocation: Revocation,
 }
 
 impl fmt::Debug for SpiffeClientVerifier {
@@ -193,10 +236,12 @@ impl SpiffeClientVerifier {
         revocation: Revocation,
     ) -> Self {
         Self {
-            roots,
+            chain: Chain {
+                roots,
+                provider,
+                revocation,
+            },
             trust_domain,
-            provider,
-            revocation,
         }
     }
 }
@@ -238,16 +283,8 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.revocation
-            .verify(
-                end_entity,
-                intermediates,
-                &self.roots,
-                Side::Server,
-                now,
-                &self.provider,
-            )
-            .map_err(webpki_error)?;
+        self.chain
+            .verify(end_entity, intermediates, Side::Server, now)?;
         let id = leaf_identity(end_entity).map_err(no_identity)?;
         if id.trust_domain() == &self.trust_domain {
             Ok(ClientCertVerified::assertion())
@@ -266,13 +303,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // Never reached: TLS_VERSIONS is TLS 1.3 only.
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.chain.tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -281,18 +312,11 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.chain.tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.chain.schemes()
     }
 }
 

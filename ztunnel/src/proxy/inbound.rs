@@ -56,23 +56,15 @@ async fn serve(
         .certs
         .fetch_certificate(&workload.identity()?)
         .await?;
+    let check = cert.peer_check(Side::Server);
     let (tls, peer_id) = server::accept_tls(tcp, cert.server_config(), &inputs.config.h2).await?;
     debug!(%peer, peer_id = %peer_id, "HBONE connection established");
-    let session = tls.get_ref().1;
-    let revoked = cert
-        .peer_check(Side::Server, session.peer_certificates())
-        .revoked();
+    let peers = tls.get_ref().1.peer_certificates();
+    let revoked = check.revoked(peers);
     // A handshake vouches for new streams only while both certificates
     // last: at the first end, a graceful GOAWAY takes no new stream, and
     // the tunnels already open carry on (reliability.md K2).
-    let client_until = session
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|leaf| mesh_tls::certificate::validity(leaf).ok())
-        .map(|v| v.not_after);
-    let until = client_until.map_or(cert.validity().not_after, |c| {
-        c.min(cert.validity().not_after)
-    });
+    let until = cert.valid_with(peers);
     let deadline = inputs.config.termination_deadline;
     let shutdown = {
         let drain = drain.clone();

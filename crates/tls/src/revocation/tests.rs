@@ -128,13 +128,8 @@ async fn an_open_connection_is_revoked_when_a_new_crl_names_its_peer() {
     let peer = leaf(&root, vec![uri(GOOD)]);
     let revocation = Revocation::new(CrlSet::default());
     let counts = counted(&revocation);
-    let check = revocation.peer(
-        Side::Server,
-        root.roots.clone(),
-        Some(std::slice::from_ref(&peer)),
-        provider(),
-    );
-    let mut revoked = tokio::spawn(check.revoked());
+    let check = revocation.peer(Side::Server, root.roots.clone(), provider());
+    let mut revoked = tokio::spawn(check.revoked(Some(std::slice::from_ref(&peer))));
 
     // A CRL naming someone else changes nothing.
     let bystander = leaf(&root, vec![uri(GOOD)]);
@@ -155,35 +150,33 @@ async fn an_open_connection_is_revoked_when_a_new_crl_names_its_peer() {
 }
 
 #[tokio::test]
-async fn a_crl_in_force_before_the_check_started_is_seen_at_once() {
+async fn a_crl_put_in_force_during_the_handshake_is_seen_at_once() {
     let root = root();
     let peer = leaf(&root, vec![uri(GOOD)]);
-    let revocation = Revocation::new(set(&crl(&root, &[&peer])));
-    let check = revocation.peer(
-        Side::Client,
-        root.roots.clone(),
-        Some(std::slice::from_ref(&peer)),
-        provider(),
-    );
-    tokio::time::timeout(Duration::from_secs(5), check.revoked())
-        .await
-        .expect("revoked at once");
+    let revocation = Revocation::new(CrlSet::default());
+    // Made before the handshake; the CRL arrives while it runs.
+    let check = revocation.peer(Side::Client, root.roots.clone(), provider());
+    revocation.replace(set(&crl(&root, &[&peer])));
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        check.revoked(Some(std::slice::from_ref(&peer))),
+    )
+    .await
+    .expect("revoked at once");
 }
 
 #[tokio::test]
 async fn without_crls_an_open_connection_is_never_revoked() {
     let root = root();
     let peer = leaf(&root, vec![uri(GOOD)]);
-    let check = Revocation::none().peer(
-        Side::Server,
-        root.roots.clone(),
-        Some(std::slice::from_ref(&peer)),
-        provider(),
-    );
+    let check = Revocation::none().peer(Side::Server, root.roots.clone(), provider());
     assert!(
-        tokio::time::timeout(Duration::from_millis(100), check.revoked())
-            .await
-            .is_err()
+        tokio::time::timeout(
+            Duration::from_millis(100),
+            check.revoked(Some(std::slice::from_ref(&peer)))
+        )
+        .await
+        .is_err()
     );
 }
 
@@ -191,10 +184,8 @@ async fn without_crls_an_open_connection_is_never_revoked() {
 async fn the_watched_file_is_reloaded_and_a_bad_one_keeps_the_crls_in_force() {
     let root = root();
     let peer = leaf(&root, vec![uri(GOOD)]);
-    let dir = std::env::temp_dir().join(format!("mesh-crl-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("ca-crl.pem");
-    let _ = std::fs::remove_file(&path);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca-crl.pem");
     let revocation = Revocation::from_file(&path).expect("a missing file is no CRL yet");
     assert!(revocation.current().is_empty());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -245,14 +236,12 @@ async fn the_watched_file_is_reloaded_and_a_bad_one_keeps_the_crls_in_force() {
 
     stop.send(()).unwrap();
     task.await.unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_malformed_file_at_start_is_an_error_naming_it() {
-    let dir = std::env::temp_dir().join(format!("mesh-crl-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("ca-crl.pem");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca-crl.pem");
     std::fs::write(
         &path,
         "-----BEGIN X509 CRL-----\n!!\n-----END X509 CRL-----\n",
@@ -260,5 +249,4 @@ fn a_malformed_file_at_start_is_an_error_naming_it() {
     .unwrap();
     let err = Revocation::from_file(&path).unwrap_err();
     assert!(err.to_string().contains("ca-crl.pem"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
