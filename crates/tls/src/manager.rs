@@ -1,6 +1,13 @@
 //! One certificate per identity: fetched on first use, renewed at half-life,
 //! retried with jittered exponential backoff, and kept in service while it is
 //! still valid even if renewal keeps failing.
+//!
+//! A pod's first certificate is often refused once: ztunnel learns of the
+//! pod (from the node agent) a moment before the control plane's CA does,
+//! and the CA only signs for pods it knows on the asking node. So the first
+//! retries come quickly, and a caller waiting for an identity that has
+//! never had a certificate waits through them, up to
+//! [`SecretManagerConfig::first_issue_wait`], before it is told why not.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +32,11 @@ pub struct SecretManagerConfig {
     pub initial_backoff: Duration,
     /// No retry waits longer than this.
     pub max_backoff: Duration,
+    /// How long a caller asking for an identity that has never had a
+    /// certificate waits through failed requests and their retries before
+    /// it gets the error. (An identity whose certificate has expired gets
+    /// the error at once: see K2 in docs/reliability.md.)
+    pub first_issue_wait: Duration,
     /// The CRLs every certificate handed out checks its peers against.
     pub revocation: Revocation,
 }
@@ -33,8 +45,9 @@ impl Default for SecretManagerConfig {
     fn default() -> Self {
         Self {
             max_concurrent_requests: 8,
-            initial_backoff: Duration::from_millis(500),
+            initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(150),
+            first_issue_wait: Duration::from_secs(3),
             revocation: Revocation::none(),
         }
     }
@@ -81,13 +94,16 @@ impl SecretManager {
     }
 
     /// The current valid certificate for `identity`, fetching it first if this
-    /// is the first time it is asked for. Fails if the first request fails, or
-    /// if the certificate has expired and renewal has not succeeded.
+    /// is the first time it is asked for. An identity that has never had a
+    /// certificate is waited for, through failed requests and their
+    /// retries, for up to `first_issue_wait`; one whose certificate has
+    /// expired fails at once while renewal keeps failing.
     pub async fn fetch_certificate(
         &self,
         identity: &Identity,
     ) -> Result<Arc<WorkloadCertificate>, Error> {
         let mut rx = self.subscribe(identity);
+        let deadline = tokio::time::Instant::now() + self.config.first_issue_wait;
         loop {
             {
                 let state = rx.borrow_and_update();
@@ -97,18 +113,41 @@ impl SecretManager {
                     return Ok(cert.clone());
                 }
                 if let Some(reason) = &state.last_error {
-                    return Err(Error::Unavailable {
-                        identity: identity.clone(),
-                        reason: reason.clone(),
-                    });
-                }
-                if state.current.is_some() {
+                    let first_issue = state.current.is_none();
+                    if !first_issue || tokio::time::Instant::now() >= deadline {
+                        return Err(Error::Unavailable {
+                            identity: identity.clone(),
+                            reason: reason.clone(),
+                        });
+                    }
+                    debug!(%identity, error = %reason, "first certificate refused; waiting for a retry");
+                } else if state.current.is_some() {
                     // Expired, and the renewal in flight has not reported yet.
                     debug!(%identity, "certificate expired; waiting for renewal");
                 }
             }
-            if rx.changed().await.is_err() {
-                return Err(Error::Bug(format!("renewal task for {identity} ended")));
+            let first_issue = rx.borrow().current.is_none();
+            if !first_issue {
+                if rx.changed().await.is_err() {
+                    return Err(Error::Bug(format!("renewal task for {identity} ended")));
+                }
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Error::Bug(format!("renewal task for {identity} ended"))),
+                Err(_) => {
+                    let reason = rx.borrow().last_error.clone().unwrap_or_else(|| {
+                        format!(
+                            "the CA has not answered the first request within {:?}",
+                            self.config.first_issue_wait
+                        )
+                    });
+                    return Err(Error::Unavailable {
+                        identity: identity.clone(),
+                        reason,
+                    });
+                }
             }
         }
     }

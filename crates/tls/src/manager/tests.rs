@@ -171,16 +171,51 @@ async fn past_expiry_without_the_ca_nothing_is_served_until_it_returns() {
 }
 
 #[tokio::test]
-async fn first_failure_is_reported_to_the_caller() {
+async fn a_first_certificate_still_refused_after_the_wait_is_reported_with_the_reason() {
     let ca = Arc::new(FakeCa::new(Duration::from_secs(60), Duration::ZERO));
     ca.fail.store(true, Ordering::SeqCst);
-    let mgr = SecretManager::new(ca.clone(), fast_retry());
+    let config = SecretManagerConfig {
+        first_issue_wait: Duration::from_millis(300),
+        ..fast_retry()
+    };
+    let mgr = SecretManager::new(ca.clone(), config);
+    let started = std::time::Instant::now();
     let err = mgr.fetch_certificate(&id("a")).await.unwrap_err();
     assert!(err.to_string().contains("told to fail"), "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the caller waited through the retries: {:?}",
+        started.elapsed()
+    );
+    assert!(ca.calls.load(Ordering::SeqCst) >= 2, "retried meanwhile");
     // The background task keeps retrying and recovers.
     ca.fail.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(400)).await;
     mgr.fetch_certificate(&id("a")).await.unwrap();
+}
+
+/// The race that made a just-created pod refuse its first HBONE connection:
+/// the CA refuses the pod's first request (it has not seen the pod yet) and
+/// signs the next. A caller asking meanwhile gets the certificate.
+#[tokio::test]
+async fn a_first_certificate_refused_once_reaches_a_caller_waiting_meanwhile() {
+    let ca = Arc::new(FakeCa::new(Duration::from_secs(60), Duration::ZERO));
+    ca.fail.store(true, Ordering::SeqCst);
+    let mgr = SecretManager::new(ca.clone(), SecretManagerConfig::default());
+    mgr.prefetch(&id("a"));
+    while ca.calls.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(mgr.subscribe(&id("a")).borrow().last_error.is_some());
+    let waiting = tokio::spawn({
+        let mgr = mgr.clone();
+        async move { mgr.fetch_certificate(&id("a")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    ca.fail.store(false, Ordering::SeqCst);
+    let cert = waiting.await.unwrap().expect("served once the CA signs");
+    assert_eq!(cert.identity(), &id("a"));
 }
 
 #[tokio::test]
@@ -203,6 +238,7 @@ async fn at_most_eight_requests_in_flight() {
 #[test]
 fn backoff_is_jittered_exponential_and_capped() {
     let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(150));
+    // (The default starts at 100 ms; the shape is the same.)
     let first = b.next();
     assert!(first >= Duration::from_millis(500) && first < Duration::from_secs(1));
     let second = b.next();
