@@ -16,7 +16,9 @@
 
 pub mod capture;
 pub mod cni;
+pub mod curl;
 pub mod host;
+pub mod logs;
 mod manifests;
 mod upgrade;
 pub mod waypoint;
@@ -27,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub use curl::{Reply, curl_status, curl_status_in, until_reply};
 use host::{Proc, ns_output, ns_sh, sh};
 pub use upgrade::ZtunnelPorts;
 
@@ -167,6 +170,8 @@ pub struct Cluster {
     pub agent_env: Vec<(&'static str, String)>,
     /// Servers on the underlay beside istiod-lite (an identity provider).
     underlay_servers: Vec<Proc>,
+    /// Where the logs and manifests go if the test fails ([`logs`]).
+    pub kept_logs: PathBuf,
 }
 
 impl Cluster {
@@ -192,12 +197,16 @@ impl Cluster {
             .expect("temp dir");
         std::fs::create_dir_all(dir.path().join("manifests")).expect("manifest dir");
         let lan = format!("{prefix}-lan");
+        let bin = binaries_dir();
+        let kept_logs = logs::kept_dir(bin.parent().unwrap_or(&bin), &prefix);
+        logs::register(&kept_logs);
         let mut cluster = Cluster {
             prefix,
             lan,
             nodes: Vec::new(),
             pods: Vec::new(),
-            bin: binaries_dir(),
+            bin,
+            kept_logs,
             istiod: None,
             root_cert: dir.path().join("root-cert.pem"),
             redirect,
@@ -601,7 +610,8 @@ impl Cluster {
     pub fn ztunnel_http(&self, node: &str, method: &str, port: u16, path: &str) -> (u16, String) {
         let port = self.node(node).ztunnel_ports.instead_of(port);
         let url = format!("http://127.0.0.1:{port}{path}");
-        curl_status_in(&self.node(node).netns, &["-X", method, &url])
+        let reply = curl_status_in(&self.node(node).netns, &["-X", method, &url]);
+        (reply.status, reply.body)
     }
 
     /// Curls `url` from `from` until it answers over mutual TLS to `to`:
@@ -915,7 +925,10 @@ impl Cluster {
     pub fn wait_for(&self, what: &str, mut f: impl FnMut(&Self) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !f(self) {
-            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting until {what} (30 s)"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -1054,12 +1067,31 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        let failed = std::thread::panicking();
+        if failed {
+            // The last lines here; the whole logs in the kept folder, once
+            // every process has ended below.
             for n in &self.nodes {
-                eprintln!("{}", self.node_logs(&n.name));
+                for p in [
+                    n.ztunnel.as_ref(),
+                    n.successor.as_ref().map(|(p, _)| p),
+                    n.agent.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    eprintln!(
+                        "----- {} (last lines) -----\n{}",
+                        p.name,
+                        logs::tail(&p.logs(), 15)
+                    );
+                }
             }
             if let Some(i) = &self.istiod {
-                eprintln!("----- istiod-lite -----\n{}", i.logs());
+                eprintln!(
+                    "----- istiod-lite (last lines) -----\n{}",
+                    logs::tail(&i.logs(), 15)
+                );
             }
         }
         // Processes first (they hold the namespaces), then the namespaces.
@@ -1071,6 +1103,16 @@ impl Drop for Cluster {
         }
         self.istiod = None;
         self.underlay_servers.clear();
+        if failed {
+            match logs::keep(self.dir.path(), &self.kept_logs) {
+                Ok(()) => eprintln!("cluster logs kept in {}", self.kept_logs.display()),
+                Err(e) => eprintln!(
+                    "could not keep the cluster's logs in {}: {e}",
+                    self.kept_logs.display()
+                ),
+            }
+        }
+        logs::unregister(&self.kept_logs);
         let names: Vec<String> = self
             .nodes
             .iter()
@@ -1111,23 +1153,6 @@ fn remove_stale_clusters() {
             let _ = host::output("ip", &["netns", "del", &name], None);
         }
     }
-}
-
-/// curl from `from`: (HTTP status, body); status 0 when curl itself
-/// failed (no connection, reset, timeout).
-pub fn curl_status(from: &Pod, args: &[&str]) -> (u16, String) {
-    curl_status_in(&from.netns, args)
-}
-
-/// [`curl_status`] in network namespace `netns`. A later `--max-time` in
-/// `args` wins over the 5 s default.
-pub fn curl_status_in(netns: &str, args: &[&str]) -> (u16, String) {
-    let mut argv = vec!["-sS", "--max-time", "5", "-w", "\n%{http_code}"];
-    argv.extend_from_slice(args);
-    let out = ns_output(netns, "curl", &argv);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 /// Where cargo put the workspace's binaries: next to the test binary's

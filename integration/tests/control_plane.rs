@@ -53,10 +53,10 @@ fn ztunnel_started_without_its_control_plane_fails_closed_and_recovers_once_it_i
     let blocked_url = format!("http://{}:{HTTP_PORT}/{marker}", remote.ip);
     for _ in 0..3 {
         // Refused (nftables) or dropped (eBPF): not served either way.
-        let (status, body) = curl_status(client, &["--max-time", "2", &blocked_url]);
+        let reply = curl_status(client, &["--max-time", "2", &blocked_url]);
         assert_eq!(
-            status, 0,
-            "a captured pod was served while its ztunnel knew no mesh: {body}"
+            reply.status, 0,
+            "a captured pod was served while its ztunnel knew no mesh: {reply}"
         );
     }
     let segments = cap.finish();

@@ -532,10 +532,10 @@ fn waypoint_metrics_count_requests_by_code_and_flag_with_istios_labels() {
     let waypoint_ip = c.get("shop", "waypoint").ip;
     c.wait_for("web answers through the waypoint", |_| {
         integration::cluster::curl_status(client, &[&url])
-            == (200, format!("hello from web, you are {waypoint_ip}\n"))
+            .is(200, &format!("hello from web, you are {waypoint_ip}\n"))
     });
     c.wait_for("the waypoint denies POST", |_| {
-        integration::cluster::curl_status(client, &["-X", "POST", "-d", "x", &url]).0 == 403
+        integration::cluster::curl_status(client, &["-X", "POST", "-d", "x", &url]).status == 403
     });
     let out = integration::cluster::host::ns_output(
         &waypoint.netns,
@@ -552,14 +552,13 @@ fn waypoint_metrics_count_requests_by_code_and_flag_with_istios_labels() {
     const POSTS: usize = 2;
     let mut body_bytes = 0;
     for _ in 0..GETS {
-        let (status, body) = integration::cluster::curl_status(client, &[&url]);
-        assert_eq!(status, 200, "{body}");
-        body_bytes += body.len();
+        let reply = integration::cluster::curl_status(client, &[&url]);
+        reply.assert_status(200);
+        body_bytes += reply.body.len();
     }
     for _ in 0..POSTS {
-        let (status, _) =
-            integration::cluster::curl_status(client, &["-X", "POST", "-d", "x", &url]);
-        assert_eq!(status, 403);
+        integration::cluster::curl_status(client, &["-X", "POST", "-d", "x", &url])
+            .assert_status(403);
     }
     let after = scrape_pod(waypoint);
     let common = [
@@ -762,7 +761,7 @@ fn the_waypoint_exports_a_span_per_request_continuing_the_clients_trace() {
     let waypoint_ip = c.get("shop", "waypoint").ip;
     c.wait_for("web answers through the waypoint", |_| {
         integration::cluster::curl_status(client, &[&url])
-            == (200, format!("hello from web, you are {waypoint_ip}\n"))
+            .is(200, &format!("hello from web, you are {waypoint_ip}\n"))
     });
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -5,6 +5,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 mod faults;
+mod flaky;
 mod fuzz;
 
 const TASKS: &[(&str, &str)] = &[
@@ -32,6 +33,11 @@ const TASKS: &[(&str, &str)] = &[
          `bench redirection [--quick]`: nftables vs eBPF; `bench micro`: the criterion benches",
     ),
     (
+        "flaky",
+        "run cluster tests again and again and count passes (root): [--runs N] \
+         [--redirect nftables|ebpf] [--busy] TARGET[::TEST]...",
+    ),
+    (
         "fuzz",
         "build and run every cargo-fuzz target (docs/fuzzing.md): [--seconds N] [--list] [TARGET...]",
     ),
@@ -48,6 +54,7 @@ const MICRO_BENCHES: &[(&str, &str)] = &[
 
 /// Test targets of the cluster suite, and those only the eBPF mode adds.
 const E2E_TESTS: &[&str] = &[
+    "harness",
     "capture",
     "zds",
     "waypoint",
@@ -99,6 +106,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Some("bench") => bench(std::env::args().skip(2).collect()),
+        Some("flaky") => flaky::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("fuzz") => fuzz::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("demo") => demo(std::env::args().skip(2).collect()),
         Some("crds") => cargo_with_env(

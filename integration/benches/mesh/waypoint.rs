@@ -286,8 +286,7 @@ fn p14(plan: &Plan, b: &Bench, report: &mut Report) {
     let intruder = c.get("mesh", "intruder").netns.clone();
     // The policy is in force: a pod it does not allow is refused.
     until("the waypoint refuses mesh/intruder", || {
-        integration::cluster::curl_status_in(&intruder, &[&url])
-            == (403, "RBAC: access denied".to_string())
+        integration::cluster::curl_status_in(&intruder, &[&url]).is(403, "RBAC: access denied")
     });
     let waypoint = b.waypoint_ip.to_string();
     until("the waypoint still serves mesh/client", || {

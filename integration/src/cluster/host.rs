@@ -151,7 +151,8 @@ impl Drop for Proc {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
-            if std::thread::panicking() {
+            // A cluster's processes' logs are kept whole in its folder.
+            if std::thread::panicking() && !super::logs::kept_by_a_cluster() {
                 eprintln!(
                     "----- {} log ({}) -----\n{}",
                     self.name,

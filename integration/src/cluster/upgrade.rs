@@ -72,7 +72,7 @@ impl Cluster {
         self.nodes[i].successor = Some((proc, ports));
         self.wait_for(&format!("the second ztunnel on {node} is ready"), |c| {
             let url = format!("http://127.0.0.1:{}/healthz/ready", ports.readiness);
-            super::curl_status_in(&c.node(node).netns, &[&url]).0 == 200
+            super::curl_status_in(&c.node(node).netns, &[&url]).status == 200
         });
     }
 

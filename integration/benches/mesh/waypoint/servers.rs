@@ -116,13 +116,13 @@ fn wait_answering(netns: &str, port: u16, h2c: bool) {
     args.push(&url);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, _) = curl_status_in(netns, &args);
-        if status == 200 {
+        let reply = curl_status_in(netns, &args);
+        if reply.status == 200 {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{url} in {netns} does not answer (last status {status})"
+            "{url} in {netns} does not answer (last: {reply})"
         );
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -194,9 +194,9 @@ pub fn peer(netns: &str, url: &str, h2c: bool) -> Option<String> {
         args.push("--http2-prior-knowledge");
     }
     args.push(url);
-    let (status, head) = curl_status_in(netns, &args);
-    (status == 200).then_some(())?;
-    head.lines().find_map(|l| {
+    let reply = curl_status_in(netns, &args);
+    (reply.status == 200).then_some(())?;
+    reply.body.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
         k.eq_ignore_ascii_case("x-peer")
             .then(|| v.trim().to_string())
@@ -239,14 +239,14 @@ pub fn quiet_access_logs(c: &Cluster, waypoints: &[&str]) {
     let url = "http://127.0.0.1:15000/logging?level=access:off,info";
     for w in waypoints {
         let (ns, name) = w.split_once('/').expect("namespace/name");
-        let (status, body) = curl_status_in(&c.get(ns, name).netns, &["-X", "POST", url]);
-        assert_eq!(status, 200, "quieting {w}'s access log: {body}");
+        let reply = curl_status_in(&c.get(ns, name).netns, &["-X", "POST", url]);
+        assert_eq!(reply.status, 200, "quieting {w}'s access log: {reply}");
     }
     for n in &c.nodes {
-        let (status, body) = curl_status_in(&n.netns, &["-X", "POST", url]);
+        let reply = curl_status_in(&n.netns, &["-X", "POST", url]);
         assert_eq!(
-            status, 200,
-            "quieting ztunnel on {}'s access log: {body}",
+            reply.status, 200,
+            "quieting ztunnel on {}'s access log: {reply}",
             n.name
         );
     }
