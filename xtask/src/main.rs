@@ -4,6 +4,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
+mod cluster;
 mod faults;
 mod flaky;
 mod fuzz;
@@ -31,6 +32,11 @@ const TASKS: &[(&str, &str)] = &[
         "bench",
         "performance.md §3 side by side (root, release build): [--quick] [--json FILE] [--only P1,P4,..]; \
          `bench redirection [--quick]`: nftables vs eBPF; `bench micro`: the criterion benches",
+    ),
+    (
+        "cluster",
+        "build: the real Kubernetes components (kube-apiserver, controller-manager, scheduler, \
+         kube-proxy, kubectl, etcd, CoreDNS) and CRDs from pinned Go modules into target/cluster",
     ),
     (
         "flaky",
@@ -106,6 +112,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Some("bench") => bench(std::env::args().skip(2).collect()),
+        Some("cluster") => cluster::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("flaky") => flaky::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("fuzz") => fuzz::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("demo") => demo(std::env::args().skip(2).collect()),
