@@ -217,7 +217,9 @@ fn copy_crds(go: &Path, dir: &Path, to: &Path) -> anyhow::Result<()> {
             std::fs::read_dir(&from).with_context(|| format!("reading {}", from.display()))?
         {
             let entry = entry?;
-            if entry.path().extension().is_some_and(|e| e == "yaml") {
+            // The CRDs, not the folder's kustomization.yaml.
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("gateway.networking") && name.ends_with(".yaml") {
                 copy_writable(&entry.path(), &dest.join(entry.file_name()))?;
             }
         }
