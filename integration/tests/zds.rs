@@ -45,6 +45,15 @@ impl PodNetns {
             })
             .unwrap()
     }
+
+    /// None of the pod's proxy ports accepts. The three listeners close one
+    /// by one as their accept loops see the drain, so waiting for one of
+    /// them is not enough before binding another.
+    fn released(&self) -> bool {
+        [15001, 15006, 15008]
+            .iter()
+            .all(|&port| !self.listening(port))
+    }
 }
 
 impl Drop for PodNetns {
@@ -138,7 +147,7 @@ async fn ztunnel_follows_the_zds_conversation() {
     // Same uid, new namespace (sandbox recreated): the old proxy goes.
     assert_eq!(send(&agent, &add("p1"), Some(&p2.netns)).await, "");
     assert!(p2.listening(15008));
-    integration::wait_until("the old sandbox's listeners close", || !p1.listening(15008)).await;
+    integration::wait_until("the old sandbox's listeners close", || p1.released()).await;
 
     // Del closes the listeners.
     assert_eq!(
@@ -150,7 +159,7 @@ async fn ztunnel_follows_the_zds_conversation() {
         .await,
         ""
     );
-    integration::wait_until("a deleted pod's listeners close", || !p2.listening(15008)).await;
+    integration::wait_until("a deleted pod's listeners close", || p2.released()).await;
 
     // Protocol errors: NACK, then ztunnel drops the connection and comes back.
     let err = send(&agent, &add("p3"), None).await;
@@ -187,7 +196,7 @@ async fn ztunnel_follows_the_zds_conversation() {
         ""
     );
     integration::wait_until("a pod missing from the snapshot is released", || {
-        !p1.listening(15008)
+        p1.released()
     })
     .await;
 
