@@ -1,0 +1,57 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use mesh_cluster::config::{Cli, Command, Layout, Node};
+use mesh_cluster::{lifecycle, node};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube_client=off".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("the runtime starts");
+    let layout = Layout::new(&cli.state, &cli.bin);
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => {
+                let started = lifecycle::up(&layout, args.nodes).await?;
+                println!(
+                    "cluster up: API server ready in {:.1} s, {} nodes Ready in {:.1} s",
+                    started.api_ready.as_secs_f64(),
+                    args.nodes,
+                    started.nodes_ready.as_secs_f64()
+                );
+                println!("export KUBECONFIG={}", layout.kubeconfig("admin").display());
+                Ok(())
+            }
+            Command::Down => {
+                for line in lifecycle::down(&layout)? {
+                    println!("removed {line}");
+                }
+                Ok(())
+            }
+            Command::Status => {
+                for line in lifecycle::status(&layout).await? {
+                    println!("{line}");
+                }
+                Ok(())
+            }
+            Command::Node(args) => node::run(&layout, Node::new(args.index)).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cluster: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

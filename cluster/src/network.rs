@@ -1,0 +1,107 @@
+//! The cluster's wiring on the host: a bridge with the API server's
+//! address, and one network namespace per node with an uplink to it.
+//! Pod routes are host-gw style: every node, and the host, route each
+//! node's pod range to that node's address on the bridge.
+
+use crate::config::{BRIDGE, BRIDGE_PREFIX_LEN, HOST_IP, Node, PREFIX};
+use crate::host::{CommandError, ip, ip_in, run};
+
+/// The bridge, idempotently.
+pub fn bridge_up() -> Result<(), CommandError> {
+    if ip(&["link", "show", BRIDGE]).is_err() {
+        ip(&["link", "add", BRIDGE, "type", "bridge"])?;
+    }
+    ip(&[
+        "addr",
+        "replace",
+        &format!("{HOST_IP}/{BRIDGE_PREFIX_LEN}"),
+        "dev",
+        BRIDGE,
+    ])?;
+    ip(&["link", "set", BRIDGE, "up"])?;
+    Ok(())
+}
+
+/// The node's namespace and uplink, idempotently (a restarted node
+/// simulator finds them made).
+pub fn node_up(node: &Node) -> Result<(), CommandError> {
+    let exists = ip(&["netns", "list"])?
+        .lines()
+        .any(|line| line.split_whitespace().next() == Some(node.netns.as_str()));
+    if !exists {
+        ip(&["netns", "add", &node.netns])?;
+    }
+    if ip(&["link", "show", &node.veth]).is_err() {
+        ip(&[
+            "link",
+            "add",
+            &node.veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &node.netns,
+        ])?;
+    }
+    ip(&["link", "set", &node.veth, "master", BRIDGE, "up"])?;
+    ip_in(&node.netns, &["link", "set", "lo", "up"])?;
+    ip_in(
+        &node.netns,
+        &[
+            "addr",
+            "replace",
+            &format!("{}/{BRIDGE_PREFIX_LEN}", node.ip),
+            "dev",
+            "eth0",
+        ],
+    )?;
+    ip_in(&node.netns, &["link", "set", "eth0", "up"])?;
+    ip_in(
+        &node.netns,
+        &["route", "replace", "default", "via", &HOST_IP.to_string()],
+    )?;
+    // A node forwards between its pods and the bridge.
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &node.netns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ],
+    )?;
+    Ok(())
+}
+
+/// Routes `cidr` (a node's pod range) to `via` (that node), on the host
+/// or, with `netns`, inside another node.
+pub fn pod_route(netns: Option<&str>, cidr: &str, via: &str) -> Result<(), CommandError> {
+    let args = ["route", "replace", cidr, "via", via];
+    match netns {
+        Some(netns) => ip_in(netns, &args).map(drop),
+        None => ip(&args).map(drop),
+    }
+}
+
+/// Removes every node namespace and the bridge, whoever made them: the
+/// veths go with their namespaces, the host's pod routes with the bridge.
+/// Returns what was removed.
+pub fn teardown() -> Vec<String> {
+    let mut removed = Vec::new();
+    let prefix = format!("{PREFIX}-");
+    if let Ok(list) = ip(&["netns", "list"]) {
+        for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+            if name.starts_with(&prefix) && ip(&["netns", "del", name]).is_ok() {
+                removed.push(format!("network namespace {name}"));
+            }
+        }
+    }
+    if ip(&["link", "show", BRIDGE]).is_ok() && ip(&["link", "del", BRIDGE]).is_ok() {
+        removed.push(format!("bridge {BRIDGE}"));
+    }
+    removed
+}
