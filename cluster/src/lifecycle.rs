@@ -1,5 +1,6 @@
 //! `up`, `down` and `status`.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -23,8 +24,9 @@ pub struct Started {
 
 /// Brings up the control plane and `count` nodes, returning once every
 /// node is Ready. A state directory left by a dead run is cleaned first;
-/// a running cluster is an error.
-pub async fn up(layout: &Layout, count: u8) -> anyhow::Result<Started> {
+/// a running cluster is an error. `node_program` is the `cluster` binary,
+/// run once per node as `cluster node`.
+pub async fn up(layout: &Layout, count: u8, node_program: &Path) -> anyhow::Result<Started> {
     let running: Vec<_> = processes::recorded(layout)
         .into_iter()
         .filter(|p| p.alive())
@@ -58,7 +60,6 @@ pub async fn up(layout: &Layout, count: u8) -> anyhow::Result<Started> {
         .await
         .context("granting the nodes' network add-on its role")?;
     control_plane::start_controllers(layout)?;
-    let exe = std::env::current_exe().context("finding the cluster binary")?;
     for node in &nodes {
         let args = vec![
             format!("--state={}", layout.state.display()),
@@ -66,7 +67,7 @@ pub async fn up(layout: &Layout, count: u8) -> anyhow::Result<Started> {
             "node".to_string(),
             format!("--index={}", node.index),
         ];
-        processes::spawn(layout, &node.name, &exe, &args)?;
+        processes::spawn(layout, &node.name, node_program, &args)?;
     }
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
     api::wait_nodes_ready(&admin, &names, NODES_READY_WAIT)

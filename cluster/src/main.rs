@@ -22,7 +22,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Up(args) => {
-                let started = lifecycle::up(&layout, args.nodes).await?;
+                let exe = std::env::current_exe()?;
+                let started = lifecycle::up(&layout, args.nodes, &exe).await?;
                 println!(
                     "cluster up: API server ready in {:.1} s, {} nodes Ready in {:.1} s",
                     started.api_ready.as_secs_f64(),

@@ -88,10 +88,39 @@ fn kubernetes_ldflags() -> String {
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("build") => build(),
-        _ => bail!(
-            "usage: cargo xtask cluster build\n(the node simulator and `cluster up|down|status` are not built yet)"
-        ),
+        Some("up") => {
+            build()?;
+            local_cluster(args)
+        }
+        Some("down" | "status") => local_cluster(args),
+        Some("test") => {
+            build()?;
+            crate::cargo(&[
+                "test",
+                "-p",
+                "mesh-cluster",
+                "--test",
+                "cluster",
+                "--",
+                "--ignored",
+                "--test-threads=1",
+            ])
+        }
+        _ => bail!("usage: cargo xtask cluster build | up [--nodes N] | down | status | test"),
     }
+}
+
+/// Runs the `cluster` binary (built first) with the same arguments.
+fn local_cluster(args: &[String]) -> anyhow::Result<()> {
+    crate::cargo(&["build", "-q", "-p", "mesh-cluster"])?;
+    let status = std::process::Command::new("target/debug/cluster")
+        .args(args)
+        .status()
+        .context("running target/debug/cluster")?;
+    if !status.success() {
+        bail!("cluster {} failed ({status})", args.join(" "));
+    }
+    Ok(())
 }
 
 /// Builds every component whose pins changed since the last build.

@@ -35,8 +35,9 @@ const TASKS: &[(&str, &str)] = &[
     ),
     (
         "cluster",
-        "build: the real Kubernetes components (kube-apiserver, controller-manager, scheduler, \
-         kube-proxy, kubectl, etcd, CoreDNS) and CRDs from pinned Go modules into target/cluster",
+        "the local Kubernetes cluster (root): `build` the real components (kube-apiserver, \
+         controller-manager, scheduler, kube-proxy, kubectl, etcd, CoreDNS) and CRDs from pinned \
+         Go modules into target/cluster; `up [--nodes N]`, `down`, `status`; `test` its tests",
     ),
     (
         "flaky",

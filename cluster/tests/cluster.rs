@@ -1,0 +1,160 @@
+//! The local cluster against the real components (root; built by
+//! `cargo xtask cluster build`). Run them with `cargo xtask cluster test`:
+//! one cluster at a time, since the bridge and namespace names are the
+//! host's.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use kube::api::ListParams;
+use mesh_cluster::config::{BRIDGE, Layout, Node};
+use mesh_cluster::{api, host, lifecycle, processes};
+
+fn layout(dir: &Path) -> Layout {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    Layout::new(&dir.join("state"), &root.join("target/cluster/bin"))
+}
+
+fn node_program() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cluster"))
+}
+
+/// Removes the cluster also when an assertion fails.
+struct Down(Layout);
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = lifecycle::down(&self.0);
+    }
+}
+
+fn netns_names() -> Vec<String> {
+    host::ip(&["netns", "list"])
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect()
+}
+
+fn assert_nothing_left(layout: &Layout) {
+    let left: Vec<String> = netns_names()
+        .into_iter()
+        .filter(|n| n.starts_with("kc-"))
+        .collect();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    assert!(host::ip(&["link", "show", BRIDGE]).is_err(), "bridge left");
+    assert!(!layout.state.exists(), "state directory left");
+}
+
+async fn eventually(what: &str, bound: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < bound, "{what}: not within {bound:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs root and the components: cargo xtask cluster test"]
+async fn up_gives_ready_nodes_with_leases_and_routes_and_down_removes_it_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = layout(dir.path());
+    let guard = Down(layout.clone());
+    let started = lifecycle::up(&layout, 2, &node_program()).await.unwrap();
+    eprintln!("up: {started:?}");
+
+    let admin = api::client(&layout.kubeconfig("admin")).await.unwrap();
+    let nodes = api::nodes(&admin).await.unwrap();
+    assert_eq!(
+        nodes,
+        vec![("node-1".to_string(), true), ("node-2".to_string(), true)]
+    );
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), "kube-node-lease");
+    let held: Vec<String> = leases
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|l| l.spec.as_ref()?.holder_identity.clone())
+        .collect();
+    assert_eq!(held, vec!["node-1", "node-2"]);
+
+    // Each node routes the other's pod range via the other's address.
+    let (one, two) = (Node::new(1), Node::new(2));
+    eventually(
+        "node-1 routes to node-2's pods",
+        Duration::from_secs(10),
+        || {
+            host::ip_in(&one.netns, &["route"])
+                .unwrap()
+                .lines()
+                .any(|l| l.starts_with("10.244.") && l.contains(&format!("via {}", two.ip)))
+        },
+    )
+    .await;
+    // The API server is reachable from inside a node, as pods will need.
+    let reach = host::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &one.netns,
+            "curl",
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "https://10.210.0.1:6443/readyz",
+        ],
+    )
+    .unwrap();
+    // `/readyz` is open to anonymous clients (system:public-info-viewer).
+    assert_eq!(reach, "200", "the API server answered from inside node-1");
+
+    drop(guard);
+    assert_nothing_left(&layout);
+    let running: Vec<_> = processes::recorded(&layout)
+        .into_iter()
+        .filter(|p| p.alive())
+        .collect();
+    assert!(running.is_empty(), "{running:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs root and the components: cargo xtask cluster test"]
+async fn down_removes_what_a_dead_run_left_and_up_refuses_to_start_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = layout(dir.path());
+    let _guard = Down(layout.clone());
+    lifecycle::up(&layout, 1, &node_program()).await.unwrap();
+
+    let again = lifecycle::up(&layout, 1, &node_program())
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{again:#}").contains("already running"),
+        "{again:#}"
+    );
+
+    // A crash: every process killed at once, nothing cleaned.
+    let recorded = processes::recorded(&layout);
+    assert_eq!(recorded.len(), 5, "{recorded:?}");
+    for p in &recorded {
+        host::run("kill", &["-9", &p.pid.to_string()]).unwrap();
+    }
+    eventually("the processes die", Duration::from_secs(5), || {
+        recorded.iter().all(|p| !p.alive())
+    })
+    .await;
+    assert!(netns_names().iter().any(|n| n == "kc-node-1"));
+
+    let removed = lifecycle::down(&layout).unwrap();
+    assert!(
+        removed.iter().any(|r| r == "network namespace kc-node-1"),
+        "{removed:?}"
+    );
+    assert_nothing_left(&layout);
+}
