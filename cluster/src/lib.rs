@@ -5,6 +5,7 @@
 //! simulator is [`node`].
 
 pub mod api;
+pub mod cni;
 pub mod config;
 pub mod control_plane;
 pub mod host;

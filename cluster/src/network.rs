@@ -87,7 +87,8 @@ pub fn pod_route(netns: Option<&str>, cidr: &str, via: &str) -> Result<(), Comma
     }
 }
 
-/// Removes every node namespace and the bridge, whoever made them: the
+/// Removes every node and pod namespace (killing what still runs in
+/// them) and the bridge, whoever made them: the
 /// veths go with their namespaces, the host's pod routes with the bridge.
 /// Returns what was removed.
 pub fn teardown() -> Vec<String> {
@@ -95,7 +96,21 @@ pub fn teardown() -> Vec<String> {
     let prefix = format!("{PREFIX}-");
     if let Ok(list) = ip(&["netns", "list"]) {
         for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
-            if name.starts_with(&prefix) && ip(&["netns", "del", name]).is_ok() {
+            if !name.starts_with(&prefix) {
+                continue;
+            }
+            // Pods' processes left by a node that died go with their
+            // namespace: a namespace is removed only when nothing runs in it.
+            for pid in ip(&["netns", "pids", name]).unwrap_or_default().lines() {
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    removed.push(format!("process {pid} in {name}"));
+                }
+            }
+            if ip(&["netns", "del", name]).is_ok() {
                 removed.push(format!("network namespace {name}"));
             }
         }

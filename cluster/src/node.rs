@@ -3,7 +3,10 @@
 //! reports its conditions, routes to the other nodes' pods, and keeps the
 //! network configuration its pods will be wired by.
 
+mod images;
 mod lease;
+mod pod;
+mod pods;
 mod registration;
 mod routes;
 
@@ -35,6 +38,13 @@ pub async fn run(layout: &Layout, node: Node) -> anyhow::Result<()> {
         tokio::spawn(lease::renew(client.clone(), node.name.clone())),
         tokio::spawn(routes::follow(network, node.clone())),
         tokio::spawn(registration::heartbeat(client.clone(), node.clone())),
+        tokio::spawn(pods::follow(
+            client.clone(),
+            std::sync::Arc::new(pod::Runtime {
+                node: node.clone(),
+                layout: layout.clone(),
+            }),
+        )),
     ];
     wait_for_signal().await;
     for task in tasks {

@@ -158,3 +158,106 @@ async fn down_removes_what_a_dead_run_left_and_up_refuses_to_start_twice() {
     );
     assert_nothing_left(&layout);
 }
+
+#[tokio::test]
+#[ignore = "needs root and the components: cargo xtask cluster test"]
+async fn a_pod_is_scheduled_wired_by_the_nodes_cni_config_reached_and_deleted_gracefully() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{DeleteParams, PostParams};
+
+    let dir = tempfile::tempdir().unwrap();
+    let layout = layout(dir.path());
+    let _guard = Down(layout.clone());
+    lifecycle::up(&layout, 2, &node_program()).await.unwrap();
+    let admin = api::client(&layout.kubeconfig("admin")).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(admin, "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "web" },
+        "spec": { "containers": [{
+            "name": "web", "image": "busybox",
+            "command": ["python3", "-m", "http.server", "8080"],
+        }]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+
+    // Scheduled by the real scheduler, run by that node's simulator.
+    let start = Instant::now();
+    let (node, ip) = loop {
+        let seen = pods.get("web").await.unwrap();
+        let status = seen.status.clone().unwrap_or_default();
+        if status.phase.as_deref() == Some("Running") {
+            break (
+                seen.spec.unwrap().node_name.unwrap(),
+                status.pod_ip.unwrap(),
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not Running: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        ip.starts_with("10.244."),
+        "an address from the node's range: {ip}"
+    );
+    let other = if node == "node-1" {
+        Node::new(2)
+    } else {
+        Node::new(1)
+    };
+    let sandbox = netns_names()
+        .into_iter()
+        .find(|n| n.starts_with(&format!("kc-{node}-")))
+        .expect("the pod's network namespace");
+
+    // Reached from the other node, over the routes between nodes.
+    let url = format!("http://{ip}:8080/");
+    let mut code = String::new();
+    eventually(
+        "the pod answers from the other node",
+        Duration::from_secs(10),
+        || {
+            code = host::run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &other.netns,
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "2",
+                    &url,
+                ],
+            )
+            .unwrap_or_default();
+            code == "200"
+        },
+    )
+    .await;
+
+    // Graceful deletion: the process stopped, CNI DEL run, the namespace
+    // removed, then the object deleted by the node.
+    pods.delete("web", &DeleteParams::default()).await.unwrap();
+    let start = Instant::now();
+    while pods.get_opt("web").await.unwrap().is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(35),
+            "the pod object stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!netns_names().contains(&sandbox), "{sandbox} left behind");
+    let left = host::run("pgrep", &["-f", "http.server 8080"]).unwrap_or_default();
+    assert!(
+        left.trim().is_empty(),
+        "the pod's process is still running: {left}"
+    );
+}

@@ -1,0 +1,70 @@
+//! The image table: there is no container runtime, so an image's name is
+//! the only link between a pod spec and a program on this machine. A
+//! container whose spec gives `command` runs that command; otherwise its
+//! image's entrypoint is looked up here by repository (registry and tag
+//! ignored). An image not in the table is refused with its name.
+
+/// Repository → entrypoint.
+const TABLE: &[(&str, &[&str])] = &[
+    // Istio's curl sample overrides the command (`/bin/sleep infinity`);
+    // without one the image runs curl.
+    ("curlimages/curl", &["/usr/bin/curl"]),
+    ("busybox", &["/bin/sh"]),
+];
+
+/// The repository of an image reference: `docker.io/library/busybox:1.36`
+/// gives `busybox`, `ghcr.io/x/y@sha256:...` gives `x/y`.
+pub fn repository(image: &str) -> String {
+    let no_digest = image.split('@').next().unwrap_or(image);
+    let (path, last) = match no_digest.rsplit_once('/') {
+        Some((p, l)) => (Some(p), l),
+        None => (None, no_digest),
+    };
+    let last = last.split(':').next().unwrap_or(last);
+    let mut parts: Vec<&str> = path.map(|p| p.split('/').collect()).unwrap_or_default();
+    if parts
+        .first()
+        .is_some_and(|first| first.contains('.') || first.contains(':') || *first == "localhost")
+    {
+        parts.remove(0);
+    }
+    if parts.first() == Some(&"library") {
+        parts.remove(0);
+    }
+    parts.push(last);
+    parts.join("/")
+}
+
+pub fn entrypoint(image: &str) -> Result<Vec<String>, String> {
+    let repo = repository(image);
+    TABLE
+        .iter()
+        .find(|(r, _)| *r == repo)
+        .map(|(_, argv)| argv.iter().map(|s| s.to_string()).collect())
+        .ok_or_else(|| {
+            format!("image {image:?} (repository {repo:?}) is not in the node's image table and the container gives no command")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repository_is_found_whatever_the_registry_tag_or_digest() {
+        assert_eq!(repository("busybox"), "busybox");
+        assert_eq!(repository("docker.io/library/busybox:1.36"), "busybox");
+        assert_eq!(repository("curlimages/curl:8.1.2"), "curlimages/curl");
+        assert_eq!(repository("ghcr.io/x/y@sha256:abcd"), "x/y");
+        assert_eq!(repository("localhost:5000/app:1"), "app");
+        assert!(
+            entrypoint("nginx")
+                .unwrap_err()
+                .contains("not in the node's image table")
+        );
+        assert_eq!(
+            entrypoint("docker.io/curlimages/curl").unwrap(),
+            ["/usr/bin/curl"]
+        );
+    }
+}
