@@ -3,10 +3,12 @@
 //! reports its conditions, routes to the other nodes' pods, and keeps the
 //! network configuration its pods will be wired by.
 
+mod container;
 mod images;
 mod lease;
 mod pod;
 mod pods;
+mod probe;
 mod registration;
 mod routes;
 

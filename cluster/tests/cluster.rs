@@ -261,3 +261,149 @@ async fn a_pod_is_scheduled_wired_by_the_nodes_cni_config_reached_and_deleted_gr
         "the pod's process is still running: {left}"
     );
 }
+
+/// A pod from JSON, created, and a way to read it back.
+async fn create_pod(
+    layout: &Layout,
+    spec: serde_json::Value,
+) -> Api<k8s_openapi::api::core::v1::Pod> {
+    let admin = api::client(&layout.kubeconfig("admin")).await.unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(admin, "default");
+    pods.create(
+        &kube::api::PostParams::default(),
+        &serde_json::from_value(spec).unwrap(),
+    )
+    .await
+    .unwrap();
+    pods
+}
+
+async fn until_status(
+    pods: &Api<k8s_openapi::api::core::v1::Pod>,
+    name: &str,
+    what: &str,
+    bound: Duration,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let pod = pods.get(name).await.unwrap();
+        let status = serde_json::to_value(pod.status.unwrap_or_default()).unwrap();
+        if check(&status) {
+            return status;
+        }
+        assert!(
+            start.elapsed() < bound,
+            "{name}: {what} not within {bound:?}; status {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn pod_ready(status: &serde_json::Value) -> bool {
+    status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+#[tokio::test]
+#[ignore = "needs root and the components: cargo xtask cluster test"]
+async fn readiness_follows_the_probe_and_a_failing_container_restarts_with_back_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = layout(dir.path());
+    let _guard = Down(layout.clone());
+    lifecycle::up(&layout, 1, &node_program()).await.unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+
+    let pods = create_pod(
+        &layout,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "web" },
+            "spec": { "containers": [{
+                "name": "web", "image": "busybox",
+                "command": ["python3", "-m", "http.server", "8080"],
+                "workingDir": site.display().to_string(),
+                "ports": [{ "name": "http", "containerPort": 8080 }],
+                "readinessProbe": { "httpGet": { "path": "/ready", "port": "http" },
+                                    "periodSeconds": 1, "failureThreshold": 1 },
+            }]},
+        }),
+    )
+    .await;
+    let status = until_status(&pods, "web", "Running", Duration::from_secs(20), |s| {
+        s["phase"] == "Running"
+    })
+    .await;
+    assert!(
+        !pod_ready(&status),
+        "ready before the probe passed: {status:#}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = pods.get("web").await.unwrap().status.unwrap();
+    assert!(
+        !pod_ready(&serde_json::to_value(status).unwrap()),
+        "the probe gets 404, so not Ready"
+    );
+    std::fs::write(site.join("ready"), "ok").unwrap();
+    until_status(&pods, "web", "Ready", Duration::from_secs(10), pod_ready).await;
+    std::fs::remove_file(site.join("ready")).unwrap();
+    until_status(
+        &pods,
+        "web",
+        "not Ready again",
+        Duration::from_secs(10),
+        |s| !pod_ready(s),
+    )
+    .await;
+
+    // restartPolicy Always: restarted after the back-off (10 s first).
+    let pods = create_pod(&layout, serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "crash" },
+        "spec": { "containers": [{ "name": "crash", "image": "busybox", "command": ["sh", "-c", "exit 3"] }]},
+    }))
+    .await;
+    let waiting = until_status(
+        &pods,
+        "crash",
+        "CrashLoopBackOff",
+        Duration::from_secs(20),
+        |s| s["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff",
+    )
+    .await;
+    assert_eq!(
+        waiting["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+        3
+    );
+    assert_eq!(
+        waiting["containerStatuses"][0]["restartCount"], 0,
+        "not before the back-off"
+    );
+    let restarted = Instant::now();
+    until_status(&pods, "crash", "a restart", Duration::from_secs(30), |s| {
+        s["containerStatuses"][0]["restartCount"].as_i64() >= Some(1)
+    })
+    .await;
+    assert!(
+        restarted.elapsed() >= Duration::from_secs(5),
+        "restarted without back-off"
+    );
+
+    // restartPolicy Never and exit 0: Succeeded, not restarted.
+    let pods = create_pod(
+        &layout,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "once" },
+            "spec": { "restartPolicy": "Never",
+                      "containers": [{ "name": "once", "image": "busybox", "command": ["true"] }]},
+        }),
+    )
+    .await;
+    let done = until_status(&pods, "once", "Succeeded", Duration::from_secs(20), |s| {
+        s["phase"] == "Succeeded"
+    })
+    .await;
+    assert_eq!(done["containerStatuses"][0]["restartCount"], 0);
+}

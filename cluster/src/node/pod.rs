@@ -3,21 +3,19 @@
 //! as processes, its status, and its graceful deletion.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::container::{ContainerState, Place};
 use super::registration::now_rfc3339;
 use crate::cni::{self, NetworkConfigList, Sandbox};
-use crate::config::{API_SERVICE_IP, Layout, Node};
+use crate::config::{Layout, Node};
 use crate::host;
 
 /// What every pod worker of the node shares.
@@ -44,11 +42,6 @@ struct Sandboxed {
     cni: Option<(NetworkConfigList, Value)>,
 }
 
-struct Running {
-    name: String,
-    child: Child,
-}
-
 const TICK: Duration = Duration::from_millis(500);
 /// A grace period longer than this is cut short (a local cluster).
 const MAX_GRACE: Duration = Duration::from_secs(30);
@@ -67,30 +60,48 @@ pub async fn run(client: Client, runtime: Arc<Runtime>, mut updates: watch::Rece
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "pod sandbox not made");
-            report(
-                &pods,
-                &name,
-                json!({ "status": {
-                    "phase": "Pending",
-                    "conditions": [{ "type": "PodReadyToStartContainers", "status": "False",
-                                     "reason": "SandboxFailed", "message": e }],
-                }}),
-            )
-            .await;
+            let status = json!({ "status": {
+                "phase": "Pending",
+                "conditions": [{ "type": "PodReadyToStartContainers", "status": "False",
+                                 "reason": "SandboxFailed", "message": e }],
+            }});
+            report(&pods, &name, &status).await;
             return;
         }
     };
-    let mut running = start_containers(&runtime, &pod, &sandbox);
+    let logs = log_dir(&runtime, &pod);
+    let _ = std::fs::create_dir_all(&logs);
+    let spec = pod.spec.clone().unwrap_or_default();
+    let policy = spec
+        .restart_policy
+        .clone()
+        .unwrap_or_else(|| "Always".into());
+    let mut containers: Vec<ContainerState> = spec
+        .containers
+        .iter()
+        .cloned()
+        .map(ContainerState::new)
+        .collect();
     let started = now_rfc3339();
-    report(
-        &pods,
-        &name,
-        running_status(&runtime, &sandbox, &running, &started),
-    )
-    .await;
-    tracing::info!(pod = %format!("{ns}/{name}"), ip = %sandbox.ip, "pod running");
+    let mut reported = Value::Null;
+    tracing::info!(pod = %format!("{ns}/{name}"), ip = %sandbox.ip, "pod sandbox ready");
 
     let graceful = loop {
+        let place = Place {
+            pod: &pod,
+            netns: &sandbox.netns,
+            ip: &sandbox.ip,
+            logs: &logs,
+            node_netns: &runtime.node.netns,
+        };
+        for c in &mut containers {
+            c.tick(&place, &policy).await;
+        }
+        let status = pod_status(&runtime, &sandbox, &containers, &started);
+        if status != reported {
+            report(&pods, &name, &status).await;
+            reported = status;
+        }
         tokio::select! {
             changed = updates.changed() => {
                 if changed.is_err() { break false; }
@@ -100,13 +111,7 @@ pub async fn run(client: Client, runtime: Arc<Runtime>, mut updates: watch::Rece
                     Some(_) => {}
                 }
             }
-            _ = tokio::time::sleep(TICK) => {
-                // A container that exited is reported; restarts come later.
-                let exited = running.iter_mut().any(|r| matches!(r.child.try_wait(), Ok(Some(_))));
-                if exited {
-                    report(&pods, &name, running_status(&runtime, &sandbox, &running, &started)).await;
-                }
-            }
+            _ = tokio::time::sleep(TICK) => {}
         }
     };
     let grace = Duration::from_secs(
@@ -118,7 +123,9 @@ pub async fn run(client: Client, runtime: Arc<Runtime>, mut updates: watch::Rece
             .max(0) as u64,
     )
     .min(MAX_GRACE);
-    stop_containers(&mut running, grace).await;
+    for c in &mut containers {
+        c.stop(grace).await;
+    }
     sandbox_down(&pod, sandbox);
     if graceful {
         let uid = pod.metadata.uid.clone();
@@ -222,128 +229,30 @@ fn log_dir(runtime: &Runtime, pod: &Pod) -> PathBuf {
         ))
 }
 
-fn start_containers(runtime: &Runtime, pod: &Pod, sandbox: &Sandboxed) -> Vec<Running> {
-    let containers = pod
-        .spec
-        .as_ref()
-        .map(|s| s.containers.clone())
-        .unwrap_or_default();
-    let dir = log_dir(runtime, pod);
-    let _ = std::fs::create_dir_all(&dir);
-    containers
-        .iter()
-        .filter_map(|c| match start(pod, c, sandbox, &dir) {
-            Ok(child) => Some(Running {
-                name: c.name.clone(),
-                child,
-            }),
-            Err(e) => {
-                tracing::warn!(container = %c.name, error = %e, "container not started");
-                None
-            }
-        })
-        .collect()
-}
-
-/// The container's program: its `command`, else what its image runs
-/// (the image table, [`super::images`]), then its `args`.
-fn start(
-    pod: &Pod,
-    c: &Container,
-    sandbox: &Sandboxed,
-    logs: &std::path::Path,
-) -> Result<Child, String> {
-    let mut argv: Vec<String> = match &c.command {
-        Some(cmd) if !cmd.is_empty() => cmd.clone(),
-        _ => super::images::entrypoint(c.image.as_deref().unwrap_or_default())?,
-    };
-    argv.extend(c.args.clone().unwrap_or_default());
-    let log =
-        std::fs::File::create(logs.join(format!("{}.log", c.name))).map_err(|e| e.to_string())?;
-    let err = log.try_clone().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/var/run/netns/{}", sandbox.netns))
-        .arg("--")
-        .args(&argv)
-        .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("HOSTNAME", pod.metadata.name.as_deref().unwrap_or_default())
-        .env("KUBERNETES_SERVICE_HOST", API_SERVICE_IP.to_string())
-        .env("KUBERNETES_SERVICE_PORT", "443")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err);
-    for var in c.env.clone().unwrap_or_default() {
-        let value = match (&var.value, &var.value_from) {
-            (Some(v), _) => v.clone(),
-            (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
-                Some("metadata.name") => pod.metadata.name.clone().unwrap_or_default(),
-                Some("metadata.namespace") => pod.metadata.namespace.clone().unwrap_or_default(),
-                Some("metadata.uid") => pod.metadata.uid.clone().unwrap_or_default(),
-                Some("spec.nodeName") => pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.node_name.clone())
-                    .unwrap_or_default(),
-                Some("spec.serviceAccountName") => pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.service_account_name.clone())
-                    .unwrap_or_default(),
-                Some("status.podIP") => sandbox.ip.clone(),
-                _ => continue,
-            },
-            (None, None) => String::new(),
-        };
-        cmd.env(&var.name, value);
-    }
-    cmd.spawn().map_err(|e| format!("running {argv:?}: {e}"))
-}
-
-async fn stop_containers(running: &mut [Running], grace: Duration) {
-    for r in running.iter() {
-        let _ = kill(Pid::from_raw(r.child.id() as i32), Signal::SIGTERM);
-    }
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline
-        && running
-            .iter_mut()
-            .any(|r| matches!(r.child.try_wait(), Ok(None)))
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    for r in running.iter_mut() {
-        if matches!(r.child.try_wait(), Ok(None)) {
-            let _ = r.child.kill();
-        }
-        let _ = r.child.wait();
-    }
-}
-
-fn running_status(
+fn pod_status(
     runtime: &Runtime,
     sandbox: &Sandboxed,
-    running: &[Running],
+    containers: &[ContainerState],
     started: &str,
 ) -> Value {
-    let statuses: Vec<Value> = running
-        .iter()
-        .map(|r| {
-            json!({
-                "name": r.name, "ready": true, "started": true, "restartCount": 0,
-                "image": "", "imageID": "",
-                "state": { "running": { "startedAt": started } },
-            })
-        })
-        .collect();
-    let ready = if running.is_empty() { "False" } else { "True" };
+    let finished: Vec<i32> = containers.iter().filter_map(|c| c.finished()).collect();
+    let phase = if !containers.is_empty() && finished.len() == containers.len() {
+        if finished.iter().all(|code| *code == 0) {
+            "Succeeded"
+        } else {
+            "Failed"
+        }
+    } else {
+        "Running"
+    };
+    let ready = !containers.is_empty() && containers.iter().all(|c| c.ready());
+    let ready = if ready { "True" } else { "False" };
+    // A condition's transition time is the pod's start: good enough for
+    // `kubectl wait`, which reads the status only.
     let condition =
         |t: &str, s: &str| json!({ "type": t, "status": s, "lastTransitionTime": started });
     json!({ "status": {
-        "phase": "Running",
+        "phase": phase,
         "hostIP": runtime.node.ip.to_string(),
         "hostIPs": [{ "ip": runtime.node.ip.to_string() }],
         "podIP": sandbox.ip,
@@ -355,13 +264,13 @@ fn running_status(
             condition("ContainersReady", ready),
             condition("Ready", ready),
         ],
-        "containerStatuses": statuses,
+        "containerStatuses": containers.iter().map(ContainerState::status).collect::<Vec<_>>(),
     }})
 }
 
-async fn report(pods: &Api<Pod>, name: &str, status: Value) {
+async fn report(pods: &Api<Pod>, name: &str, status: &Value) {
     if let Err(e) = pods
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
         .await
     {
         tracing::warn!(pod = name, error = %e, "pod status not reported");
