@@ -407,3 +407,79 @@ async fn readiness_follows_the_probe_and_a_failing_container_restarts_with_back_
     .await;
     assert_eq!(done["containerStatuses"][0]["restartCount"], 0);
 }
+
+#[tokio::test]
+#[ignore = "needs root and the components: cargo xtask cluster test"]
+async fn host_network_pods_share_the_node_and_a_changed_cni_config_is_what_the_next_pod_gets() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = layout(dir.path());
+    let _guard = Down(layout.clone());
+    lifecycle::up(&layout, 1, &node_program()).await.unwrap();
+    let node = Node::new(1);
+
+    let pods = create_pod(
+        &layout,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "on-host" },
+            "spec": { "hostNetwork": true, "containers": [{
+                "name": "web", "image": "busybox",
+                "command": ["python3", "-m", "http.server", "8081"],
+            }]},
+        }),
+    )
+    .await;
+    let status = until_status(&pods, "on-host", "Running", Duration::from_secs(20), |s| {
+        s["phase"] == "Running"
+    })
+    .await;
+    assert_eq!(status["podIP"], node.ip.to_string());
+    let url = format!("http://{}:8081/", node.ip);
+    let mut code = String::new();
+    eventually(
+        "the host-network pod answers on the node's address",
+        Duration::from_secs(10),
+        || {
+            code = host::run(
+                "curl",
+                &[
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "2",
+                    &url,
+                ],
+            )
+            .unwrap_or_default();
+            code == "200"
+        },
+    )
+    .await;
+
+    // A network config list that sorts first, written after the node
+    // started: the next pod is wired by it (addresses from .200 up).
+    let net_d = layout.node_root(&node).join("etc/cni/net.d");
+    let current: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(net_d.join("10-cluster.conflist")).unwrap())
+            .unwrap();
+    let subnet = current["plugins"][0]["ipam"]["ranges"][0][0]["subnet"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let start = subnet.replace(".0/24", ".200");
+    let mut changed = current.clone();
+    changed["plugins"][0]["ipam"]["ranges"][0][0]["rangeStart"] = serde_json::json!(start);
+    std::fs::write(net_d.join("00-changed.conflist"), changed.to_string()).unwrap();
+    let pods = create_pod(&layout, serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "after" },
+        "spec": { "containers": [{ "name": "sleep", "image": "busybox", "command": ["sleep", "infinity"] }]},
+    }))
+    .await;
+    let status = until_status(&pods, "after", "Running", Duration::from_secs(20), |s| {
+        s["phase"] == "Running"
+    })
+    .await;
+    assert_eq!(status["podIP"], start, "wired by the changed config");
+}
