@@ -19,7 +19,7 @@ pub enum ApiError {
         waited: Duration,
         last: String,
     },
-    #[error("the API server refused {what}: {source}")]
+    #[error("the API server refused {what}")]
     Request {
         what: String,
         #[source]

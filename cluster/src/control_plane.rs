@@ -18,7 +18,7 @@ pub enum ControlPlaneError {
     Pki(#[from] PkiError),
     #[error(transparent)]
     Process(#[from] ProcessError),
-    #[error("writing {what}: {source}")]
+    #[error("writing {what}")]
     Write {
         what: String,
         #[source]

@@ -23,7 +23,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => {
                 let exe = std::env::current_exe()?;
-                let started = lifecycle::up(&layout, args.nodes, &exe).await?;
+                let started = lifecycle::up(&layout, args.nodes, &exe).await.map_err(|e| {
+                    e.context(format!(
+                        "what was started is left for inspection (logs in {}); `cluster down` removes it",
+                        layout.logs().display()
+                    ))
+                })?;
                 println!(
                     "cluster up: API server ready in {:.1} s, {} nodes Ready in {:.1} s",
                     started.api_ready.as_secs_f64(),

@@ -22,13 +22,13 @@ const BACKDATE: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
-    #[error("making the certificate for {what}: {source}")]
+    #[error("making the certificate for {what}")]
     Make {
         what: String,
         #[source]
         source: rcgen::Error,
     },
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Write {
         path: PathBuf,
         #[source]

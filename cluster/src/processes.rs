@@ -16,7 +16,7 @@ use crate::config::Layout;
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     #[error(
-        "starting {name} ({program}): {source}; hint: `cargo xtask cluster build` builds the components"
+        "cannot start {name} from {program} (`cargo xtask cluster build` builds the components)"
     )]
     Spawn {
         name: String,
@@ -24,7 +24,7 @@ pub enum ProcessError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
