@@ -29,6 +29,31 @@ impl Drop for Down {
     }
 }
 
+/// The HTTP status curl gets for `url` (empty when it gets none), from the
+/// host or from inside `netns`.
+fn http_code(netns: Option<&str>, url: &str) -> String {
+    let curl = [
+        "curl",
+        "-sk",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "2",
+        url,
+    ];
+    match netns {
+        Some(netns) => {
+            let mut args = vec!["netns", "exec", netns];
+            args.extend(curl);
+            host::run("ip", &args)
+        }
+        None => host::run(curl[0], &curl[1..]),
+    }
+    .unwrap_or_default()
+}
+
 fn netns_names() -> Vec<String> {
     host::ip(&["netns", "list"])
         .unwrap()
@@ -95,22 +120,7 @@ async fn up_gives_ready_nodes_with_leases_and_routes_and_down_removes_it_all() {
     )
     .await;
     // The API server is reachable from inside a node, as pods will need.
-    let reach = host::run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &one.netns,
-            "curl",
-            "-sk",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "https://10.210.0.1:6443/readyz",
-        ],
-    )
-    .unwrap();
+    let reach = http_code(Some(&one.netns), "https://10.210.0.1:6443/readyz");
     // `/readyz` is open to anonymous clients (system:public-info-viewer).
     assert_eq!(reach, "200", "the API server answered from inside node-1");
 
@@ -215,31 +225,10 @@ async fn a_pod_is_scheduled_wired_by_the_nodes_cni_config_reached_and_deleted_gr
 
     // Reached from the other node, over the routes between nodes.
     let url = format!("http://{ip}:8080/");
-    let mut code = String::new();
     eventually(
         "the pod answers from the other node",
         Duration::from_secs(10),
-        || {
-            code = host::run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &other.netns,
-                    "curl",
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "--max-time",
-                    "2",
-                    &url,
-                ],
-            )
-            .unwrap_or_default();
-            code == "200"
-        },
+        || http_code(Some(&other.netns), &url) == "200",
     )
     .await;
 
@@ -434,27 +423,10 @@ async fn host_network_pods_share_the_node_and_a_changed_cni_config_is_what_the_n
     .await;
     assert_eq!(status["podIP"], node.ip.to_string());
     let url = format!("http://{}:8081/", node.ip);
-    let mut code = String::new();
     eventually(
         "the host-network pod answers on the node's address",
         Duration::from_secs(10),
-        || {
-            code = host::run(
-                "curl",
-                &[
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "--max-time",
-                    "2",
-                    &url,
-                ],
-            )
-            .unwrap_or_default();
-            code == "200"
-        },
+        || http_code(None, &url) == "200",
     )
     .await;
 
