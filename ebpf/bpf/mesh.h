@@ -31,7 +31,8 @@ enum mesh_counter {
 	MESH_DROPPED_NO_LISTENER = 3, /* ztunnel not listening: dropped (fail closed) */
 	MESH_DROPPED_ASSIGN = 4,     /* the kernel refused the socket: dropped */
 	MESH_DROPPED_MALFORMED = 5,  /* TCP whose headers could not be read: dropped */
-	MESH_COUNTERS = 6,
+	MESH_TIME_WAIT_CLEARED = 6,  /* a SYN met an old TIME_WAIT socket: made to clear it */
+	MESH_COUNTERS = 7,
 };
 
 /* A variable of the enum's type, so the enum reaches the object's BTF,

@@ -64,16 +64,18 @@ pub enum Counter {
     DroppedNoListener = 3,
     DroppedAssign = 4,
     DroppedMalformed = 5,
+    TimeWaitCleared = 6,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 6] = [
+    pub const ALL: [Counter; 7] = [
         Counter::OutboundCaptured,
         Counter::InboundCaptured,
         Counter::EgressRedirected,
         Counter::DroppedNoListener,
         Counter::DroppedAssign,
         Counter::DroppedMalformed,
+        Counter::TimeWaitCleared,
     ];
     /// `MESH_COUNTERS`, the array's size.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -87,6 +89,7 @@ impl Counter {
             Counter::DroppedNoListener => "MESH_DROPPED_NO_LISTENER",
             Counter::DroppedAssign => "MESH_DROPPED_ASSIGN",
             Counter::DroppedMalformed => "MESH_DROPPED_MALFORMED",
+            Counter::TimeWaitCleared => "MESH_TIME_WAIT_CLEARED",
         }
     }
 
@@ -99,6 +102,7 @@ impl Counter {
             Counter::DroppedNoListener => "droppedNoListener",
             Counter::DroppedAssign => "droppedAssign",
             Counter::DroppedMalformed => "droppedMalformed",
+            Counter::TimeWaitCleared => "timeWaitCleared",
         }
     }
 }
