@@ -40,6 +40,9 @@ pub enum Command {
     Status,
     /// Run one node (started by `up`; not meant to be run by hand).
     Node(NodeArgs),
+    /// Start a container's program in its pod (run by a node).
+    #[command(hide = true)]
+    Enter(EnterArgs),
 }
 
 #[derive(Debug, Args)]
@@ -47,6 +50,21 @@ pub struct UpArgs {
     /// How many nodes.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=9))]
     pub nodes: u8,
+    /// Rotate pods' projected service-account tokens at least this often
+    /// (seconds), for tests; by default at 80% of their lifetime, as the
+    /// kubelet does.
+    #[arg(long)]
+    pub token_refresh: Option<u64>,
+}
+
+impl UpArgs {
+    /// `count` nodes, everything else as by default.
+    pub fn nodes(count: u8) -> Self {
+        Self {
+            nodes: count,
+            token_refresh: None,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +72,27 @@ pub struct NodeArgs {
     /// The node's number, from 1: it gives the node its name and address.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=9))]
     pub index: u8,
+    /// See `up --token-refresh`.
+    #[arg(long)]
+    pub token_refresh: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct EnterArgs {
+    /// The pod's network namespace (a path).
+    #[arg(long)]
+    pub net: PathBuf,
+    #[arg(long, default_value = "/")]
+    pub workdir: PathBuf,
+    /// `MOUNT_PATH=SOURCE`, bound read-write.
+    #[arg(long, value_parser = crate::node::parse_bind)]
+    pub bind: Vec<(PathBuf, PathBuf)>,
+    /// `MOUNT_PATH=SOURCE`, bound read-only.
+    #[arg(long, value_parser = crate::node::parse_bind)]
+    pub ro_bind: Vec<(PathBuf, PathBuf)>,
+    /// The program and its arguments.
+    #[arg(last = true, required = true)]
+    pub argv: Vec<String>,
 }
 
 /// The files of a running cluster, all under its state directory.
@@ -89,6 +128,10 @@ impl Layout {
     /// A node's own directory tree (its `/etc/cni/net.d`, `/opt/cni/bin`, ...).
     pub fn node_root(&self, node: &Node) -> PathBuf {
         self.state.join("nodes").join(&node.name)
+    }
+    /// The mount points the nodes made on this machine for pods' volumes.
+    pub fn mount_points(&self) -> PathBuf {
+        self.state.join("mount-points")
     }
     pub fn program(&self, name: &str) -> PathBuf {
         self.bin.join(name)

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::config::{Layout, Node};
+use crate::config::{Layout, Node, UpArgs};
 use crate::{api, control_plane, network, processes};
 
 const API_READY_WAIT: Duration = Duration::from_secs(60);
@@ -22,11 +22,12 @@ pub struct Started {
     pub nodes_ready: Duration,
 }
 
-/// Brings up the control plane and `count` nodes, returning once every
+/// Brings up the control plane and `args.nodes` nodes, returning once every
 /// node is Ready. A state directory left by a dead run is cleaned first;
 /// a running cluster is an error. `node_program` is the `cluster` binary,
 /// run once per node as `cluster node`.
-pub async fn up(layout: &Layout, count: u8, node_program: &Path) -> anyhow::Result<Started> {
+pub async fn up(layout: &Layout, args: &UpArgs, node_program: &Path) -> anyhow::Result<Started> {
+    let count = args.nodes;
     let running: Vec<_> = processes::recorded(layout)
         .into_iter()
         .filter(|p| p.alive())
@@ -61,13 +62,16 @@ pub async fn up(layout: &Layout, count: u8, node_program: &Path) -> anyhow::Resu
         .context("granting the nodes' network add-on its role")?;
     control_plane::start_controllers(layout)?;
     for node in &nodes {
-        let args = vec![
+        let mut node_args = vec![
             format!("--state={}", layout.state.display()),
             format!("--bin={}", layout.bin.display()),
             "node".to_string(),
             format!("--index={}", node.index),
         ];
-        processes::spawn(layout, &node.name, node_program, &args)?;
+        if let Some(seconds) = args.token_refresh {
+            node_args.push(format!("--token-refresh={seconds}"));
+        }
+        processes::spawn(layout, &node.name, node_program, &node_args)?;
     }
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
     api::wait_nodes_ready(&admin, &names, NODES_READY_WAIT)
@@ -102,6 +106,11 @@ pub fn down(layout: &Layout) -> anyhow::Result<Vec<String>> {
         .map(|name| format!("process {name}"))
         .collect();
     removed.extend(network::teardown());
+    removed.extend(
+        crate::node::remove_mount_points(&layout.mount_points())
+            .into_iter()
+            .map(|p| format!("mount point {p}")),
+    );
     if layout.state.exists() {
         std::fs::remove_dir_all(&layout.state)
             .with_context(|| format!("removing {}", layout.state.display()))?;

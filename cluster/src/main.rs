@@ -6,6 +6,12 @@ use mesh_cluster::{lifecycle, node};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Enter(args) = cli.command {
+        // Becomes the container's program: no runtime, no threads.
+        let Err(e) = node::enter(args);
+        eprintln!("cluster enter: {e:#}");
+        return ExitCode::from(127);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -23,7 +29,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => {
                 let exe = std::env::current_exe()?;
-                let started = lifecycle::up(&layout, args.nodes, &exe).await.map_err(|e| {
+                let started = lifecycle::up(&layout, &args, &exe).await.map_err(|e| {
                     e.context(format!(
                         "what was started is left for inspection (logs in {}); `cluster down` removes it",
                         layout.logs().display()
@@ -50,7 +56,11 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
-            Command::Node(args) => node::run(&layout, Node::new(args.index)).await,
+            Command::Node(args) => {
+                let refresh = args.token_refresh.map(std::time::Duration::from_secs);
+                node::run(&layout, Node::new(args.index), refresh).await
+            }
+            Command::Enter(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

@@ -4,6 +4,7 @@
 //! network configuration its pods will be wired by.
 
 mod container;
+mod enter;
 mod images;
 mod lease;
 mod pod;
@@ -11,6 +12,10 @@ mod pods;
 mod probe;
 mod registration;
 mod routes;
+mod volumes;
+
+pub use enter::{parse_bind, run as enter};
+pub use volumes::remove_mount_points;
 
 use std::time::Duration;
 
@@ -23,8 +28,13 @@ use crate::{api, network};
 /// How long a new node waits for the controller-manager to give it a pod range.
 const POD_CIDR_WAIT: Duration = Duration::from_secs(30);
 
-/// Runs the node until SIGTERM or SIGINT.
-pub async fn run(layout: &Layout, node: Node) -> anyhow::Result<()> {
+/// Runs the node until SIGTERM or SIGINT. `token_refresh` caps how long a
+/// projected token lives before it is rotated (`up --token-refresh`).
+pub async fn run(
+    layout: &Layout,
+    node: Node,
+    token_refresh: Option<Duration>,
+) -> anyhow::Result<()> {
     network::node_up(&node).context("wiring the node's network namespace")?;
     let client = api::client(&layout.kubeconfig(&node.name)).await?;
     registration::register(&client, &node).await?;
@@ -45,6 +55,8 @@ pub async fn run(layout: &Layout, node: Node) -> anyhow::Result<()> {
             std::sync::Arc::new(pod::Runtime {
                 node: node.clone(),
                 layout: layout.clone(),
+                token_refresh,
+                program: std::env::current_exe().context("finding the cluster binary")?,
             }),
         )),
     ];

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::api::ListParams;
-use mesh_cluster::config::{BRIDGE, Layout, Node};
+use mesh_cluster::config::{BRIDGE, Layout, Node, UpArgs};
 use mesh_cluster::{api, host, lifecycle, processes};
 
 fn layout(dir: &Path) -> Layout {
@@ -86,7 +86,9 @@ async fn up_gives_ready_nodes_with_leases_and_routes_and_down_removes_it_all() {
     let dir = tempfile::tempdir().unwrap();
     let layout = layout(dir.path());
     let guard = Down(layout.clone());
-    let started = lifecycle::up(&layout, 2, &node_program()).await.unwrap();
+    let started = lifecycle::up(&layout, &UpArgs::nodes(2), &node_program())
+        .await
+        .unwrap();
     eprintln!("up: {started:?}");
 
     let admin = api::client(&layout.kubeconfig("admin")).await.unwrap();
@@ -139,9 +141,11 @@ async fn down_removes_what_a_dead_run_left_and_up_refuses_to_start_twice() {
     let dir = tempfile::tempdir().unwrap();
     let layout = layout(dir.path());
     let _guard = Down(layout.clone());
-    lifecycle::up(&layout, 1, &node_program()).await.unwrap();
+    lifecycle::up(&layout, &UpArgs::nodes(1), &node_program())
+        .await
+        .unwrap();
 
-    let again = lifecycle::up(&layout, 1, &node_program())
+    let again = lifecycle::up(&layout, &UpArgs::nodes(1), &node_program())
         .await
         .unwrap_err();
     assert!(
@@ -178,7 +182,9 @@ async fn a_pod_is_scheduled_wired_by_the_nodes_cni_config_reached_and_deleted_gr
     let dir = tempfile::tempdir().unwrap();
     let layout = layout(dir.path());
     let _guard = Down(layout.clone());
-    lifecycle::up(&layout, 2, &node_program()).await.unwrap();
+    lifecycle::up(&layout, &UpArgs::nodes(2), &node_program())
+        .await
+        .unwrap();
     let admin = api::client(&layout.kubeconfig("admin")).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(admin, "default");
     let pod: Pod = serde_json::from_value(serde_json::json!({
@@ -303,7 +309,9 @@ async fn readiness_follows_the_probe_and_a_failing_container_restarts_with_back_
     let dir = tempfile::tempdir().unwrap();
     let layout = layout(dir.path());
     let _guard = Down(layout.clone());
-    lifecycle::up(&layout, 1, &node_program()).await.unwrap();
+    lifecycle::up(&layout, &UpArgs::nodes(1), &node_program())
+        .await
+        .unwrap();
     let site = dir.path().join("site");
     std::fs::create_dir_all(&site).unwrap();
 
@@ -403,7 +411,9 @@ async fn host_network_pods_share_the_node_and_a_changed_cni_config_is_what_the_n
     let dir = tempfile::tempdir().unwrap();
     let layout = layout(dir.path());
     let _guard = Down(layout.clone());
-    lifecycle::up(&layout, 1, &node_program()).await.unwrap();
+    lifecycle::up(&layout, &UpArgs::nodes(1), &node_program())
+        .await
+        .unwrap();
     let node = Node::new(1);
 
     let pods = create_pod(
@@ -454,4 +464,163 @@ async fn host_network_pods_share_the_node_and_a_changed_cni_config_is_what_the_n
     })
     .await;
     assert_eq!(status["podIP"], start, "wired by the changed config");
+}
+
+#[tokio::test]
+#[ignore = "needs root and the components: cargo xtask cluster test"]
+async fn volumes_are_mounted_as_kubernetes_mounts_them_and_projected_tokens_rotate() {
+    use k8s_openapi::api::authentication::v1::TokenReview;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let dir = tempfile::tempdir().unwrap();
+    let layout = layout(dir.path());
+    let _guard = Down(layout.clone());
+    let args = UpArgs {
+        nodes: 1,
+        token_refresh: Some(3),
+    };
+    lifecycle::up(&layout, &args, &node_program())
+        .await
+        .unwrap();
+    let admin = api::client(&layout.kubeconfig("admin")).await.unwrap();
+    let post = kube::api::PostParams::default();
+    let config: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "settings" }, "data": { "greeting": "hello", "unused": "x" },
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(admin.clone(), "default")
+        .create(&post, &config)
+        .await
+        .unwrap();
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "creds" }, "stringData": { "password": "s3cret" },
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), "default")
+        .create(&post, &secret)
+        .await
+        .unwrap();
+
+    // Mount points that exist nowhere on this machine: made, then removed by down.
+    let script = "while true; do \
+        cat /etc/kc-test/settings/conf/greeting.txt /etc/kc-test/creds/password > /kc-test-scratch/seen; \
+        ls /etc/kc-test/settings > /kc-test-scratch/settings-files; \
+        ls /var/run/secrets/kubernetes.io/serviceaccount > /kc-test-scratch/sa-files; \
+        cp /var/run/secrets/tokens/istio-token /kc-test-scratch/token.new && mv /kc-test-scratch/token.new /kc-test-scratch/token; \
+        touch /etc/kc-test/creds/written 2>/dev/null && echo yes > /kc-test-scratch/secret-writable || echo no > /kc-test-scratch/secret-writable; \
+        echo from-the-pod > /kc-test-host/written; \
+        sleep 1; done";
+    let pods = create_pod(
+        &layout,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "reader" },
+            "spec": {
+                "containers": [{
+                    "name": "reader", "image": "busybox", "command": ["sh", "-c", script],
+                    "volumeMounts": [
+                        { "name": "settings", "mountPath": "/etc/kc-test/settings" },
+                        { "name": "creds", "mountPath": "/etc/kc-test/creds" },
+                        { "name": "istio-token", "mountPath": "/var/run/secrets/tokens" },
+                        { "name": "scratch", "mountPath": "/kc-test-scratch" },
+                        { "name": "host", "mountPath": "/kc-test-host" },
+                    ],
+                }],
+                "volumes": [
+                    { "name": "settings", "configMap": { "name": "settings",
+                        "items": [{ "key": "greeting", "path": "conf/greeting.txt" }] } },
+                    { "name": "creds", "secret": { "secretName": "creds" } },
+                    { "name": "istio-token", "projected": { "sources": [{ "serviceAccountToken": {
+                        "audience": "istio-ca", "expirationSeconds": 600, "path": "istio-token" } }] } },
+                    { "name": "scratch", "emptyDir": {} },
+                    { "name": "host", "hostPath": { "path": "/var/run/kc-test", "type": "DirectoryOrCreate" } },
+                ],
+            },
+        }),
+    )
+    .await;
+    until_status(&pods, "reader", "Running", Duration::from_secs(30), |s| {
+        s["phase"] == "Running"
+    })
+    .await;
+    let uid = pods.get("reader").await.unwrap().metadata.uid.unwrap();
+    let node_root = layout.node_root(&Node::new(1));
+    let pod_dir = node_root.join("var/lib/kubelet/pods").join(&uid);
+    let scratch = pod_dir.join("volumes/scratch");
+    let read = |name: &str| std::fs::read_to_string(scratch.join(name)).unwrap_or_default();
+    eventually(
+        "the container read its volumes",
+        Duration::from_secs(20),
+        || !read("token").is_empty() && !read("sa-files").is_empty(),
+    )
+    .await;
+    assert_eq!(read("seen"), "hellos3cret", "ConfigMap item and Secret key");
+    assert_eq!(read("settings-files"), "conf\n", "only the item asked for");
+    assert_eq!(
+        read("sa-files"),
+        "ca.crt\nnamespace\ntoken\n",
+        "the API server's kube-api-access volume"
+    );
+    assert_eq!(
+        read("secret-writable"),
+        "no\n",
+        "Secret volumes are read-only"
+    );
+    // hostPath: the node's own /var/run/kc-test, not the machine's.
+    assert_eq!(
+        std::fs::read_to_string(node_root.join("var/run/kc-test/written")).unwrap(),
+        "from-the-pod\n"
+    );
+    assert!(!Path::new("/var/run/kc-test").exists());
+    // Nothing of the pod's mounts shows on the machine.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("kc-test"), "{mounts}");
+
+    // The token is the API's, for the audience asked, bound to the pod,
+    // and rotated (here every 3 s).
+    let review = |token: String| {
+        let admin = admin.clone();
+        async move {
+            let review: TokenReview = serde_json::from_value(serde_json::json!({
+                "spec": { "token": token, "audiences": ["istio-ca"] },
+            }))
+            .unwrap();
+            let reviewed = Api::<TokenReview>::all(admin)
+                .create(&kube::api::PostParams::default(), &review)
+                .await
+                .unwrap();
+            serde_json::to_value(reviewed.status.unwrap()).unwrap()
+        }
+    };
+    let first = read("token");
+    let status = review(first.clone()).await;
+    assert_eq!(status["authenticated"], true, "{status:#}");
+    assert_eq!(
+        status["user"]["username"],
+        "system:serviceaccount:default:default"
+    );
+    assert_eq!(
+        status["user"]["extra"]["authentication.kubernetes.io/pod-name"][0],
+        "reader"
+    );
+    eventually("the token rotated", Duration::from_secs(20), || {
+        let now = read("token");
+        !now.is_empty() && now != first
+    })
+    .await;
+    let status = review(read("token")).await;
+    assert_eq!(status["authenticated"], true, "{status:#}");
+
+    // Deleted: its volumes go with it; down removes the mount points made.
+    pods.delete("reader", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "the pod's directory removed",
+        Duration::from_secs(40),
+        || !pod_dir.exists(),
+    )
+    .await;
+    lifecycle::down(&layout).unwrap();
+    for made in ["/etc/kc-test", "/kc-test-scratch", "/kc-test-host"] {
+        assert!(!Path::new(made).exists(), "{made} left behind");
+    }
 }

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::probe::{self, Readiness};
 use super::registration::now_rfc3339;
+use super::volumes::{self, Volumes};
 use crate::config::API_SERVICE_IP;
 
 const BACKOFF_START: Duration = Duration::from_secs(10);
@@ -28,6 +29,11 @@ pub struct Place<'a> {
     pub ip: &'a str,
     pub logs: &'a Path,
     pub node_netns: &'a str,
+    pub volumes: &'a Volumes,
+    /// The `cluster` binary (`cluster enter` starts the program).
+    pub program: &'a Path,
+    /// Where mount points made on this machine are recorded.
+    pub mount_points: &'a Path,
 }
 
 pub struct ContainerState {
@@ -153,6 +159,13 @@ impl ContainerState {
         }
     }
 
+    /// Not started yet because of what the pod still lacks.
+    pub fn waiting_for(&mut self, reason: &str, message: &str) {
+        if self.child.is_none() {
+            self.waiting = Some((reason.into(), message.into()));
+        }
+    }
+
     pub fn ready(&self) -> bool {
         self.ready
     }
@@ -228,10 +241,12 @@ fn start(c: &Container, place: &Place<'_>) -> Result<Child, String> {
         .open(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let err = log.try_clone().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/var/run/netns/{}", place.netns))
-        .arg("--")
-        .args(&argv)
+    let binds = place.volumes.binds(c)?;
+    volumes::make_mount_points(&binds, place.mount_points)?;
+    let netns = Path::new("/var/run/netns").join(place.netns);
+    let workdir = c.working_dir.as_deref().unwrap_or("/");
+    let mut cmd = Command::new(place.program);
+    cmd.args(super::enter::args(&netns, &binds, workdir, &argv))
         .env_clear()
         .env(
             "PATH",
@@ -240,7 +255,6 @@ fn start(c: &Container, place: &Place<'_>) -> Result<Child, String> {
         .env("HOSTNAME", pod.metadata.name.as_deref().unwrap_or_default())
         .env("KUBERNETES_SERVICE_HOST", API_SERVICE_IP.to_string())
         .env("KUBERNETES_SERVICE_PORT", "443")
-        .current_dir(c.working_dir.as_deref().unwrap_or("/"))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err);

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::container::{ContainerState, Place};
 use super::registration::now_rfc3339;
+use super::volumes::{Paths, Volumes};
 use crate::cni::{self, NetworkConfigList, Sandbox};
 use crate::config::{Layout, Node};
 use crate::host;
@@ -22,6 +23,10 @@ use crate::host;
 pub struct Runtime {
     pub node: Node,
     pub layout: Layout,
+    /// `--token-refresh`: rotate projected tokens at least this often.
+    pub token_refresh: Option<Duration>,
+    /// The `cluster` binary, which starts containers (`cluster enter`).
+    pub program: PathBuf,
 }
 
 impl Runtime {
@@ -55,7 +60,7 @@ pub async fn run(client: Client, runtime: Arc<Runtime>, mut updates: watch::Rece
         pod.metadata.namespace.clone().unwrap_or_default(),
         pod.metadata.name.clone().unwrap_or_default(),
     );
-    let pods: Api<Pod> = Api::namespaced(client, &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let sandbox = match sandbox_up(&runtime, &pod) {
         Ok(s) => s,
         Err(e) => {
@@ -85,17 +90,43 @@ pub async fn run(client: Client, runtime: Arc<Runtime>, mut updates: watch::Rece
     let started = now_rfc3339();
     let mut reported = Value::Null;
     tracing::info!(pod = %format!("{ns}/{name}"), ip = %sandbox.ip, "pod sandbox ready");
+    let node_root = runtime.layout.node_root(&runtime.node);
+    let paths = Paths {
+        node_root: &node_root,
+    };
+    let mut volumes: Option<Volumes> = None;
+    let mut volume_error = String::new();
 
     let graceful = loop {
-        let place = Place {
-            pod: &pod,
-            netns: &sandbox.netns,
-            ip: &sandbox.ip,
-            logs: &logs,
-            node_netns: &runtime.node.netns,
-        };
-        for c in &mut containers {
-            c.tick(&place, &policy).await;
+        match &mut volumes {
+            Some(v) => v.refresh_tokens(&client).await,
+            None => match Volumes::make(&client, &paths, &pod, runtime.token_refresh).await {
+                Ok(v) => volumes = Some(v),
+                Err(e) => {
+                    if e != volume_error {
+                        tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "volumes not made; retrying");
+                    }
+                    for c in &mut containers {
+                        c.waiting_for("ContainerCreating", &e);
+                    }
+                    volume_error = e;
+                }
+            },
+        }
+        if let Some(volumes) = &volumes {
+            let place = Place {
+                pod: &pod,
+                netns: &sandbox.netns,
+                ip: &sandbox.ip,
+                logs: &logs,
+                node_netns: &runtime.node.netns,
+                volumes,
+                program: &runtime.program,
+                mount_points: &runtime.layout.mount_points(),
+            };
+            for c in &mut containers {
+                c.tick(&place, &policy).await;
+            }
         }
         let status = pod_status(&runtime, &sandbox, &containers, &started);
         if status != reported {
@@ -127,6 +158,7 @@ pub async fn run(client: Client, runtime: Arc<Runtime>, mut updates: watch::Rece
         c.stop(grace).await;
     }
     sandbox_down(&pod, sandbox);
+    let _ = std::fs::remove_dir_all(paths.pod_dir(&pod));
     if graceful {
         let uid = pod.metadata.uid.clone();
         let params = DeleteParams {
