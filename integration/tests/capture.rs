@@ -676,10 +676,24 @@ fn http_get_from(from: std::net::SocketAddr, to: std::net::SocketAddr) -> std::i
     use socket2::{Domain, SockAddr, Socket, Type};
     use std::io::{Read, Write};
     let timeout = std::time::Duration::from_secs(5);
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&SockAddr::from(from))?;
-    socket.connect_timeout(&SockAddr::from(to), timeout)?;
+    // Our previous socket on this port may still wait for the ACK of its
+    // FIN (LAST_ACK) for a moment: the tuple is ours until then.
+    let began = std::time::Instant::now();
+    let socket = loop {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&SockAddr::from(from))?;
+        match socket.connect_timeout(&SockAddr::from(to), timeout) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrNotAvailable
+                    && began.elapsed() < std::time::Duration::from_secs(2) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+            Ok(()) => break socket,
+        }
+    };
     let mut stream = std::net::TcpStream::from(socket);
     stream.set_read_timeout(Some(timeout))?;
     stream.write_all(b"GET / HTTP/1.1\r\nhost: remote\r\n\r\n")?;
