@@ -5,6 +5,7 @@
 
 mod container;
 mod enter;
+mod env;
 mod images;
 mod lease;
 mod pod;

@@ -468,7 +468,7 @@ async fn host_network_pods_share_the_node_and_a_changed_cni_config_is_what_the_n
 
 #[tokio::test]
 #[ignore = "needs root and the components: cargo xtask cluster test"]
-async fn volumes_are_mounted_as_kubernetes_mounts_them_and_projected_tokens_rotate() {
+async fn volumes_and_env_come_from_the_api_as_kubernetes_gives_them_and_tokens_rotate() {
     use k8s_openapi::api::authentication::v1::TokenReview;
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
     let dir = tempfile::tempdir().unwrap();
@@ -508,14 +508,22 @@ async fn volumes_are_mounted_as_kubernetes_mounts_them_and_projected_tokens_rota
         cp /var/run/secrets/tokens/istio-token /kc-test-scratch/token.new && mv /kc-test-scratch/token.new /kc-test-scratch/token; \
         touch /etc/kc-test/creds/written 2>/dev/null && echo yes > /kc-test-scratch/secret-writable || echo no > /kc-test-scratch/secret-writable; \
         echo from-the-pod > /kc-test-host/written; \
+        echo \"$GREETING $PASSWORD $CFG_unused $POD\" > /kc-test-scratch/env; \
         sleep 1; done";
     let pods = create_pod(
         &layout,
         serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "reader" },
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "reader", "labels": { "app": "reader-app" } },
             "spec": {
                 "containers": [{
                     "name": "reader", "image": "busybox", "command": ["sh", "-c", script],
+                    "envFrom": [{ "prefix": "CFG_", "configMapRef": { "name": "settings" } }],
+                    "env": [
+                        { "name": "GREETING", "valueFrom": { "configMapKeyRef": { "name": "settings", "key": "greeting" } } },
+                        { "name": "PASSWORD", "valueFrom": { "secretKeyRef": { "name": "creds", "key": "password" } } },
+                        { "name": "POD", "valueFrom": { "fieldRef": { "fieldPath": "metadata.labels['app']" } } },
+                    ],
                     "volumeMounts": [
                         { "name": "settings", "mountPath": "/etc/kc-test/settings" },
                         { "name": "creds", "mountPath": "/etc/kc-test/creds" },
@@ -564,6 +572,11 @@ async fn volumes_are_mounted_as_kubernetes_mounts_them_and_projected_tokens_rota
         "no\n",
         "Secret volumes are read-only"
     );
+    assert_eq!(
+        read("env"),
+        "hello s3cret x reader-app\n",
+        "env from the API"
+    );
     // hostPath: the node's own /var/run/kc-test, not the machine's.
     assert_eq!(
         std::fs::read_to_string(node_root.join("var/run/kc-test/written")).unwrap(),
@@ -608,6 +621,30 @@ async fn volumes_are_mounted_as_kubernetes_mounts_them_and_projected_tokens_rota
     .await;
     let status = review(read("token")).await;
     assert_eq!(status["authenticated"], true, "{status:#}");
+
+    // A key that is not there keeps the container from starting, named.
+    let pods = create_pod(
+        &layout,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "unconfigured" },
+            "spec": { "containers": [{ "name": "c", "image": "busybox", "command": ["true"],
+                "env": [{ "name": "X", "valueFrom": { "configMapKeyRef": { "name": "settings", "key": "absent" } } }],
+            }]},
+        }),
+    )
+    .await;
+    let waiting = until_status(
+        &pods,
+        "unconfigured",
+        "a config error",
+        Duration::from_secs(20),
+        |s| s["containerStatuses"][0]["state"]["waiting"]["reason"] == "CreateContainerConfigError",
+    )
+    .await;
+    assert_eq!(
+        waiting["containerStatuses"][0]["state"]["waiting"]["message"],
+        "couldn't find key absent in ConfigMap default/settings"
+    );
 
     // Deleted: its volumes go with it; down removes the mount points made.
     pods.delete("reader", &kube::api::DeleteParams::default())

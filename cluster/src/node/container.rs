@@ -13,6 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
+use super::env::{self, Addresses};
 use super::probe::{self, Readiness};
 use super::registration::now_rfc3339;
 use super::volumes::{self, Volumes};
@@ -29,6 +30,8 @@ pub struct Place<'a> {
     pub ip: &'a str,
     pub logs: &'a Path,
     pub node_netns: &'a str,
+    pub host_ip: &'a str,
+    pub client: &'a kube::Client,
     pub volumes: &'a Volumes,
     /// The `cluster` binary (`cluster enter` starts the program).
     pub program: &'a Path,
@@ -110,7 +113,19 @@ impl ContainerState {
         }
         if self.child.is_none() && self.next_start.is_some_and(|t| Instant::now() >= t) {
             let first = self.last_exit.is_none();
-            match start(&self.spec, place) {
+            let at = Addresses {
+                pod_ip: place.ip,
+                host_ip: place.host_ip,
+            };
+            let vars = match env::resolve(place.client, place.pod, &at, &self.spec).await {
+                Ok(vars) => vars,
+                Err(e) => {
+                    // Retried at the next tick, as the kubelet retries.
+                    self.waiting = Some((env::CONFIG_ERROR.into(), e));
+                    return;
+                }
+            };
+            match start(&self.spec, place, &vars) {
                 Ok(child) => {
                     if !first {
                         self.restarts += 1;
@@ -227,7 +242,7 @@ impl ContainerState {
 
 /// The container's program (its `command`, else its image's entrypoint
 /// from the image table, then its `args`) in the pod's sandbox.
-fn start(c: &Container, place: &Place<'_>) -> Result<Child, String> {
+fn start(c: &Container, place: &Place<'_>, vars: &[(String, String)]) -> Result<Child, String> {
     let pod = place.pod;
     let mut argv: Vec<String> = match &c.command {
         Some(cmd) if !cmd.is_empty() => cmd.clone(),
@@ -258,27 +273,6 @@ fn start(c: &Container, place: &Place<'_>) -> Result<Child, String> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err);
-    let spec = pod.spec.as_ref();
-    for var in c.env.clone().unwrap_or_default() {
-        let value = match (&var.value, &var.value_from) {
-            (Some(v), _) => v.clone(),
-            (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
-                Some("metadata.name") => pod.metadata.name.clone().unwrap_or_default(),
-                Some("metadata.namespace") => pod.metadata.namespace.clone().unwrap_or_default(),
-                Some("metadata.uid") => pod.metadata.uid.clone().unwrap_or_default(),
-                Some("spec.nodeName") => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
-                Some("spec.serviceAccountName") => spec
-                    .and_then(|s| s.service_account_name.clone())
-                    .unwrap_or_default(),
-                Some("status.podIP") => place.ip.to_string(),
-                other => {
-                    tracing::warn!(var = %var.name, source = ?other, "env source not supported yet; left unset");
-                    continue;
-                }
-            },
-            (None, None) => String::new(),
-        };
-        cmd.env(&var.name, value);
-    }
+    cmd.envs(vars.iter().map(|(k, v)| (k, v)));
     cmd.spawn().map_err(|e| format!("running {argv:?}: {e}"))
 }

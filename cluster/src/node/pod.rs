@@ -95,6 +95,7 @@ pub async fn run(client: Client, runtime: Arc<Runtime>, mut updates: watch::Rece
         node_root: &node_root,
     };
     let mut volumes: Option<Volumes> = None;
+    let host_ip = runtime.node.ip.to_string();
     let mut volume_error = String::new();
 
     let graceful = loop {
@@ -120,6 +121,8 @@ pub async fn run(client: Client, runtime: Arc<Runtime>, mut updates: watch::Rece
                 ip: &sandbox.ip,
                 logs: &logs,
                 node_netns: &runtime.node.netns,
+                host_ip: &host_ip,
+                client: &client,
                 volumes,
                 program: &runtime.program,
                 mount_points: &runtime.layout.mount_points(),
