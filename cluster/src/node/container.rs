@@ -246,7 +246,10 @@ fn start(c: &Container, place: &Place<'_>, vars: &[(String, String)]) -> Result<
     let pod = place.pod;
     let mut argv: Vec<String> = match &c.command {
         Some(cmd) if !cmd.is_empty() => cmd.clone(),
-        _ => super::images::entrypoint(c.image.as_deref().unwrap_or_default())?,
+        _ => {
+            let mesh = place.program.parent().unwrap_or(Path::new("/"));
+            super::images::entrypoint(c.image.as_deref().unwrap_or_default(), mesh)?
+        }
     };
     argv.extend(c.args.clone().unwrap_or_default());
     let path: PathBuf = place.logs.join(format!("{}.log", c.name));

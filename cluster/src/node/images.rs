@@ -3,6 +3,14 @@
 //! container whose spec gives `command` runs that command; otherwise its
 //! image's entrypoint is looked up here by repository (registry and tag
 //! ignored). An image not in the table is refused with its name.
+//!
+//! The mesh's own images run the binaries built beside the `cluster`
+//! binary (`{mesh}` below: the same `target/<profile>` directory).
+
+use std::path::Path;
+
+/// Where an entrypoint names the directory of the mesh's binaries.
+const MESH: &str = "{mesh}";
 
 /// Repository → entrypoint.
 const TABLE: &[(&str, &[&str])] = &[
@@ -10,6 +18,11 @@ const TABLE: &[(&str, &[&str])] = &[
     // without one the image runs curl.
     ("curlimages/curl", &["/usr/bin/curl"]),
     ("busybox", &["/bin/sh"]),
+    // deploy/base and the waypoints istiod-lite deploys.
+    ("ambient-mesh/ztunnel", &["{mesh}/ztunnel"]),
+    ("ambient-mesh/istiod-lite", &["{mesh}/istiod-lite"]),
+    ("ambient-mesh/cni", &["{mesh}/cni-agent"]),
+    ("ambient-mesh/waypoint", &["{mesh}/waypoint"]),
 ];
 
 /// The repository of an image reference: `docker.io/library/busybox:1.36`
@@ -35,12 +48,14 @@ pub fn repository(image: &str) -> String {
     parts.join("/")
 }
 
-pub fn entrypoint(image: &str) -> Result<Vec<String>, String> {
+/// The image's entrypoint; `mesh` is the directory of the mesh's binaries.
+pub fn entrypoint(image: &str, mesh: &Path) -> Result<Vec<String>, String> {
     let repo = repository(image);
+    let mesh = mesh.display().to_string();
     TABLE
         .iter()
         .find(|(r, _)| *r == repo)
-        .map(|(_, argv)| argv.iter().map(|s| s.to_string()).collect())
+        .map(|(_, argv)| argv.iter().map(|s| s.replace(MESH, &mesh)).collect())
         .ok_or_else(|| {
             format!("image {image:?} (repository {repo:?}) is not in the node's image table and the container gives no command")
         })
@@ -57,14 +72,23 @@ mod tests {
         assert_eq!(repository("curlimages/curl:8.1.2"), "curlimages/curl");
         assert_eq!(repository("ghcr.io/x/y@sha256:abcd"), "x/y");
         assert_eq!(repository("localhost:5000/app:1"), "app");
+        let mesh = Path::new("/work/target/debug");
         assert!(
-            entrypoint("nginx")
+            entrypoint("nginx", mesh)
                 .unwrap_err()
                 .contains("not in the node's image table")
         );
         assert_eq!(
-            entrypoint("docker.io/curlimages/curl").unwrap(),
+            entrypoint("docker.io/curlimages/curl", mesh).unwrap(),
             ["/usr/bin/curl"]
+        );
+        assert_eq!(
+            entrypoint("ambient-mesh/ztunnel:0.1.0", mesh).unwrap(),
+            ["/work/target/debug/ztunnel"]
+        );
+        assert_eq!(
+            entrypoint("registry.local/ambient-mesh/cni:0.1.0", mesh).unwrap(),
+            ["/work/target/debug/cni-agent"]
         );
     }
 }
