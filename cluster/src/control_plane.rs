@@ -78,6 +78,8 @@ pub fn subjects(nodes: &[crate::config::Node]) -> Vec<Subject> {
         // lets a node read only its own Node, so, as a network add-on's
         // DaemonSet does, it has an identity of its own: see `grant_network`.
         Subject::new("network", NETWORK_USER, &[]),
+        // Every node's kube-proxy (bound to system:node-proxier by default).
+        Subject::new("kube-proxy", "system:kube-proxy", &[]),
         // How the API server reaches a node's kubelet endpoint (logs, exec).
         Subject::new(
             "apiserver-kubelet-client",
@@ -132,6 +134,37 @@ pub fn write_credentials(
 
 fn arg(name: &str, value: impl std::fmt::Display) -> String {
     format!("--{name}={value}")
+}
+
+/// Starts kube-proxy in `node`'s namespace, in nftables mode: Service
+/// VIPs for the node and its pods (the bridge's packets pass netfilter).
+/// `cluster` is the `cluster` binary, which enters the namespace.
+pub fn start_kube_proxy(
+    layout: &Layout,
+    node: &crate::config::Node,
+    cluster: &std::path::Path,
+) -> Result<(), ControlPlaneError> {
+    let args = vec![
+        arg("kubeconfig", layout.kubeconfig("kube-proxy").display()),
+        "--proxy-mode=nftables".to_string(),
+        arg("hostname-override", &node.name),
+        arg("cluster-cidr", CLUSTER_CIDR),
+        // The machine's conntrack settings are not the node's to change.
+        "--conntrack-max-per-core=0".to_string(),
+        "--conntrack-tcp-timeout-established=0".to_string(),
+        "--conntrack-tcp-timeout-close-wait=0".to_string(),
+        arg("healthz-bind-address", format!("{}:10256", node.ip)),
+        "--metrics-bind-address=127.0.0.1:10249".to_string(),
+    ];
+    let name = format!("kube-proxy-{}", node.name);
+    processes::spawn_in(
+        layout,
+        &name,
+        Some((&node.netns, cluster)),
+        &layout.program("kube-proxy"),
+        &args,
+    )?;
+    Ok(())
 }
 
 /// Starts etcd and waits until it accepts connections.

@@ -83,6 +83,9 @@ pub async fn up(layout: &Layout, args: &UpArgs, node_program: &Path) -> anyhow::
                 control_plane::log_of(layout, "kube-controller-manager")
             )
         })?;
+    for node in &nodes {
+        control_plane::start_kube_proxy(layout, node, node_program)?;
+    }
     Ok(Started {
         api_ready,
         nodes_ready: start.elapsed(),

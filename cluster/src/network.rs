@@ -58,6 +58,20 @@ pub fn node_up(node: &Node) -> Result<(), CommandError> {
         ],
     )?;
     ip_in(&node.netns, &["link", "set", "eth0", "up"])?;
+    // Pods on the node's bridge reach Services through kube-proxy's rules
+    // also when the endpoint is on the same bridge (the reply must pass
+    // conntrack), as on a kubeadm node with br_netfilter.
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &node.netns,
+            "sysctl",
+            "-qw",
+            "net.bridge.bridge-nf-call-iptables=1",
+        ],
+    )?;
     ip_in(
         &node.netns,
         &["route", "replace", "default", "via", &HOST_IP.to_string()],

@@ -46,6 +46,19 @@ pub fn spawn(
     program: &Path,
     args: &[String],
 ) -> Result<u32, ProcessError> {
+    spawn_in(layout, name, None, program, args)
+}
+
+/// [`spawn`], inside the network namespace `netns` (a name of `ip netns`)
+/// when given, entered by `enter` (the `cluster` binary's `cluster enter`,
+/// which becomes `program`): the recorded program is `program` itself.
+pub fn spawn_in(
+    layout: &Layout,
+    name: &str,
+    netns: Option<(&str, &Path)>,
+    program: &Path,
+    args: &[String],
+) -> Result<u32, ProcessError> {
     use std::os::unix::process::CommandExt;
     let (logs, pids) = (layout.logs(), layout.pids());
     for dir in [&logs, &pids] {
@@ -54,18 +67,28 @@ pub fn spawn(
     let log_path = logs.join(format!("{name}.log"));
     let log = fs::File::create(&log_path).map_err(io(&log_path))?;
     let err = log.try_clone().map_err(io(&log_path))?;
-    let child = Command::new(program)
+    let mut command = match netns {
+        Some((netns, enter)) => {
+            let mut c = Command::new(enter);
+            c.arg("enter")
+                .arg(format!("--net=/var/run/netns/{netns}"))
+                .arg("--")
+                .arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)
-        .process_group(0)
-        .spawn()
-        .map_err(|source| ProcessError::Spawn {
-            name: name.to_string(),
-            program: program.to_path_buf(),
-            source,
-        })?;
+        .process_group(0);
+    let child = command.spawn().map_err(|source| ProcessError::Spawn {
+        name: name.to_string(),
+        program: program.to_path_buf(),
+        source,
+    })?;
     let pid = child.id();
     let pid_path = pids.join(format!("{name}.pid"));
     fs::write(&pid_path, format!("{pid}\n{}\n", program.display())).map_err(io(&pid_path))?;

@@ -125,6 +125,19 @@ async fn up_gives_ready_nodes_with_leases_and_routes_and_down_removes_it_all() {
     let reach = http_code(Some(&one.netns), "https://10.210.0.1:6443/readyz");
     // `/readyz` is open to anonymous clients (system:public-info-viewer).
     assert_eq!(reach, "200", "the API server answered from inside node-1");
+    // And through its Service VIP: kube-proxy's nftables rules in the node.
+    eventually(
+        "the kubernetes Service answers from node-2",
+        Duration::from_secs(10),
+        || http_code(Some(&two.netns), "https://10.96.0.1/readyz") == "200",
+    )
+    .await;
+    let tables = host::run(
+        "ip",
+        &["netns", "exec", &two.netns, "nft", "list", "tables"],
+    )
+    .unwrap();
+    assert!(tables.contains("table ip kube-proxy"), "{tables}");
 
     drop(guard);
     assert_nothing_left(&layout);
