@@ -45,13 +45,22 @@ pub struct Sandbox<'a> {
 /// that changes after the node started is what the next pod gets).
 pub struct NetworkConfigList {
     list: Value,
-    node_netns: String,
+    launcher: Launcher,
     plugin_path: String,
+}
+
+/// How a plugin is started: `program args... <plugin>`. The node's is
+/// `cluster enter` into its network namespace with its view of the
+/// filesystem (its hostPaths bound where pods named them).
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    pub program: PathBuf,
+    pub args: Vec<String>,
 }
 
 impl NetworkConfigList {
     /// The lexically first `*.conflist` in `dir`.
-    pub fn load(dir: &Path, node_netns: &str, plugin_path: &str) -> Result<Self, CniError> {
+    pub fn load(dir: &Path, launcher: Launcher, plugin_path: &str) -> Result<Self, CniError> {
         let mut lists: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|_| CniError::NoConfig(dir.to_path_buf()))?
             .filter_map(Result::ok)
@@ -73,7 +82,7 @@ impl NetworkConfigList {
         }
         Ok(Self {
             list,
-            node_netns: node_netns.to_string(),
+            launcher,
             plugin_path: plugin_path.to_string(),
         })
     }
@@ -148,9 +157,8 @@ impl NetworkConfigList {
             "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
             sandbox.pod_namespace, sandbox.pod_name, sandbox.container_id, sandbox.pod_uid
         );
-        let mut child = Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{}", self.node_netns))
-            .arg("--")
+        let mut child = Command::new(&self.launcher.program)
+            .args(&self.launcher.args)
             .arg(&binary)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")

@@ -157,6 +157,8 @@ pub const ETCD_PEER_PORT: u16 = 23800;
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// The `kubernetes` Service's VIP: the first address of the service range.
 pub const API_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
+/// The cluster DNS Service (`kube-dns`, CoreDNS): `addons/coredns.yaml`.
+pub const DNS_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 /// Pod addresses; the controller-manager gives each node a /24 of it.
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
 pub const NODE_CIDR_MASK: u8 = 24;

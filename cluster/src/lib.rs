@@ -4,6 +4,7 @@
 //! namespaces. `up`, `down` and `status` are in [`lifecycle`]; the node
 //! simulator is [`node`].
 
+pub mod addons;
 pub mod api;
 pub mod cni;
 pub mod config;

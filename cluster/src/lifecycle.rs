@@ -6,10 +6,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::config::{Layout, Node, UpArgs};
-use crate::{api, control_plane, network, processes};
+use crate::{addons, api, control_plane, network, processes};
 
 const API_READY_WAIT: Duration = Duration::from_secs(60);
 const NODES_READY_WAIT: Duration = Duration::from_secs(60);
+/// CoreDNS scheduled, started and Ready after the nodes are.
+const DNS_READY_WAIT: Duration = Duration::from_secs(60);
 /// SIGTERM's grace before SIGKILL, at `down`.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -20,6 +22,8 @@ pub struct Started {
     pub api_ready: Duration,
     /// From the start to every node Ready.
     pub nodes_ready: Duration,
+    /// From the start to cluster DNS answering (kube-proxy and CoreDNS up).
+    pub dns_ready: Duration,
 }
 
 /// Brings up the control plane and `args.nodes` nodes, returning once every
@@ -83,12 +87,26 @@ pub async fn up(layout: &Layout, args: &UpArgs, node_program: &Path) -> anyhow::
                 control_plane::log_of(layout, "kube-controller-manager")
             )
         })?;
+    let nodes_ready = start.elapsed();
     for node in &nodes {
         control_plane::start_kube_proxy(layout, node, node_program)?;
     }
+    addons::apply(layout, addons::COREDNS).context("applying cluster DNS")?;
+    addons::wait_dns(&admin, DNS_READY_WAIT)
+        .await
+        .with_context(|| {
+            format!(
+                "the CoreDNS pod's log is under {}",
+                layout
+                    .state
+                    .join("nodes/*/var/log/pods/kube-system_coredns-*")
+                    .display()
+            )
+        })?;
     Ok(Started {
         api_ready,
-        nodes_ready: start.elapsed(),
+        nodes_ready,
+        dns_ready: start.elapsed(),
     })
 }
 

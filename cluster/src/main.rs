@@ -36,10 +36,11 @@ fn main() -> ExitCode {
                     ))
                 })?;
                 println!(
-                    "cluster up: API server ready in {:.1} s, {} nodes Ready in {:.1} s",
+                    "cluster up: API server ready in {:.1} s, {} nodes Ready in {:.1} s, cluster DNS in {:.1} s",
                     started.api_ready.as_secs_f64(),
                     args.nodes,
-                    started.nodes_ready.as_secs_f64()
+                    started.nodes_ready.as_secs_f64(),
+                    started.dns_ready.as_secs_f64()
                 );
                 println!("export KUBECONFIG={}", layout.kubeconfig("admin").display());
                 Ok(())

@@ -4,8 +4,10 @@
 //! network configuration its pods will be wired by.
 
 mod container;
+mod dns;
 mod enter;
 mod env;
+mod filesystem;
 mod images;
 mod lease;
 mod pod;

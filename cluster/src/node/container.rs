@@ -35,6 +35,8 @@ pub struct Place<'a> {
     pub volumes: &'a Volumes,
     /// The `cluster` binary (`cluster enter` starts the program).
     pub program: &'a Path,
+    /// The cluster's components (`target/cluster/bin`), for the image table.
+    pub cluster_bin: &'a Path,
     /// Where mount points made on this machine are recorded.
     pub mount_points: &'a Path,
 }
@@ -248,7 +250,8 @@ fn start(c: &Container, place: &Place<'_>, vars: &[(String, String)]) -> Result<
         Some(cmd) if !cmd.is_empty() => cmd.clone(),
         _ => {
             let mesh = place.program.parent().unwrap_or(Path::new("/"));
-            super::images::entrypoint(c.image.as_deref().unwrap_or_default(), mesh)?
+            let image = c.image.as_deref().unwrap_or_default();
+            super::images::entrypoint(image, mesh, place.cluster_bin)?
         }
     };
     argv.extend(c.args.clone().unwrap_or_default());

@@ -5,12 +5,16 @@
 //! ignored). An image not in the table is refused with its name.
 //!
 //! The mesh's own images run the binaries built beside the `cluster`
-//! binary (`{mesh}` below: the same `target/<profile>` directory).
+//! binary (`{mesh}` below: the same `target/<profile>` directory); the
+//! cluster's add-ons run the components `cargo xtask cluster build` made
+//! (`{cluster}`: `target/cluster/bin`).
 
 use std::path::Path;
 
 /// Where an entrypoint names the directory of the mesh's binaries.
 const MESH: &str = "{mesh}";
+/// Where it names the directory of the cluster's components.
+const CLUSTER: &str = "{cluster}";
 
 /// Repository → entrypoint.
 const TABLE: &[(&str, &[&str])] = &[
@@ -23,6 +27,8 @@ const TABLE: &[(&str, &[&str])] = &[
     ("ambient-mesh/istiod-lite", &["{mesh}/istiod-lite"]),
     ("ambient-mesh/cni", &["{mesh}/cni-agent"]),
     ("ambient-mesh/waypoint", &["{mesh}/waypoint"]),
+    // addons/coredns.yaml
+    ("coredns/coredns", &["{cluster}/coredns"]),
 ];
 
 /// The repository of an image reference: `docker.io/library/busybox:1.36`
@@ -48,14 +54,19 @@ pub fn repository(image: &str) -> String {
     parts.join("/")
 }
 
-/// The image's entrypoint; `mesh` is the directory of the mesh's binaries.
-pub fn entrypoint(image: &str, mesh: &Path) -> Result<Vec<String>, String> {
+/// The image's entrypoint; `mesh` is the directory of the mesh's
+/// binaries, `cluster` that of the cluster's components.
+pub fn entrypoint(image: &str, mesh: &Path, cluster: &Path) -> Result<Vec<String>, String> {
     let repo = repository(image);
-    let mesh = mesh.display().to_string();
+    let (mesh, cluster) = (mesh.display().to_string(), cluster.display().to_string());
     TABLE
         .iter()
         .find(|(r, _)| *r == repo)
-        .map(|(_, argv)| argv.iter().map(|s| s.replace(MESH, &mesh)).collect())
+        .map(|(_, argv)| {
+            argv.iter()
+                .map(|s| s.replace(MESH, &mesh).replace(CLUSTER, &cluster))
+                .collect()
+        })
         .ok_or_else(|| {
             format!("image {image:?} (repository {repo:?}) is not in the node's image table and the container gives no command")
         })
@@ -73,22 +84,27 @@ mod tests {
         assert_eq!(repository("ghcr.io/x/y@sha256:abcd"), "x/y");
         assert_eq!(repository("localhost:5000/app:1"), "app");
         let mesh = Path::new("/work/target/debug");
+        let cluster = Path::new("/work/target/cluster/bin");
         assert!(
-            entrypoint("nginx", mesh)
+            entrypoint("nginx", mesh, cluster)
                 .unwrap_err()
                 .contains("not in the node's image table")
         );
         assert_eq!(
-            entrypoint("docker.io/curlimages/curl", mesh).unwrap(),
+            entrypoint("docker.io/curlimages/curl", mesh, cluster).unwrap(),
             ["/usr/bin/curl"]
         );
         assert_eq!(
-            entrypoint("ambient-mesh/ztunnel:0.1.0", mesh).unwrap(),
+            entrypoint("ambient-mesh/ztunnel:0.1.0", mesh, cluster).unwrap(),
             ["/work/target/debug/ztunnel"]
         );
         assert_eq!(
-            entrypoint("registry.local/ambient-mesh/cni:0.1.0", mesh).unwrap(),
+            entrypoint("registry.local/ambient-mesh/cni:0.1.0", mesh, cluster).unwrap(),
             ["/work/target/debug/cni-agent"]
+        );
+        assert_eq!(
+            entrypoint("registry.k8s.io/coredns/coredns:v1.15.0", mesh, cluster).unwrap(),
+            ["/work/target/cluster/bin/coredns"]
         );
     }
 }

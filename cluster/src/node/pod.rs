@@ -33,6 +33,15 @@ impl Runtime {
     fn cni_dir(&self) -> PathBuf {
         self.layout.node_root(&self.node).join("etc/cni/net.d")
     }
+    /// Plugins run in the node's namespace with the node's view of the
+    /// filesystem (`filesystem.rs`).
+    fn launcher(&self) -> cni::Launcher {
+        let netns = std::path::Path::new("/var/run/netns").join(&self.node.netns);
+        cni::Launcher {
+            program: self.program.clone(),
+            args: super::enter::args(&netns, &super::filesystem::binds(), "/", &[]),
+        }
+    }
     fn plugin_path(&self) -> String {
         let own = self.layout.node_root(&self.node).join("opt/cni/bin");
         format!("{}:{}", own.display(), cni::SYSTEM_PLUGINS)
@@ -91,8 +100,10 @@ pub async fn run(client: Client, runtime: Arc<Runtime>, mut updates: watch::Rece
     let mut reported = Value::Null;
     tracing::info!(pod = %format!("{ns}/{name}"), ip = %sandbox.ip, "pod sandbox ready");
     let node_root = runtime.layout.node_root(&runtime.node);
+    let mount_points = runtime.layout.mount_points();
     let paths = Paths {
         node_root: &node_root,
+        mount_points: &mount_points,
     };
     let mut volumes: Option<Volumes> = None;
     let host_ip = runtime.node.ip.to_string();
@@ -125,7 +136,8 @@ pub async fn run(client: Client, runtime: Arc<Runtime>, mut updates: watch::Rece
                 client: &client,
                 volumes,
                 program: &runtime.program,
-                mount_points: &runtime.layout.mount_points(),
+                cluster_bin: &runtime.layout.bin,
+                mount_points: &mount_points,
             };
             for c in &mut containers {
                 c.tick(&place, &policy).await;
@@ -206,7 +218,7 @@ fn sandbox_up(runtime: &Runtime, pod: &Pod) -> Result<Sandboxed, String> {
     host::ip(&["netns", "add", &netns]).map_err(|e| e.to_string())?;
     let list = NetworkConfigList::load(
         &runtime.cni_dir(),
-        &runtime.node.netns,
+        runtime.launcher(),
         &runtime.plugin_path(),
     )
     .map_err(|e| e.to_string());

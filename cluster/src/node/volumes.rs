@@ -59,12 +59,17 @@ pub struct Volumes {
     tokens: Vec<Token>,
     /// Rotate tokens at least this often (the node's `--token-refresh`).
     refresh_cap: Option<Duration>,
+    /// The pod's `resolv.conf`, bound at `/etc/resolv.conf` in every
+    /// container; `None` keeps the node's.
+    resolv: Option<PathBuf>,
 }
 
 /// Where a node keeps its pods' volumes and what its hostPaths mean.
 pub struct Paths<'a> {
     /// The node's root: `<state>/nodes/<node>`.
     pub node_root: &'a Path,
+    /// Where mount points made on the machine are recorded.
+    pub mount_points: &'a Path,
 }
 
 impl Paths<'_> {
@@ -102,6 +107,7 @@ impl Volumes {
             sources: BTreeMap::new(),
             tokens: Vec::new(),
             refresh_cap,
+            resolv: None,
         };
         let dir = paths.pod_dir(pod).join("volumes");
         let specs = pod
@@ -116,6 +122,13 @@ impl Volumes {
                 .map_err(|e| format!("volume {:?}: {e}", v.name))?;
             let api_data = v.config_map.is_some() || v.secret.is_some() || v.projected.is_some();
             volumes.sources.insert(v.name.clone(), (source, api_data));
+        }
+        if let Some(content) = super::dns::resolv_conf(pod) {
+            let dir = paths.pod_dir(pod);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let path = dir.join("resolv.conf");
+            replace(&path, content.as_bytes())?;
+            volumes.resolv = Some(path);
         }
         Ok(volumes)
     }
@@ -238,7 +251,15 @@ impl Volumes {
 
     /// A container's binds, from its `volumeMounts`.
     pub fn binds(&self, c: &Container) -> Result<Vec<Bind>, String> {
-        let mut binds = Vec::new();
+        let mut binds: Vec<Bind> = self
+            .resolv
+            .iter()
+            .map(|source| Bind {
+                source: source.clone(),
+                target: "/etc/resolv.conf".into(),
+                read_only: true,
+            })
+            .collect();
         for m in c.volume_mounts.clone().unwrap_or_default() {
             let (source, api_data) = self.sources.get(&m.name).ok_or_else(|| {
                 format!(
@@ -379,6 +400,9 @@ fn host_path(paths: &Paths<'_>, path: &str, kind: &str) -> Result<PathBuf, Strin
         | "CharDevice" | "BlockDevice" => {}
         other => return Err(format!("hostPath type {other:?} is not a Kubernetes one")),
     }
+    if p != Path::new(path) {
+        super::filesystem::expose(&p, Path::new(path), paths.mount_points)?;
+    }
     Ok(p)
 }
 
@@ -503,7 +527,10 @@ mod tests {
     #[test]
     fn host_paths_are_the_nodes_own_except_kernel_backed_ones() {
         let root = Path::new("/state/nodes/node-1");
-        let paths = Paths { node_root: root };
+        let paths = Paths {
+            node_root: root,
+            mount_points: Path::new("/state/mount-points"),
+        };
         assert_eq!(
             paths.host_path("/opt/cni/bin").unwrap(),
             root.join("opt/cni/bin")
