@@ -95,12 +95,16 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         Some("down" | "status") => local_cluster(args),
         Some("test") => {
             build()?;
+            // The mesh's images run the binaries built beside `cluster`.
+            crate::cargo(&["build", "--bins"])?;
             crate::cargo(&[
                 "test",
                 "-p",
                 "mesh-cluster",
                 "--test",
                 "cluster",
+                "--test",
+                "mesh",
                 "--",
                 "--ignored",
                 "--test-threads=1",
@@ -112,7 +116,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
 /// Runs the `cluster` binary (built first) with the same arguments.
 fn local_cluster(args: &[String]) -> anyhow::Result<()> {
-    crate::cargo(&["build", "-q", "-p", "mesh-cluster"])?;
+    // The mesh's images run the binaries built beside `cluster`.
+    crate::cargo(&["build", "-q", "--bins"])?;
     let status = std::process::Command::new("target/debug/cluster")
         .args(args)
         .status()

@@ -1,0 +1,318 @@
+//! The mesh on the local cluster, installed the way users install it
+//! (`kubectl apply -k deploy/base`), every component a pod, then used the
+//! way an Istio user uses it: label a namespace, call a Service, apply an
+//! AuthorizationPolicy, remove the label. Needs root, the components and
+//! the mesh's binaries built beside `cluster`: `cargo xtask cluster test`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mesh_cluster::config::{Layout, Node, UpArgs};
+use mesh_cluster::{host, lifecycle};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Removes the cluster also when an assertion fails.
+struct Down(Layout);
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = lifecycle::down(&self.0);
+    }
+}
+
+/// The cluster's kubectl as its admin; stdout, or stderr as the error.
+fn kubectl(layout: &Layout, args: &[&str], input: Option<&str>) -> Result<String, String> {
+    let mut child = Command::new(layout.program("kubectl"))
+        .arg(format!(
+            "--kubeconfig={}",
+            layout.kubeconfig("admin").display()
+        ))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(input.unwrap_or_default().as_bytes())
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+async fn eventually(what: &str, bound: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < bound, "{what}: not within {bound:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The HTTP status curl gets from inside the network namespace `netns`.
+fn http_code(netns: &str, url: &str) -> String {
+    host::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            netns,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "3",
+            url,
+        ],
+    )
+    .unwrap_or_else(|e| e.detail)
+}
+
+/// What the ztunnel pod of node `index` wrote (its access log among it).
+fn ztunnel_log(layout: &Layout, index: u8) -> String {
+    let pods = layout.node_root(&Node::new(index)).join("var/log/pods");
+    std::fs::read_dir(&pods)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("istio-system_ztunnel-")
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("ztunnel.log")).ok())
+        .collect()
+}
+
+fn captured(netns: &str) -> bool {
+    host::run("ip", &["netns", "exec", netns, "nft", "list", "tables"])
+        .is_ok_and(|t| t.contains("mesh-ambient"))
+}
+
+const APPS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: demo}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: web, namespace: demo}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: demo, labels: {app: web}}
+spec:
+  serviceAccountName: web
+  nodeName: node-2
+  containers:
+  - name: web
+    image: busybox
+    command: [python3, -m, http.server, "8080"]
+    workingDir: /tmp
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: demo}
+spec:
+  nodeName: node-1
+  containers:
+  - name: curl
+    image: curlimages/curl
+    command: [/bin/sleep, infinity]
+"#;
+
+/// Istio's own: allow nothing to the workloads it selects.
+const ALLOW_NOTHING: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-nothing, namespace: demo}
+spec:
+  selector:
+    matchLabels: {app: web}
+"#;
+
+#[tokio::test]
+#[ignore = "needs root, the components and the mesh's binaries: cargo xtask cluster test"]
+async fn deploy_base_installs_the_mesh_and_a_namespace_label_puts_pods_in_and_out_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(
+        &dir.path().join("state"),
+        &root().join("target/cluster/bin"),
+    );
+    let _guard = Down(layout.clone());
+    let program = PathBuf::from(env!("CARGO_BIN_EXE_cluster"));
+    lifecycle::up(&layout, &UpArgs::nodes(2), &program)
+        .await
+        .unwrap();
+
+    // The install, as a user runs it; every component a pod, Ready.
+    let began = Instant::now();
+    let base = root().join("deploy/base");
+    kubectl(&layout, &["apply", "-k", &base.display().to_string()], None).unwrap();
+    let ready = |l: &Layout| {
+        kubectl(
+            l,
+            &["get", "pods", "-n", "istio-system", "-o",
+              "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {end}"],
+            None,
+        )
+        .unwrap_or_default()
+    };
+    eventually(
+        "istiod, 2 ztunnels and 2 node agents Ready",
+        Duration::from_secs(120),
+        || {
+            let pods = ready(&layout);
+            pods.split_whitespace().count() == 5
+                && pods.split_whitespace().all(|p| p.ends_with("=True"))
+        },
+    )
+    .await;
+    eprintln!(
+        "the mesh was installed and Ready in {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
+
+    // Applications outside the mesh first: plaintext, nothing captured.
+    kubectl(&layout, &["apply", "-f", "-"], Some(APPS)).unwrap();
+    let uid = |name: &str| {
+        kubectl(
+            &layout,
+            &[
+                "get",
+                "pod",
+                "-n",
+                "demo",
+                name,
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ],
+            None,
+        )
+        .unwrap()
+    };
+    eventually("the apps run", Duration::from_secs(60), || {
+        kubectl(
+            &layout,
+            &[
+                "get",
+                "pods",
+                "-n",
+                "demo",
+                "-o",
+                "jsonpath={.items[*].status.phase}",
+            ],
+            None,
+        )
+        .is_ok_and(|p| p == "Running Running")
+    })
+    .await;
+    let client = format!("{}-{}", Node::new(1).netns, &uid("client")[..8]);
+    let web = format!("{}-{}", Node::new(2).netns, &uid("web")[..8]);
+    let vip = kubectl(
+        &layout,
+        &[
+            "get",
+            "svc",
+            "-n",
+            "demo",
+            "web",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+        None,
+    )
+    .unwrap();
+    let url = format!("http://{vip}/");
+    eventually("the Service answers", Duration::from_secs(30), || {
+        http_code(&client, &url) == "200"
+    })
+    .await;
+    assert!(!captured(&client) && !captured(&web));
+
+    // Labelled: both running pods are captured live, and the call goes over
+    // HBONE with both workloads' SPIFFE identities.
+    kubectl(
+        &layout,
+        &[
+            "label",
+            "namespace",
+            "demo",
+            "istio.io/dataplane-mode=ambient",
+        ],
+        None,
+    )
+    .unwrap();
+    eventually("both pods captured", Duration::from_secs(30), || {
+        captured(&client) && captured(&web)
+    })
+    .await;
+    eventually("the Service answers through the mesh", Duration::from_secs(30), || {
+        http_code(&client, &url) == "200" && ztunnel_log(&layout, 1).contains(
+            "src.workload=\"client\" src.namespace=\"demo\" src.identity=\"spiffe://cluster.local/ns/demo/sa/default\"",
+        )
+    })
+    .await;
+    let log = ztunnel_log(&layout, 1);
+    assert!(
+        log.contains("dst.identity=\"spiffe://cluster.local/ns/demo/sa/web\""),
+        "{log}"
+    );
+
+    // Istio's AuthorizationPolicy, unchanged: allow nothing, then deleted.
+    kubectl(&layout, &["apply", "-f", "-"], Some(ALLOW_NOTHING)).unwrap();
+    eventually(
+        "the policy refuses the call",
+        Duration::from_secs(30),
+        || http_code(&client, &url) != "200",
+    )
+    .await;
+    kubectl(&layout, &["delete", "-f", "-"], Some(ALLOW_NOTHING)).unwrap();
+    eventually("allowed again", Duration::from_secs(30), || {
+        http_code(&client, &url) == "200"
+    })
+    .await;
+
+    // The label removed: released live, plaintext again.
+    kubectl(
+        &layout,
+        &["label", "namespace", "demo", "istio.io/dataplane-mode-"],
+        None,
+    )
+    .unwrap();
+    eventually("both pods released", Duration::from_secs(30), || {
+        !captured(&client) && !captured(&web)
+    })
+    .await;
+    assert_eq!(http_code(&client, &url), "200");
+
+    // A deleted pod leaves no namespace behind.
+    kubectl(
+        &layout,
+        &["delete", "pod", "-n", "demo", "client", "--wait=true"],
+        None,
+    )
+    .unwrap();
+    let left = host::ip(&["netns", "list"]).unwrap();
+    assert!(!left.contains(&client), "{left}");
+}
