@@ -62,6 +62,10 @@ pub enum Command {
         /// Accepted for istioctl's sake: install never asks.
         #[arg(short = 'y', long)]
         skip_confirmation: bool,
+        /// How long to wait for each component's workloads to be ready,
+        /// as istioctl's (`300s`, `5m`, `1m30s`).
+        #[arg(long, default_value = "5m0s", value_parser = crate::install::parse_duration)]
+        readiness_timeout: std::time::Duration,
     },
 }
 

@@ -1,11 +1,16 @@
 //! `ambientctl install [--set KEY=VALUE] [--dry-run]`: the manifests of
 //! `deploy/` (built in), rendered with a profile and image settings, then
 //! server-side applied to the cluster of the kubeconfig, reporting each
-//! component as istioctl does (`✔ Istiod installed`).
+//! component as istioctl does: `✔ Istiod installed` once its workloads are
+//! ready, `✘ Istiod encountered an error: ...` naming those that are not
+//! after `--readiness-timeout`.
 
 use std::fmt::Write as _;
 
+use std::time::Duration;
+
 use mesh_kube::deploy::{self, Profile, Values};
+use mesh_kube::readiness;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -17,6 +22,11 @@ pub enum InstallError {
     Connect(#[from] mesh_kube::source::SourceError),
     #[error(transparent)]
     Apply(#[from] deploy::ApplyError),
+    #[error("{component} encountered an error: {error}")]
+    NotReady {
+        component: &'static str,
+        error: mesh_kube::readiness::NotReady,
+    },
     #[error("starting the client runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -45,6 +55,7 @@ pub fn dry_run(values: &Values) -> Result<String, InstallError> {
 pub fn install(
     values: &Values,
     kubeconfig: Option<&std::path::Path>,
+    readiness_timeout: Duration,
 ) -> Result<String, InstallError> {
     let objects = deploy::render(values)?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -54,19 +65,64 @@ pub fn install(
     rt.block_on(async {
         let client =
             mesh_kube::source::connect(kubeconfig, mesh_kube::source::CONNECT_TIMEOUT).await?;
-        deploy::apply(&client, &objects, "ambientctl", |component| {
+        let mut components = Vec::new();
+        deploy::apply(&client, &objects, "ambientctl", |c| components.push(c)).await?;
+        for component in components {
+            let own: Vec<_> = objects
+                .iter()
+                .filter(|o| deploy::component(o) == component)
+                .cloned()
+                .collect();
+            if let Err(error) = readiness::wait(&client, &own, readiness_timeout).await {
+                println!("✘ {component} encountered an error: {error}");
+                return Err(InstallError::NotReady { component, error });
+            }
             println!("✔ {component} installed");
-        })
-        .await?;
+        }
         let mut out = String::new();
         let _ = writeln!(out, "✔ Installation complete");
         Ok(out)
     })
 }
 
+/// A duration as istioctl takes one: `300s`, `5m`, `5m0s`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?}: expected a duration such as 300s, 5m or 1m30s");
+    let mut total = 0u64;
+    let mut digits = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        digits.clear();
+        total += n * match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+    }
+    if !digits.is_empty() || s.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readiness_timeouts_read_as_istioctl_writes_them() {
+        assert_eq!(parse_duration("5m0s").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h1m1s").unwrap(), Duration::from_secs(3661));
+        for bad in ["", "5", "5x", "m"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn set_takes_istioctl_style_values_and_refuses_others() {

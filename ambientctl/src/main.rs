@@ -174,12 +174,21 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             }
             Ok(out)
         }
-        Command::Install { set, dry_run, .. } => {
+        Command::Install {
+            set,
+            dry_run,
+            readiness_timeout,
+            ..
+        } => {
             let values = install::values(set)?;
             if *dry_run {
                 return Ok(install::dry_run(&values)?);
             }
-            Ok(install::install(&values, cli.kubeconfig.as_deref())?)
+            Ok(install::install(
+                &values,
+                cli.kubeconfig.as_deref(),
+                *readiness_timeout,
+            )?)
         }
         Command::Precheck => {
             let report = precheck::run(&precheck::Host::this_machine());

@@ -16,6 +16,7 @@
 pub mod ca_secret;
 pub mod crds;
 pub mod deploy;
+pub mod readiness;
 pub mod source;
 pub mod status;
 pub mod token_review;
