@@ -31,7 +31,10 @@ pub fn node_up(node: &Node) -> Result<(), CommandError> {
     if !exists {
         ip(&["netns", "add", &node.netns])?;
     }
-    if ip(&["link", "show", &node.veth]).is_err() {
+    // The uplink is made whole or again: a host end left from a namespace
+    // that was just deleted (its peer goes asynchronously) is removed.
+    if ip_in(&node.netns, &["link", "show", "eth0"]).is_err() {
+        let _ = ip(&["link", "del", &node.veth]);
         ip(&[
             "link",
             "add",
