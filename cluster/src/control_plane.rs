@@ -122,6 +122,10 @@ pub fn write_credentials(
         &[HOST_IP, API_SERVICE_IP, std::net::Ipv4Addr::LOCALHOST],
     )?;
     service_account_keys(&pki)?;
+    // Each node's kubelet endpoint, which the API server verifies.
+    for node in nodes {
+        ca.serving(&format!("kubelet-{}", node.name), &[&node.name], &[node.ip])?;
+    }
     for subject in subjects(nodes) {
         ca.client(&subject)?;
         kubeconfig::write(layout, &subject.file).map_err(|source| ControlPlaneError::Write {
@@ -210,6 +214,8 @@ pub fn start_apiserver(layout: &Layout) -> Result<(), ControlPlaneError> {
         ),
         arg("kubelet-client-key", p("apiserver-kubelet-client.key")),
         arg("kubelet-certificate-authority", p("ca.crt")),
+        // Node names resolve nowhere: reach kubelets by address.
+        arg("kubelet-preferred-address-types", "InternalIP"),
         arg(
             "service-account-issuer",
             format!("https://kubernetes.default.svc.{CLUSTER_DOMAIN}"),

@@ -9,6 +9,7 @@ mod enter;
 mod env;
 mod filesystem;
 mod images;
+mod kubelet;
 mod lease;
 mod pod;
 mod pods;
@@ -53,6 +54,14 @@ pub async fn run(
         tokio::spawn(lease::renew(client.clone(), node.name.clone())),
         tokio::spawn(routes::follow(network, node.clone())),
         tokio::spawn(registration::heartbeat(client.clone(), node.clone())),
+        tokio::spawn({
+            let (layout, node) = (layout.clone(), node.clone());
+            async move {
+                if let Err(e) = kubelet::serve(layout, node).await {
+                    tracing::error!(error = %format!("{e:#}"), "the kubelet endpoint stopped; kubectl logs will fail");
+                }
+            }
+        }),
         tokio::spawn(pods::follow(
             client.clone(),
             std::sync::Arc::new(pod::Runtime {

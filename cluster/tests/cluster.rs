@@ -262,6 +262,26 @@ async fn a_pod_is_scheduled_wired_by_the_nodes_cni_config_reached_and_deleted_gr
     )
     .await;
 
+    // `kubectl logs`: the API server proxies pods/log to the node's
+    // kubelet endpoint (mutual TLS under the cluster CA).
+    let params = kube::api::LogParams {
+        tail_lines: Some(1),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let logged = loop {
+        let logged = pods.logs("web", &params).await.unwrap_or_default();
+        if logged.contains("\"GET / HTTP/1.1\" 200") {
+            break logged;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the request not in the pod's log: {logged:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(logged.lines().count(), 1, "tailLines=1: {logged}");
+
     // Graceful deletion: the process stopped, CNI DEL run, the namespace
     // removed, then the object deleted by the node.
     pods.delete("web", &DeleteParams::default()).await.unwrap();
