@@ -349,7 +349,8 @@ fn pod_ready(status: &serde_json::Value) -> bool {
 
 #[tokio::test]
 #[ignore = "needs root and the components: cargo xtask cluster test"]
-async fn readiness_follows_the_probe_and_a_failing_container_restarts_with_back_off() {
+async fn readiness_and_liveness_follow_their_probes_and_a_failing_container_restarts_with_back_off()
+{
     let dir = tempfile::tempdir().unwrap();
     let layout = layout(dir.path());
     let _guard = Down(layout.clone());
@@ -430,6 +431,34 @@ async fn readiness_follows_the_probe_and_a_failing_container_restarts_with_back_
     assert!(
         restarted.elapsed() >= Duration::from_secs(5),
         "restarted without back-off"
+    );
+
+    // A liveness probe failing twice: killed (137) and restarted.
+    let pods = create_pod(
+        &layout,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "stale" },
+            "spec": { "containers": [{
+                "name": "stale", "image": "busybox",
+                "command": ["python3", "-m", "http.server", "8082"],
+                "workingDir": site.display().to_string(),
+                "livenessProbe": { "httpGet": { "path": "/alive", "port": 8082 },
+                                   "periodSeconds": 1, "failureThreshold": 2 },
+            }]},
+        }),
+    )
+    .await;
+    let restarted = until_status(
+        &pods,
+        "stale",
+        "a restart after the liveness probe failed",
+        Duration::from_secs(40),
+        |s| s["containerStatuses"][0]["restartCount"].as_i64() >= Some(1),
+    )
+    .await;
+    assert_eq!(
+        restarted["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+        137
     );
 
     // restartPolicy Never and exit 0: Succeeded, not restarted.

@@ -1,7 +1,7 @@
 //! One container of a pod: a process in the pod's sandbox, restarted by
 //! the pod's `restartPolicy` with the kubelet's back-off (10 s, doubling,
-//! at most 5 min, reset after 10 min of running), and ready as its
-//! readiness probe says.
+//! at most 5 min, reset after 10 min of running), ready as its readiness
+//! probe says, and killed (then restarted) when its liveness probe fails.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 use super::env::{self, Addresses};
-use super::probe::{self, Readiness};
+use super::probe::{self, ProbeSpec};
 use super::registration::now_rfc3339;
 use super::volumes::{self, Volumes};
 use crate::config::API_SERVICE_IP;
@@ -52,7 +52,12 @@ pub struct ContainerState {
     last_exit: Option<(i32, String)>,
     /// Why it is not running, as the kubelet's `waiting.reason`/`message`.
     waiting: Option<(String, String)>,
-    probe: Option<Readiness>,
+    probe: Option<ProbeSpec>,
+    /// The liveness probe: failing `failureThreshold` times in a row, the
+    /// container is killed and restarted by its pod's `restartPolicy`.
+    liveness: Option<ProbeSpec>,
+    live_failures: u32,
+    next_live_probe: Instant,
     ready: bool,
     failures: u32,
     next_probe: Instant,
@@ -60,10 +65,15 @@ pub struct ContainerState {
 
 impl ContainerState {
     pub fn new(spec: Container) -> Self {
-        let (probe, waiting) = match Readiness::of(&spec) {
+        let (probe, waiting) = match ProbeSpec::readiness(&spec) {
             Some(Ok(p)) => (Some(p), None),
             Some(Err(e)) => (None, Some(("ProbeNotSupported".to_string(), e))),
             None => (None, None),
+        };
+        let (liveness, waiting) = match ProbeSpec::liveness(&spec) {
+            Some(Ok(p)) => (Some(p), waiting),
+            Some(Err(e)) => (None, Some(("ProbeNotSupported".to_string(), e))),
+            None => (None, waiting),
         };
         Self {
             spec,
@@ -74,6 +84,9 @@ impl ContainerState {
             last_exit: None,
             waiting,
             probe,
+            liveness,
+            live_failures: 0,
+            next_live_probe: Instant::now(),
             ready: false,
             failures: 0,
             next_probe: Instant::now(),
@@ -142,6 +155,12 @@ impl ContainerState {
                             .probe
                             .as_ref()
                             .map_or(Duration::ZERO, |p| p.initial_delay);
+                    self.live_failures = 0;
+                    self.next_live_probe = Instant::now()
+                        + self
+                            .liveness
+                            .as_ref()
+                            .map_or(Duration::ZERO, |p| p.initial_delay);
                 }
                 Err(e) => {
                     self.next_start = Some(Instant::now() + self.backoff);
@@ -170,6 +189,33 @@ impl ContainerState {
                     self.failures += 1;
                     if self.failures >= p.failure_threshold || !self.ready {
                         self.ready = false;
+                    }
+                }
+            }
+        }
+        if let Some((child, _, _)) = &self.child
+            && let Some(p) = self.liveness.clone()
+            && Instant::now() >= self.next_live_probe
+        {
+            self.next_live_probe = Instant::now() + p.period;
+            let (netns, ip) = (place.node_netns.to_string(), place.ip.to_string());
+            let pid = child.id();
+            let outcome = tokio::task::spawn_blocking(move || {
+                probe::attempt(&netns, &ip, &p.check, p.timeout)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match outcome {
+                Ok(()) => self.live_failures = 0,
+                Err(e) => {
+                    self.live_failures += 1;
+                    if self.live_failures >= p.failure_threshold {
+                        // Killed; the next tick reaps it and restarts it
+                        // by the pod's restartPolicy, with the back-off.
+                        tracing::info!(container = %self.spec.name, error = %e,
+                            "liveness probe failed; the container will be restarted");
+                        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                        self.live_failures = 0;
                     }
                 }
             }

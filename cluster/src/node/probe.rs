@@ -1,6 +1,7 @@
-//! Readiness probes, run from the node's network namespace as the kubelet
-//! runs them: `tcpSocket` (a connection) and `httpGet` (a status from 200
-//! to 399). Each attempt is bounded by the probe's `timeoutSeconds`.
+//! Readiness and liveness probes, run from the node's network namespace as
+//! the kubelet runs them: `tcpSocket` (a connection) and `httpGet` (a
+//! status from 200 to 399). Each attempt is bounded by the probe's
+//! `timeoutSeconds`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -16,9 +17,9 @@ pub enum Check {
     Http { port: u16, path: String },
 }
 
-/// A container's readiness probe, if it has one this node can run.
+/// One of a container's probes, if it has one this node can run.
 #[derive(Debug, Clone)]
-pub struct Readiness {
+pub struct ProbeSpec {
     pub check: Check,
     pub initial_delay: Duration,
     pub period: Duration,
@@ -26,9 +27,16 @@ pub struct Readiness {
     pub failure_threshold: u32,
 }
 
-impl Readiness {
-    pub fn of(container: &Container) -> Option<Result<Self, String>> {
-        let probe: &Probe = container.readiness_probe.as_ref()?;
+impl ProbeSpec {
+    pub fn readiness(container: &Container) -> Option<Result<Self, String>> {
+        Self::of(container, container.readiness_probe.as_ref()?)
+    }
+
+    pub fn liveness(container: &Container) -> Option<Result<Self, String>> {
+        Self::of(container, container.liveness_probe.as_ref()?)
+    }
+
+    fn of(container: &Container, probe: &Probe) -> Option<Result<Self, String>> {
         let port = |p: &IntOrString| -> Result<u16, String> {
             match p {
                 IntOrString::Int(n) => u16::try_from(*n).map_err(|_| format!("port {n}")),
