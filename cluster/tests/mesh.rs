@@ -1,7 +1,7 @@
 //! The mesh on the local cluster, installed the way users install it
 //! (`ambientctl install`), every component a pod, then used the
-//! way an Istio user uses it: label a namespace, call a Service, apply an
-//! AuthorizationPolicy, remove the label. Needs root, the components and
+//! way an Istio user uses it: label a namespace, call a Service, scale a
+//! Deployment, apply an AuthorizationPolicy, remove the label. Needs root, the components and
 //! the mesh's binaries built beside `cluster`: `cargo xtask cluster test`.
 
 use std::io::Write;
@@ -151,6 +151,50 @@ spec:
     image: curlimages/curl
     command: [/bin/sleep, infinity]
 "#;
+
+/// A Deployment to scale while the namespace is in the mesh.
+const SCALED: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: sleeper, namespace: demo}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: sleeper}}
+  template:
+    metadata: {labels: {app: sleeper}}
+    spec:
+      containers:
+      - name: sleep
+        image: curlimages/curl
+        command: [/bin/sleep, infinity]
+"#;
+
+/// The network namespaces of the pods labelled `app=<app>` in `demo`.
+fn sandboxes(layout: &Layout, app: &str) -> Vec<String> {
+    kubectl(
+        layout,
+        &[
+            "get",
+            "pods",
+            "-n",
+            "demo",
+            "-l",
+            &format!("app={app}"),
+            "-o",
+            "jsonpath={range .items[*]}{.spec.nodeName}/{.metadata.uid}/{.status.phase} {end}",
+        ],
+        None,
+    )
+    .unwrap_or_default()
+    .split_whitespace()
+    .filter(|p| p.ends_with("/Running"))
+    .filter_map(|p| {
+        let mut parts = p.split('/');
+        let (node, uid) = (parts.next()?, parts.next()?);
+        Some(format!("kc-{node}-{}", uid.get(..8)?))
+    })
+    .collect()
+}
 
 /// Istio's own: allow nothing to the workloads it selects.
 const ALLOW_NOTHING: &str = r#"
@@ -311,6 +355,25 @@ async fn ambientctl_installs_the_mesh_and_a_namespace_label_puts_pods_in_and_out
         log.contains("dst.identity=\"spiffe://cluster.local/ns/demo/sa/web\""),
         "{log}"
     );
+
+    // `kubectl scale`: the new replica is captured from its start.
+    kubectl(&layout, &["apply", "-f", "-"], Some(SCALED)).unwrap();
+    eventually("one sleeper captured", Duration::from_secs(30), || {
+        let s = sandboxes(&layout, "sleeper");
+        s.len() == 1 && captured(&s[0])
+    })
+    .await;
+    kubectl(
+        &layout,
+        &["scale", "-n", "demo", "deployment/sleeper", "--replicas=2"],
+        None,
+    )
+    .unwrap();
+    eventually("both sleepers captured", Duration::from_secs(30), || {
+        let s = sandboxes(&layout, "sleeper");
+        s.len() == 2 && s.iter().all(|n| captured(n))
+    })
+    .await;
 
     // Istio's AuthorizationPolicy, unchanged: allow nothing, then deleted.
     kubectl(&layout, &["apply", "-f", "-"], Some(ALLOW_NOTHING)).unwrap();
