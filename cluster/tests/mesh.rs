@@ -250,7 +250,7 @@ async fn ambientctl_installs_the_mesh_and_a_namespace_label_puts_pods_in_and_out
     );
     assert_eq!(
         said,
-        "✔ Istio core installed\n✔ Istiod installed\n✔ Ztunnel installed\n✔ CNI installed\n✔ Installation complete\n"
+        "✔ Istio core installed\n✔ Istiod installed\n✔ CNI installed\n✔ Ztunnel installed\n✔ Installation complete\n"
     );
     let pods = ready(&layout);
     assert!(

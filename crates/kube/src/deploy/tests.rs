@@ -104,12 +104,12 @@ fn every_rendered_object_is_its_kubernetes_type_field_for_field() {
             "RoleBinding/istiod-lite",
             "Deployment/istiod",
             "Service/istiod",
-            "ServiceAccount/ztunnel",
-            "DaemonSet/ztunnel",
             "ServiceAccount/istio-cni",
             "ClusterRole/istio-cni",
             "ClusterRoleBinding/istio-cni",
             "DaemonSet/istio-cni-node",
+            "ServiceAccount/ztunnel",
+            "DaemonSet/ztunnel",
         ]
     );
 }
@@ -191,8 +191,8 @@ fn profiles_and_values_adjust_the_rendered_objects() {
         images,
         [
             "registry.example:5000/mesh/istiod-lite:dev",
-            "registry.example:5000/mesh/ztunnel:dev",
-            "registry.example:5000/mesh/cni:dev"
+            "registry.example:5000/mesh/cni:dev",
+            "registry.example:5000/mesh/ztunnel:dev"
         ]
     );
     assert!(
@@ -257,5 +257,5 @@ async fn apply_writes_every_object_by_server_side_apply_in_order() {
     assert!(
         paths.contains(&"/apis/rbac.authorization.k8s.io/v1/clusterroles/istiod-lite".to_string())
     );
-    assert_eq!(components, ["Istio core", "Istiod", "Ztunnel", "CNI"]);
+    assert_eq!(components, ["Istio core", "Istiod", "CNI", "Ztunnel"]);
 }
