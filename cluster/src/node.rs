@@ -11,6 +11,7 @@ mod filesystem;
 mod images;
 mod kubelet;
 mod lease;
+mod mounts;
 mod pod;
 mod pods;
 mod probe;
@@ -19,7 +20,7 @@ mod routes;
 mod volumes;
 
 pub use enter::{parse_bind, run as enter};
-pub use volumes::remove_mount_points;
+pub use mounts::remove_mount_points;
 
 use std::time::Duration;
 

@@ -14,9 +14,10 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 use super::env::{self, Addresses};
+use super::mounts;
 use super::probe::{self, ProbeSpec};
 use super::registration::now_rfc3339;
-use super::volumes::{self, Volumes};
+use super::volumes::Volumes;
 use crate::config::API_SERVICE_IP;
 
 const BACKOFF_START: Duration = Duration::from_secs(10);
@@ -309,7 +310,7 @@ fn start(c: &Container, place: &Place<'_>, vars: &[(String, String)]) -> Result<
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let err = log.try_clone().map_err(|e| e.to_string())?;
     let binds = place.volumes.binds(c)?;
-    volumes::make_mount_points(&binds, place.mount_points)?;
+    mounts::make_mount_points(&binds, place.mount_points)?;
     let netns = Path::new("/var/run/netns").join(place.netns);
     let workdir = c.working_dir.as_deref().unwrap_or("/");
     let mut cmd = Command::new(place.program);

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, setns, unshare};
 
-use super::volumes::Bind;
+use super::mounts::Bind;
 use crate::config::EnterArgs;
 
 /// The arguments of `cluster enter` for a container.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::volumes::{Bind, make_mount_points};
+use super::mounts::{Bind, make_mount_points};
 
 /// hostPath → its directory under the node's root.
 static EXPOSED: Mutex<BTreeMap<PathBuf, PathBuf>> = Mutex::new(BTreeMap::new());
