@@ -64,34 +64,19 @@ pub fn node_up(node: &Node) -> Result<(), CommandError> {
     // Pods on the node's bridge reach Services through kube-proxy's rules
     // also when the endpoint is on the same bridge (the reply must pass
     // conntrack), as on a kubeadm node with br_netfilter.
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &node.netns,
-            "sysctl",
-            "-qw",
-            "net.bridge.bridge-nf-call-iptables=1",
-        ],
-    )?;
+    sysctl_in(&node.netns, "net.bridge.bridge-nf-call-iptables=1")?;
     ip_in(
         &node.netns,
         &["route", "replace", "default", "via", &HOST_IP.to_string()],
     )?;
     // A node forwards between its pods and the bridge.
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &node.netns,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ],
-    )?;
+    sysctl_in(&node.netns, "net.ipv4.ip_forward=1")?;
     Ok(())
+}
+
+/// `sysctl -w setting` inside a network namespace.
+fn sysctl_in(netns: &str, setting: &str) -> Result<(), CommandError> {
+    run("ip", &["netns", "exec", netns, "sysctl", "-qw", setting]).map(drop)
 }
 
 /// Routes `cidr` (a node's pod range) to `via` (that node), on the host

@@ -12,6 +12,7 @@ mod images;
 mod kubelet;
 mod lease;
 mod mounts;
+mod objects;
 mod pod;
 mod pods;
 mod probe;

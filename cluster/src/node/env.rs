@@ -6,8 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
-use kube::{Api, Client};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::Client;
+
+use super::objects::{self, Kind};
 
 /// Why a container cannot start yet: the kubelet's waiting reason.
 pub const CONFIG_ERROR: &str = "CreateContainerConfigError";
@@ -28,8 +30,7 @@ pub async fn resolve(
     let mut objects = Objects {
         client,
         ns: &ns,
-        config_maps: BTreeMap::new(),
-        secrets: BTreeMap::new(),
+        read: BTreeMap::new(),
     };
     let mut env: Vec<(String, String)> = Vec::new();
     for from in c.env_from.clone().unwrap_or_default() {
@@ -131,8 +132,7 @@ fn field_value(pod: &Pod, at: &Addresses<'_>, path: &str) -> Option<String> {
 struct Objects<'a> {
     client: &'a Client,
     ns: &'a str,
-    config_maps: BTreeMap<String, BTreeMap<String, String>>,
-    secrets: BTreeMap<String, BTreeMap<String, String>>,
+    read: BTreeMap<(Kind, String), BTreeMap<String, String>>,
 }
 
 impl Objects<'_> {
@@ -141,18 +141,7 @@ impl Objects<'_> {
         name: &str,
         optional: bool,
     ) -> Result<BTreeMap<String, String>, String> {
-        if let Some(data) = self.config_maps.get(name) {
-            return Ok(data.clone());
-        }
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), self.ns);
-        let data = match api.get_opt(name).await {
-            Ok(Some(cm)) => cm.data.unwrap_or_default(),
-            Ok(None) if optional => BTreeMap::new(),
-            Ok(None) => return Err(format!("configmap {:?} not found", name)),
-            Err(e) => return Err(format!("configmap {name:?}: {e}")),
-        };
-        self.config_maps.insert(name.to_string(), data.clone());
-        Ok(data)
+        self.get(Kind::ConfigMap, name, optional).await
     }
 
     async fn secret(
@@ -160,22 +149,26 @@ impl Objects<'_> {
         name: &str,
         optional: bool,
     ) -> Result<BTreeMap<String, String>, String> {
-        if let Some(data) = self.secrets.get(name) {
+        self.get(Kind::Secret, name, optional).await
+    }
+
+    async fn get(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        optional: bool,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let key = (kind, name.to_string());
+        if let Some(data) = self.read.get(&key) {
             return Ok(data.clone());
         }
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), self.ns);
-        let data = match api.get_opt(name).await {
-            Ok(Some(secret)) => secret
-                .data
-                .unwrap_or_default()
+        let data: BTreeMap<String, String> =
+            objects::data(self.client, self.ns, kind, name, optional)
+                .await?
                 .into_iter()
-                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-                .collect(),
-            Ok(None) if optional => BTreeMap::new(),
-            Ok(None) => return Err(format!("secret {:?} not found", name)),
-            Err(e) => return Err(format!("secret {name:?}: {e}")),
-        };
-        self.secrets.insert(name.to_string(), data.clone());
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect();
+        self.read.insert(key, data.clone());
         Ok(data)
     }
 }

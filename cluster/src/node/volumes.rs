@@ -17,13 +17,14 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, ServiceAccount,
+    Container, DownwardAPIVolumeFile, KeyToPath, Pod, ServiceAccount,
     ServiceAccountTokenProjection, Volume,
 };
 use kube::api::PostParams;
 use kube::{Api, Client};
 
 use super::mounts::Bind;
+use super::objects::{Kind, data};
 
 /// Paths every node of this machine shares: one kernel backs them.
 const SHARED_HOST_PATHS: &[&str] = &[
@@ -144,19 +145,47 @@ impl Volumes {
         }
         let ns = self.namespace();
         if let Some(cm) = &v.config_map {
-            let files = config_map_files(client, &ns, &cm.name, cm.optional).await?;
+            let files = data(
+                client,
+                &ns,
+                Kind::ConfigMap,
+                &cm.name,
+                cm.optional.unwrap_or(false),
+            )
+            .await?;
             write_items(&target, files, cm.items.as_deref())?;
         } else if let Some(secret) = &v.secret {
             let name = secret.secret_name.clone().unwrap_or_default();
-            let files = secret_files(client, &ns, &name, secret.optional).await?;
+            let files = data(
+                client,
+                &ns,
+                Kind::Secret,
+                &name,
+                secret.optional.unwrap_or(false),
+            )
+            .await?;
             write_items(&target, files, secret.items.as_deref())?;
         } else if let Some(projected) = &v.projected {
             for source in projected.sources.clone().unwrap_or_default() {
                 if let Some(cm) = &source.config_map {
-                    let files = config_map_files(client, &ns, &cm.name, cm.optional).await?;
+                    let files = data(
+                        client,
+                        &ns,
+                        Kind::ConfigMap,
+                        &cm.name,
+                        cm.optional.unwrap_or(false),
+                    )
+                    .await?;
                     write_items(&target, files, cm.items.as_deref())?;
                 } else if let Some(secret) = &source.secret {
-                    let files = secret_files(client, &ns, &secret.name, secret.optional).await?;
+                    let files = data(
+                        client,
+                        &ns,
+                        Kind::Secret,
+                        &secret.name,
+                        secret.optional.unwrap_or(false),
+                    )
+                    .await?;
                     write_items(&target, files, secret.items.as_deref())?;
                 } else if let Some(downward) = &source.downward_api {
                     for item in downward.items.clone().unwrap_or_default() {
@@ -342,65 +371,6 @@ fn host_path(paths: &Paths<'_>, path: &str, kind: &str) -> Result<PathBuf, Strin
         super::filesystem::expose(&p, Path::new(path), paths.mount_points)?;
     }
     Ok(p)
-}
-
-async fn config_map_files(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    optional: Option<bool>,
-) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    match api.get_opt(name).await {
-        Ok(Some(cm)) => {
-            let mut files: BTreeMap<String, Vec<u8>> = cm
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.into_bytes()))
-                .collect();
-            files.extend(
-                cm.binary_data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0)),
-            );
-            Ok(files)
-        }
-        Ok(None) if optional.unwrap_or(false) => Ok(BTreeMap::new()),
-        Ok(None) => Err(format!("ConfigMap {ns}/{name} not found")),
-        Err(e) => Err(format!("ConfigMap {ns}/{name}: {e}")),
-    }
-}
-
-async fn secret_files(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    optional: Option<bool>,
-) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    match api.get_opt(name).await {
-        Ok(Some(secret)) => {
-            let mut files: BTreeMap<String, Vec<u8>> = secret
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect();
-            files.extend(
-                secret
-                    .string_data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes())),
-            );
-            Ok(files)
-        }
-        Ok(None) if optional.unwrap_or(false) => Ok(BTreeMap::new()),
-        Ok(None) => Err(format!("Secret {ns}/{name} not found")),
-        Err(e) => Err(format!("Secret {ns}/{name}: {e}")),
-    }
 }
 
 /// Writes every key as a file, or only `items` (key → path), each named
