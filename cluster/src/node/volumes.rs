@@ -145,48 +145,56 @@ impl Volumes {
         }
         let ns = self.namespace();
         if let Some(cm) = &v.config_map {
-            let files = data(
+            let items = cm.items.as_deref();
+            copy_keys(
                 client,
                 &ns,
                 Kind::ConfigMap,
                 &cm.name,
-                cm.optional.unwrap_or(false),
+                cm.optional,
+                items,
+                &target,
             )
             .await?;
-            write_items(&target, files, cm.items.as_deref())?;
         } else if let Some(secret) = &v.secret {
             let name = secret.secret_name.clone().unwrap_or_default();
-            let files = data(
+            let items = secret.items.as_deref();
+            copy_keys(
                 client,
                 &ns,
                 Kind::Secret,
                 &name,
-                secret.optional.unwrap_or(false),
+                secret.optional,
+                items,
+                &target,
             )
             .await?;
-            write_items(&target, files, secret.items.as_deref())?;
         } else if let Some(projected) = &v.projected {
             for source in projected.sources.clone().unwrap_or_default() {
                 if let Some(cm) = &source.config_map {
-                    let files = data(
+                    let items = cm.items.as_deref();
+                    copy_keys(
                         client,
                         &ns,
                         Kind::ConfigMap,
                         &cm.name,
-                        cm.optional.unwrap_or(false),
+                        cm.optional,
+                        items,
+                        &target,
                     )
                     .await?;
-                    write_items(&target, files, cm.items.as_deref())?;
                 } else if let Some(secret) = &source.secret {
-                    let files = data(
+                    let (name, items) = (&secret.name, secret.items.as_deref());
+                    copy_keys(
                         client,
                         &ns,
                         Kind::Secret,
-                        &secret.name,
-                        secret.optional.unwrap_or(false),
+                        name,
+                        secret.optional,
+                        items,
+                        &target,
                     )
                     .await?;
-                    write_items(&target, files, secret.items.as_deref())?;
                 } else if let Some(downward) = &source.downward_api {
                     for item in downward.items.clone().unwrap_or_default() {
                         let value = self.downward(&item)?;
@@ -371,6 +379,20 @@ fn host_path(paths: &Paths<'_>, path: &str, kind: &str) -> Result<PathBuf, Strin
         super::filesystem::expose(&p, Path::new(path), paths.mount_points)?;
     }
     Ok(p)
+}
+
+/// The keys of a ConfigMap or Secret as files in `dir` (see [`write_items`]).
+async fn copy_keys(
+    client: &Client,
+    ns: &str,
+    kind: Kind,
+    name: &str,
+    optional: Option<bool>,
+    items: Option<&[KeyToPath]>,
+    dir: &Path,
+) -> Result<(), String> {
+    let files = data(client, ns, kind, name, optional.unwrap_or(false)).await?;
+    write_items(dir, files, items)
 }
 
 /// Writes every key as a file, or only `items` (key → path), each named
