@@ -107,9 +107,22 @@ fn ready(layout: &Layout) -> String {
     .unwrap_or_default()
 }
 
-fn captured(netns: &str) -> bool {
-    host::run("ip", &["netns", "exec", netns, "nft", "list", "tables"])
-        .is_ok_and(|t| t.contains("mesh-ambient"))
+/// Whether the pod in `netns` has the in-pod redirection: the nftables
+/// table, or the tc programs on its interface.
+fn captured(netns: &str, redirection: Redirection) -> bool {
+    match redirection {
+        Redirection::Nftables => {
+            host::run("ip", &["netns", "exec", netns, "nft", "list", "tables"])
+                .is_ok_and(|t| t.contains("mesh-ambient"))
+        }
+        Redirection::Ebpf => host::run(
+            "ip",
+            &[
+                "netns", "exec", netns, "tc", "filter", "show", "dev", "eth0", "ingress",
+            ],
+        )
+        .is_ok_and(|t| t.contains("mesh_ingress")),
+    }
 }
 
 const APPS: &str = r#"
@@ -206,9 +219,32 @@ spec:
     matchLabels: {app: web}
 "#;
 
+/// How the node agents capture pods: the install profile's choice.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Redirection {
+    Nftables,
+    Ebpf,
+}
+
 #[tokio::test]
 #[ignore = "needs root, the components and the mesh's binaries: cargo xtask cluster test"]
 async fn ambientctl_installs_the_mesh_and_a_namespace_label_puts_pods_in_and_out_live() {
+    the_mesh_on_the_cluster(Redirection::Nftables).await;
+}
+
+#[tokio::test]
+#[ignore = "needs root, the components and the mesh's binaries: cargo xtask cluster test"]
+async fn the_ambient_ebpf_profile_captures_with_tc_programs_that_go_when_the_pods_are_released() {
+    the_mesh_on_the_cluster(Redirection::Ebpf).await;
+    let programs = host::run("bpftool", &["prog", "show"]).unwrap();
+    assert!(
+        !programs.contains("mesh_ingress") && !programs.contains("mesh_egress"),
+        "programs left after every pod was released: {programs}"
+    );
+}
+
+async fn the_mesh_on_the_cluster(redirection: Redirection) {
+    let captured = |netns: &str| captured(netns, redirection);
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(
         &dir.path().join("state"),
@@ -240,6 +276,10 @@ async fn ambientctl_installs_the_mesh_and_a_namespace_label_puts_pods_in_and_out
             layout.kubeconfig("admin").display()
         ))
         .args(["install", "-y", "--readiness-timeout=2m"])
+        .args(match redirection {
+            Redirection::Nftables => &[][..],
+            Redirection::Ebpf => &["--set", "profile=ambient-ebpf"][..],
+        })
         .output()
         .unwrap_or_else(|e| panic!("{}: {e} (cargo build --bins)", ambientctl.display()));
     let said = String::from_utf8_lossy(&install.stdout);
