@@ -144,77 +144,33 @@ impl Volumes {
             return Ok(target);
         }
         let ns = self.namespace();
-        if let Some(cm) = &v.config_map {
-            let items = cm.items.as_deref();
-            copy_keys(
-                client,
-                &ns,
-                Kind::ConfigMap,
-                &cm.name,
-                cm.optional,
-                items,
-                &target,
-            )
-            .await?;
-        } else if let Some(secret) = &v.secret {
-            let name = secret.secret_name.clone().unwrap_or_default();
-            let items = secret.items.as_deref();
-            copy_keys(
-                client,
-                &ns,
-                Kind::Secret,
-                &name,
-                secret.optional,
-                items,
-                &target,
-            )
-            .await?;
-        } else if let Some(projected) = &v.projected {
-            for source in projected.sources.clone().unwrap_or_default() {
-                if let Some(cm) = &source.config_map {
-                    let items = cm.items.as_deref();
-                    copy_keys(
-                        client,
-                        &ns,
-                        Kind::ConfigMap,
-                        &cm.name,
-                        cm.optional,
-                        items,
-                        &target,
-                    )
-                    .await?;
-                } else if let Some(secret) = &source.secret {
-                    let (name, items) = (&secret.name, secret.items.as_deref());
-                    copy_keys(
-                        client,
-                        &ns,
-                        Kind::Secret,
-                        name,
-                        secret.optional,
-                        items,
-                        &target,
-                    )
-                    .await?;
-                } else if let Some(downward) = &source.downward_api {
-                    for item in downward.items.clone().unwrap_or_default() {
+        for source in sources(v)? {
+            match source {
+                Source::Keys {
+                    kind,
+                    name,
+                    optional,
+                    items,
+                } => {
+                    let files = data(client, &ns, kind, &name, optional.unwrap_or(false)).await?;
+                    write_items(&target, files, items.as_deref())?;
+                }
+                Source::Downward(items) => {
+                    for item in items {
                         let value = self.downward(&item)?;
                         write_file(&target, &item.path, value.as_bytes())?;
                     }
-                } else if let Some(token) = &source.service_account_token {
-                    let file = within(&target, &token.path)?;
+                }
+                Source::Token(projection) => {
                     let mut t = Token {
-                        file,
-                        projection: token.clone(),
+                        file: within(&target, &projection.path)?,
+                        projection,
                         refresh_at: Instant::now(),
                     };
                     self.issue(client, &mut t).await?;
                     self.tokens.push(t);
-                } else {
-                    return Err("a projected source of a kind the node simulator does not make (it makes configMap, secret, downwardAPI, serviceAccountToken)".into());
                 }
             }
-        } else {
-            return Err("a volume type the node simulator does not make (it makes emptyDir, configMap, secret, projected, hostPath)".into());
         }
         Ok(target)
     }
@@ -381,18 +337,68 @@ fn host_path(paths: &Paths<'_>, path: &str, kind: &str) -> Result<PathBuf, Strin
     Ok(p)
 }
 
-/// The keys of a ConfigMap or Secret as files in `dir` (see [`write_items`]).
-async fn copy_keys(
-    client: &Client,
-    ns: &str,
-    kind: Kind,
-    name: &str,
-    optional: Option<bool>,
-    items: Option<&[KeyToPath]>,
-    dir: &Path,
-) -> Result<(), String> {
-    let files = data(client, ns, kind, name, optional.unwrap_or(false)).await?;
-    write_items(dir, files, items)
+/// What a volume's directory is made of: a ConfigMap or Secret volume is
+/// a projected volume with one source.
+enum Source {
+    Keys {
+        kind: Kind,
+        name: String,
+        optional: Option<bool>,
+        items: Option<Vec<KeyToPath>>,
+    },
+    Downward(Vec<DownwardAPIVolumeFile>),
+    Token(ServiceAccountTokenProjection),
+}
+
+fn sources(v: &Volume) -> Result<Vec<Source>, String> {
+    if let Some(cm) = &v.config_map {
+        return Ok(vec![Source::Keys {
+            kind: Kind::ConfigMap,
+            name: cm.name.clone(),
+            optional: cm.optional,
+            items: cm.items.clone(),
+        }]);
+    }
+    if let Some(secret) = &v.secret {
+        return Ok(vec![Source::Keys {
+            kind: Kind::Secret,
+            name: secret.secret_name.clone().unwrap_or_default(),
+            optional: secret.optional,
+            items: secret.items.clone(),
+        }]);
+    }
+    let Some(projected) = &v.projected else {
+        return Err("a volume type the node simulator does not make (it makes emptyDir, configMap, secret, projected, hostPath)".into());
+    };
+    projected
+        .sources
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| {
+            if let Some(cm) = p.config_map {
+                Ok(Source::Keys {
+                    kind: Kind::ConfigMap,
+                    name: cm.name,
+                    optional: cm.optional,
+                    items: cm.items,
+                })
+            } else if let Some(secret) = p.secret {
+                Ok(Source::Keys {
+                    kind: Kind::Secret,
+                    name: secret.name,
+                    optional: secret.optional,
+                    items: secret.items,
+                })
+            } else if let Some(downward) = p.downward_api {
+                Ok(Source::Downward(downward.items.unwrap_or_default()))
+            } else if let Some(token) = p.service_account_token {
+                Ok(Source::Token(token))
+            } else {
+                Err("a projected source of a kind the node simulator does not make (it makes configMap, secret, downwardAPI, serviceAccountToken)".into())
+            }
+        })
+        .collect()
 }
 
 /// Writes every key as a file, or only `items` (key → path), each named
