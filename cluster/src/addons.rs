@@ -22,7 +22,8 @@ pub fn apply(layout: &Layout, manifest: &str) -> anyhow::Result<()> {
             "--kubeconfig={}",
             layout.kubeconfig("admin").display()
         ))
-        .args(["apply", "-f", "-"])
+        // A bound on every request to the API server.
+        .args(["apply", "--request-timeout=30s", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

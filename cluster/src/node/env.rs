@@ -36,11 +36,12 @@ pub async fn resolve(
     for from in c.env_from.clone().unwrap_or_default() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let data = if let Some(r) = &from.config_map_ref {
-            objects
-                .config_map(&r.name, r.optional.unwrap_or(false))
-                .await?
+            let optional = r.optional.unwrap_or(false);
+            objects.get(Kind::ConfigMap, &r.name, optional).await?
         } else if let Some(r) = &from.secret_ref {
-            objects.secret(&r.name, r.optional.unwrap_or(false)).await?
+            objects
+                .get(Kind::Secret, &r.name, r.optional.unwrap_or(false))
+                .await?
         } else {
             continue;
         };
@@ -60,7 +61,7 @@ pub async fn resolve(
                     })?
                 } else if let Some(key) = &from.config_map_key_ref {
                     let optional = key.optional.unwrap_or(false);
-                    let data = objects.config_map(&key.name, optional).await?;
+                    let data = objects.get(Kind::ConfigMap, &key.name, optional).await?;
                     match data.get(&key.key) {
                         Some(v) => v.clone(),
                         None if optional => continue,
@@ -73,7 +74,7 @@ pub async fn resolve(
                     }
                 } else if let Some(key) = &from.secret_key_ref {
                     let optional = key.optional.unwrap_or(false);
-                    let data = objects.secret(&key.name, optional).await?;
+                    let data = objects.get(Kind::Secret, &key.name, optional).await?;
                     match data.get(&key.key) {
                         Some(v) => v.clone(),
                         None if optional => continue,
@@ -136,22 +137,6 @@ struct Objects<'a> {
 }
 
 impl Objects<'_> {
-    async fn config_map(
-        &mut self,
-        name: &str,
-        optional: bool,
-    ) -> Result<BTreeMap<String, String>, String> {
-        self.get(Kind::ConfigMap, name, optional).await
-    }
-
-    async fn secret(
-        &mut self,
-        name: &str,
-        optional: bool,
-    ) -> Result<BTreeMap<String, String>, String> {
-        self.get(Kind::Secret, name, optional).await
-    }
-
     async fn get(
         &mut self,
         kind: Kind,

@@ -54,6 +54,8 @@ pub async fn serve(layout: Layout, node: Node) -> anyhow::Result<()> {
                 async move { Ok::<_, Infallible>(handle(&logs, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_BOUND)
                 .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
                 .await;
         });
