@@ -7,6 +7,7 @@ mod container;
 mod dns;
 mod enter;
 mod env;
+mod exec;
 mod filesystem;
 mod images;
 mod kubelet;
@@ -15,10 +16,13 @@ mod mounts;
 mod objects;
 mod pod;
 mod pods;
+mod portforward;
 mod probe;
 mod registration;
 mod routes;
+mod running;
 mod volumes;
+mod websocket;
 
 pub use enter::{parse_bind, run as enter};
 pub use mounts::remove_mount_points;
@@ -52,15 +56,18 @@ pub async fn run(
     tracing::info!(node = %node.name, pod_cidr = %cidr, "node registered and Ready");
 
     let network = api::client(&layout.kubeconfig("network")).await?;
+    let program = std::env::current_exe().context("finding the cluster binary")?;
+    let running = std::sync::Arc::new(running::Running::default());
     let tasks = [
         tokio::spawn(lease::renew(client.clone(), node.name.clone())),
         tokio::spawn(routes::follow(network, node.clone())),
         tokio::spawn(registration::heartbeat(client.clone(), node.clone())),
         tokio::spawn({
             let (layout, node) = (layout.clone(), node.clone());
+            let (running, program) = (running.clone(), program.clone());
             async move {
-                if let Err(e) = kubelet::serve(layout, node).await {
-                    tracing::error!(error = %format!("{e:#}"), "the kubelet endpoint stopped; kubectl logs will fail");
+                if let Err(e) = kubelet::serve(layout, node, running, program).await {
+                    tracing::error!(error = %format!("{e:#}"), "the kubelet endpoint stopped; kubectl logs and exec will fail");
                 }
             }
         }),
@@ -70,7 +77,8 @@ pub async fn run(
                 node: node.clone(),
                 layout: layout.clone(),
                 token_refresh,
-                program: std::env::current_exe().context("finding the cluster binary")?,
+                program,
+                running,
             }),
         )),
     ];

@@ -740,3 +740,105 @@ async fn volumes_and_env_come_from_the_api_as_kubernetes_gives_them_and_tokens_r
         assert!(!Path::new(made).exists(), "{made} left behind");
     }
 }
+
+/// `kubectl` of the cluster, as the admin.
+fn kubectl(layout: &Layout, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(layout.bin.join("kubectl"))
+        .arg(format!(
+            "--kubeconfig={}",
+            layout.kubeconfig("admin").display()
+        ))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs root and the components: cargo xtask cluster test"]
+async fn kubectl_exec_runs_in_the_container_and_port_forward_reaches_the_pods_localhost() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let layout = layout(dir.path());
+    let _guard = Down(layout.clone());
+    lifecycle::up(&layout, &UpArgs::nodes(1), &node_program())
+        .await
+        .unwrap();
+    // A server on the pod's localhost only: no one outside the pod's
+    // network namespace reaches it but through the node.
+    let pods = create_pod(
+        &layout,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "shell" },
+            "spec": { "containers": [{
+                "name": "web", "image": "busybox", "workingDir": "/data",
+                "command": ["python3", "-m", "http.server", "--bind", "127.0.0.1", "8081"],
+                "env": [{ "name": "GREETING", "value": "hello from the container" }],
+                "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
+            }],
+            "volumes": [{ "name": "data", "emptyDir": {} }]},
+        }),
+    )
+    .await;
+    until_status(&pods, "shell", "Running", Duration::from_secs(20), |s| {
+        s["phase"] == "Running"
+    })
+    .await;
+
+    // The container's environment, working directory, mounts and network
+    // namespace; the command's output streams and exit code.
+    let script = "echo $GREETING; pwd; touch made-here; echo to-stderr >&2; \
+                  curl -s -o /dev/null -w '%{http_code}\\n' http://127.0.0.1:8081/; exit 4";
+    let out = kubectl(&layout, &["exec", "shell", "--", "sh", "-c", script], "");
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from the container\n/data\n200\n"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("to-stderr"));
+    let listed = kubectl(&layout, &["exec", "shell", "--", "ls", "/data"], "");
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), "made-here\n");
+    // Standard input, to its end.
+    let out = kubectl(
+        &layout,
+        &["exec", "-i", "shell", "--", "wc", "-l"],
+        "one\ntwo\n",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2", "{out:?}");
+    // A container that is not there.
+    let out = kubectl(&layout, &["exec", "shell", "-c", "other", "--", "true"], "");
+    assert!(!out.status.success());
+
+    // Port forwarding over the API server's WebSocket.
+    let mut forwarder = pods.portforward("shell", &[8081]).await.unwrap();
+    let mut stream = forwarder.take_stream(8081).unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
+        .await
+        .expect("the forwarded connection answers and ends")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(
+        answer.contains("made-here"),
+        "the pod's /data listed: {answer}"
+    );
+    // The node closed the WebSocket when the pod's side ended, as the
+    // kubelet does; kube-rs's last close-of-stream then finds it closed,
+    // so join's result says nothing here.
+    drop(stream);
+    let _ = forwarder.join().await;
+}

@@ -17,6 +17,7 @@ use super::env::{self, Addresses};
 use super::mounts;
 use super::probe::{self, ProbeSpec};
 use super::registration::now_rfc3339;
+use super::running::{ContainerRef, Launch, Running};
 use super::volumes::Volumes;
 use crate::config::API_SERVICE_IP;
 
@@ -40,6 +41,18 @@ pub struct Place<'a> {
     pub cluster_bin: &'a Path,
     /// Where mount points made on this machine are recorded.
     pub mount_points: &'a Path,
+    /// Told of each start and stop, for `kubectl exec`.
+    pub running: &'a Running,
+}
+
+impl Place<'_> {
+    fn container_ref(&self, name: &str) -> ContainerRef {
+        ContainerRef {
+            namespace: self.pod.metadata.namespace.clone().unwrap_or_default(),
+            pod: self.pod.metadata.name.clone().unwrap_or_default(),
+            container: name.to_string(),
+        }
+    }
 }
 
 pub struct ContainerState {
@@ -105,6 +118,7 @@ impl ContainerState {
                 .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
             let ran = since.elapsed();
             self.child = None;
+            place.running.stopped(&place.container_ref(&self.spec.name));
             self.ready = false;
             self.last_exit = Some((code, now_rfc3339()));
             let again = match policy {
@@ -271,7 +285,12 @@ impl ContainerState {
     }
 
     /// SIGTERM, up to `grace`, then SIGKILL.
-    pub async fn stop(&mut self, grace: Duration) {
+    pub async fn stop(&mut self, grace: Duration, running: &Running, pod: &Pod) {
+        running.stopped(&ContainerRef {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            pod: pod.metadata.name.clone().unwrap_or_default(),
+            container: self.spec.name.clone(),
+        });
         let Some((child, _, _)) = &mut self.child else {
             return;
         };
@@ -313,19 +332,33 @@ fn start(c: &Container, place: &Place<'_>, vars: &[(String, String)]) -> Result<
     mounts::make_mount_points(&binds, place.mount_points)?;
     let netns = Path::new("/var/run/netns").join(place.netns);
     let workdir = c.working_dir.as_deref().unwrap_or("/");
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
+        (
+            "HOSTNAME".into(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        ),
+        ("KUBERNETES_SERVICE_HOST".into(), API_SERVICE_IP.to_string()),
+        ("KUBERNETES_SERVICE_PORT".into(), "443".into()),
+    ];
+    env.extend(vars.iter().cloned());
+    let launch = Launch {
+        enter: super::enter::args(&netns, &binds, workdir, &[]),
+        netns,
+        env,
+    };
     let mut cmd = Command::new(place.program);
-    cmd.args(super::enter::args(&netns, &binds, workdir, &argv))
+    cmd.args(&launch.enter)
+        .args(&argv)
         .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("HOSTNAME", pod.metadata.name.as_deref().unwrap_or_default())
-        .env("KUBERNETES_SERVICE_HOST", API_SERVICE_IP.to_string())
-        .env("KUBERNETES_SERVICE_PORT", "443")
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err);
-    cmd.envs(vars.iter().map(|(k, v)| (k, v)));
-    cmd.spawn().map_err(|e| format!("running {argv:?}: {e}"))
+    let child = cmd.spawn().map_err(|e| format!("running {argv:?}: {e}"))?;
+    place.running.started(place.container_ref(&c.name), launch);
+    Ok(child)
 }

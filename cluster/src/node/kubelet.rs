@@ -1,11 +1,14 @@
-//! The node's kubelet endpoint on 10250, enough for `kubectl logs`. The API
-//! server proxies `pods/log` here over TLS. It presents its kubelet client
+//! The node's kubelet endpoint on 10250, for `kubectl logs`, `exec` and
+//! port forwarding. The API server proxies `pods/log`, `pods/exec` and
+//! `pods/portforward` here over TLS. It presents its kubelet client
 //! certificate, which must chain to the cluster CA. It checks ours
 //! (`kubelet-<node>.crt`, signed by the cluster CA for the node's address).
 //!
 //! - `GET /containerLogs/{namespace}/{pod}/{container}`, with `tailLines=N`
 //!   and `follow=true` (more is sent as the container writes, until the
 //!   client goes or the pod does);
+//! - `/exec/{namespace}/{pod}/{container}` (`exec.rs`) and
+//!   `/portForward/{namespace}/{pod}` (`portforward.rs`), over WebSockets;
 //! - `GET /healthz`.
 
 use std::convert::Infallible;
@@ -23,16 +26,31 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
+use super::running::{ContainerRef, Running};
+use super::{exec, portforward, websocket};
 use crate::config::{Layout, Node};
 
 pub const PORT: u16 = 10250;
 const HANDSHAKE_BOUND: Duration = Duration::from_secs(10);
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
 
-type Body = BoxBody<Bytes, Infallible>;
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// What the endpoint serves from.
+struct Endpoint {
+    logs: PathBuf,
+    running: Arc<Running>,
+    /// The `cluster` binary: `cluster enter` runs exec'd commands.
+    program: PathBuf,
+}
 
 /// Serves until the task is dropped.
-pub async fn serve(layout: Layout, node: Node) -> anyhow::Result<()> {
+pub async fn serve(
+    layout: Layout,
+    node: Node,
+    running: Arc<Running>,
+    program: PathBuf,
+) -> anyhow::Result<()> {
     let acceptor = TlsAcceptor::from(Arc::new(tls(&layout, &node)?));
     let netns = mesh_netns::Netns::open(format!("/var/run/netns/{}", node.netns))?;
     let listener = netns
@@ -40,23 +58,28 @@ pub async fn serve(layout: Layout, node: Node) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}:{PORT} in {}", node.ip, node.netns))?;
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let logs = Arc::new(layout.node_root(&node).join("var/log/pods"));
+    let endpoint = Arc::new(Endpoint {
+        logs: layout.node_root(&node).join("var/log/pods"),
+        running,
+        program,
+    });
     loop {
         let (tcp, _) = listener.accept().await?;
-        let (acceptor, logs) = (acceptor.clone(), logs.clone());
+        let (acceptor, endpoint) = (acceptor.clone(), endpoint.clone());
         tokio::spawn(async move {
             let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_BOUND, acceptor.accept(tcp)).await
             else {
                 return;
             };
             let service = hyper::service::service_fn(move |req| {
-                let logs = logs.clone();
-                async move { Ok::<_, Infallible>(handle(&logs, req).await) }
+                let endpoint = endpoint.clone();
+                async move { Ok::<_, Infallible>(handle(endpoint, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HANDSHAKE_BOUND)
                 .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .with_upgrades()
                 .await;
         });
     }
@@ -85,17 +108,57 @@ fn tls(layout: &Layout, node: &Node) -> anyhow::Result<rustls::ServerConfig> {
         .with_single_cert(certs, key)?)
 }
 
-async fn handle(logs: &Path, req: Request<Incoming>) -> Response<Body> {
+async fn handle(endpoint: Arc<Endpoint>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or_default().to_string();
     if path == "/healthz" {
         return text(StatusCode::OK, "ok".into());
     }
-    let Some(rest) = path.strip_prefix("/containerLogs/") else {
-        return text(
+    if let Some(rest) = path.strip_prefix("/containerLogs/") {
+        return logs(&endpoint.logs, rest, &query);
+    }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts[..] {
+        ["exec", namespace, pod, container] => {
+            let container = ContainerRef {
+                namespace: namespace.into(),
+                pod: pod.into(),
+                container: container.into(),
+            };
+            let Some(launch) = endpoint.running.container(&container) else {
+                return not_running(
+                    &container.namespace,
+                    &container.pod,
+                    Some(&container.container),
+                );
+            };
+            let (request, program) = (exec::Request::parse(&query), endpoint.program.clone());
+            websocket::upgrade(req, move |socket, protocol| async move {
+                exec::run(socket, protocol, &program, launch, request).await;
+            })
+        }
+        // The API server asks for `/portForward/`.
+        ["portForward" | "portforward", namespace, pod] => {
+            let Some(launch) = endpoint.running.pod(namespace, pod) else {
+                return not_running(namespace, pod, None);
+            };
+            let ports = match portforward::ports(&query) {
+                Ok(p) if !p.is_empty() => p,
+                Ok(_) => return text(StatusCode::BAD_REQUEST, "no port to forward".into()),
+                Err(e) => return text(StatusCode::BAD_REQUEST, e),
+            };
+            websocket::upgrade(req, move |socket, _| async move {
+                portforward::run(socket, launch.netns, ports).await;
+            })
+        }
+        _ => text(
             StatusCode::NOT_FOUND,
             format!("{path}: not served by the node simulator"),
-        );
-    };
+        ),
+    }
+}
+
+fn logs(logs: &Path, rest: &str, query: &str) -> Response<Body> {
     let parts: Vec<&str> = rest.split('/').collect();
     let [ns, pod, container] = parts[..] else {
         return text(
@@ -103,7 +166,7 @@ async fn handle(logs: &Path, req: Request<Incoming>) -> Response<Body> {
             "expected /containerLogs/{namespace}/{pod}/{container}".into(),
         );
     };
-    let query = Query::parse(req.uri().query().unwrap_or_default());
+    let query = Query::parse(query);
     if query.previous {
         return text(
             StatusCode::BAD_REQUEST,
@@ -219,7 +282,18 @@ fn log_file(logs: &Path, ns: &str, pod: &str, container: &str) -> Option<PathBuf
         .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
 }
 
-fn text(status: StatusCode, body: String) -> Response<Body> {
+fn not_running(namespace: &str, pod: &str, container: Option<&str>) -> Response<Body> {
+    let what = match container {
+        Some(c) => format!("container {c:?} of pod {namespace}/{pod}"),
+        None => format!("pod {namespace}/{pod}"),
+    };
+    text(
+        StatusCode::NOT_FOUND,
+        format!("{what} is not running on this node"),
+    )
+}
+
+pub fn text(status: StatusCode, body: String) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
     *r.status_mut() = status;
     r

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::container::{ContainerState, Place};
 use super::registration::now_rfc3339;
+use super::running::Running;
 use super::volumes::{Paths, Volumes};
 use crate::cni::{self, NetworkConfigList, Sandbox};
 use crate::config::{Layout, Node};
@@ -27,6 +28,8 @@ pub struct Runtime {
     pub token_refresh: Option<Duration>,
     /// The `cluster` binary, which starts containers (`cluster enter`).
     pub program: PathBuf,
+    /// The containers running, shared with the kubelet endpoint.
+    pub running: Arc<Running>,
 }
 
 impl Runtime {
@@ -138,6 +141,7 @@ pub async fn run(client: Client, runtime: Arc<Runtime>, mut updates: watch::Rece
                 program: &runtime.program,
                 cluster_bin: &runtime.layout.bin,
                 mount_points: &mount_points,
+                running: &runtime.running,
             };
             for c in &mut containers {
                 c.tick(&place, &policy).await;
@@ -170,7 +174,7 @@ pub async fn run(client: Client, runtime: Arc<Runtime>, mut updates: watch::Rece
     )
     .min(MAX_GRACE);
     for c in &mut containers {
-        c.stop(grace).await;
+        c.stop(grace, &runtime.running, &pod).await;
     }
     sandbox_down(&pod, sandbox);
     let _ = std::fs::remove_dir_all(paths.pod_dir(&pod));

@@ -80,6 +80,9 @@ pub async fn report_ready(client: &Client, node: &Node) -> anyhow::Result<()> {
             "capacity": resources,
             "allocatable": resources,
             "daemonEndpoints": { "kubeletEndpoint": { "Port": 10250 } },
+            // The API server then hands exec and port-forward WebSockets to
+            // the node as they come, instead of translating them to SPDY.
+            "declaredFeatures": ["ExtendWebSocketsToKubelet"],
             "nodeInfo": {
                 "kubeletVersion": KUBERNETES_VERSION,
                 "kubeProxyVersion": KUBERNETES_VERSION,
