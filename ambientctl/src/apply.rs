@@ -10,7 +10,7 @@ use mesh_model::{Parsed, parse_object};
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use crate::store::{ManifestStore, StoreError, str_at};
+use crate::store::{ManifestStore, Objects, StoreError, str_at};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {

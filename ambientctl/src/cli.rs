@@ -76,7 +76,9 @@ pub enum DemoCommand {
     /// Stop it.
     Down,
     /// Run the guided tour unattended; exit non-zero at the first step
-    /// that misbehaves (starting the mesh for it if none runs).
+    /// that misbehaves. On a cluster (`--kubeconfig` or `KUBECONFIG`), the
+    /// mesh installed and the demo's apps deployed; otherwise the local
+    /// mesh (started for it if none runs).
     Check,
     /// Run a command in a pod's network namespace.
     Exec {

@@ -191,7 +191,11 @@ pub fn check() -> Result<(), DemoError> {
     let mut out = String::new();
     let result = up(&mut out).and_then(|_| {
         print!("{out}");
-        tour::run()
+        tour::run(
+            tour::local::STEPS,
+            &|| Ok(Box::new(LocalMesh::load(Path::new(DEMO_DIR))?)),
+            None,
+        )
     });
     if started {
         let mut out = String::new();
@@ -200,6 +204,19 @@ pub fn check() -> Result<(), DemoError> {
         stopped?;
     }
     result?;
+    println!("\n✔ every step of the tour behaved");
+    Ok(())
+}
+
+/// Runs the tour on the Kubernetes cluster of `kubeconfig` (or
+/// `KUBECONFIG`), where the mesh is installed and the demo's apps deployed
+/// (`cargo xtask demo` does both). Progress is printed as it goes.
+pub fn check_cluster(kubeconfig: Option<&Path>) -> Result<(), DemoError> {
+    tour::run(
+        tour::cluster::STEPS,
+        &|| Ok(Box::new(tour::cluster::ClusterPods::read(kubeconfig)?)),
+        kubeconfig,
+    )?;
     println!("\n✔ every step of the tour behaved");
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! ambientctl: the mesh's CLI, as a library so tests drive it directly.
 //!
 //! - [`cli`]: the commands and flags (clap);
-//! - [`store`]: the local mesh's manifest directory, read and edited;
+//! - [`store`]: where objects are read and written: the local mesh's
+//!   manifest directory, or ([`cluster`]) a Kubernetes cluster;
 //! - [`local`]: the running local mesh as it publishes itself;
 //! - [`apply`], [`demo`], [`install`], [`namespace`], [`precheck`], [`waypoint`],
 //!   [`ztunnel_config`]: one module per command;
@@ -10,6 +11,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod cluster;
 pub mod demo;
 pub mod install;
 pub mod local;

@@ -10,11 +10,13 @@ use clap::Parser;
 use ambientctl::cli::{
     Cli, Command, DEMO_MANIFESTS, DemoCommand, NamespaceCommand, WaypointCommand,
 };
-use ambientctl::store::ManifestStore;
+use ambientctl::cluster::Cluster;
+use ambientctl::store::{ManifestStore, Objects};
 use ambientctl::{apply, demo, install, namespace, precheck, waypoint, ztunnel_config};
 
 /// Where a ztunnel's admin endpoint listens in its own network namespace.
 const DEFAULT_ADMIN: &str = "127.0.0.1:15000";
+const ADMIN_PORT: u16 = 15000;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,19 +32,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn kubernetes_unsupported(cli: &Cli) -> anyhow::Result<()> {
-    if cli.kubeconfig.is_some() {
-        bail!(
-            "Kubernetes clusters are not supported by this build yet; use the local mesh \
-             (--manifests DIR, or the demo's default)"
-        );
+/// The cluster to act on, when there is one: `--kubeconfig`, or
+/// `KUBECONFIG` (`Some(None)`), unless `--manifests` names a local mesh.
+fn cluster_config(cli: &Cli) -> Option<Option<PathBuf>> {
+    if cli.manifests.is_some() {
+        return None;
     }
-    Ok(())
+    match &cli.kubeconfig {
+        Some(path) => Some(Some(path.clone())),
+        None => std::env::var_os("KUBECONFIG")
+            .is_some_and(|v| !v.is_empty())
+            .then_some(None),
+    }
+}
+
+/// Where namespaces and waypoints are read and written: the cluster, or
+/// the local mesh's manifest directory.
+fn objects(cli: &Cli) -> anyhow::Result<Box<dyn Objects>> {
+    match cluster_config(cli) {
+        Some(kubeconfig) => Ok(Box::new(Cluster::connect(kubeconfig.as_deref())?)),
+        None => Ok(Box::new(store(cli)?)),
+    }
 }
 
 /// The local mesh's manifest directory.
 fn store(cli: &Cli) -> anyhow::Result<ManifestStore> {
-    kubernetes_unsupported(cli)?;
+    if cluster_config(cli).is_some() {
+        bail!(
+            "on a Kubernetes cluster, apply YAML with `kubectl apply -f`; this command \
+             writes to the local mesh (--manifests DIR, or the demo's default)"
+        );
+    }
     let dir = cli
         .manifests
         .clone()
@@ -63,10 +83,10 @@ fn duration(flag: &str, v: &str) -> anyhow::Result<Duration> {
 fn run(cli: Cli) -> anyhow::Result<String> {
     match &cli.command {
         Command::Namespace { command } => {
-            let store = store(&cli)?;
+            let store = objects(&cli)?;
             Ok(match command {
-                NamespaceCommand::Enroll { namespace } => namespace::enroll(&store, namespace)?,
-                NamespaceCommand::Release { namespace } => namespace::release(&store, namespace)?,
+                NamespaceCommand::Enroll { namespace } => namespace::enroll(&*store, namespace)?,
+                NamespaceCommand::Release { namespace } => namespace::release(&*store, namespace)?,
             })
         }
         Command::Waypoint(args) => {
@@ -76,7 +96,8 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 let gw = waypoint::gateway(ns, &args.name, traffic.as_deref(), revision.as_deref());
                 return Ok(serde_yaml::to_string(&gw)?);
             }
-            let store = store(&cli)?;
+            let store = objects(&cli)?;
+            let store = &*store;
             Ok(match &args.command {
                 WaypointCommand::Generate { .. } => unreachable!("handled above"),
                 WaypointCommand::Apply {
@@ -90,7 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                     let timeout = duration("waypoint-timeout", waypoint_timeout)?;
                     let mut out = String::new();
                     let applied = waypoint::apply(
-                        &store,
+                        store,
                         &waypoint::Apply {
                             namespace: ns,
                             name: &args.name,
@@ -108,11 +129,9 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                     String::new()
                 }
                 WaypointCommand::List { all_namespaces } => {
-                    waypoint::list(&store, (!all_namespaces).then_some(ns))?
+                    waypoint::list(store, (!all_namespaces).then_some(ns))?
                 }
-                WaypointCommand::Delete { names, all } => {
-                    waypoint::delete(&store, ns, names, *all)?
-                }
+                WaypointCommand::Delete { names, all } => waypoint::delete(store, ns, names, *all)?,
                 WaypointCommand::Status {
                     all_namespaces,
                     wait,
@@ -121,23 +140,22 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                     let timeout = duration("waypoint-timeout", waypoint_timeout)?;
                     let scope = (!all_namespaces).then_some(ns);
                     let one = (!all_namespaces).then_some(args.name.as_str());
-                    waypoint::status(&store, scope, one, wait.then_some(timeout))?
+                    waypoint::status(store, scope, one, wait.then_some(timeout))?
                 }
             })
         }
         Command::ZtunnelConfig(args) => {
-            kubernetes_unsupported(&cli)?;
             if args.section == ztunnel_config::Section::Log {
                 if args.file.is_some() {
                     bail!("`ztunnel-config log` asks a running ztunnel; -f reads a saved dump");
                 }
-                return on_admin(args, |addr| {
+                return on_admin(&cli, args, |addr| {
                     ztunnel_config::log(addr, args.level.as_deref(), args.reset)
                 });
             }
             let dump = match &args.file {
                 Some(f) => ztunnel_config::read_file(f)?,
-                None => on_admin(args, ztunnel_config::fetch)?,
+                None => on_admin(&cli, args, ztunnel_config::fetch)?,
             };
             let filter = ztunnel_config::Filter {
                 namespace: args.workload_namespace.clone(),
@@ -169,7 +187,10 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                     demo::up(&mut out)?;
                 }
                 DemoCommand::Down => demo::down(&mut out)?,
-                DemoCommand::Check => demo::check()?,
+                DemoCommand::Check => match cluster_config(&cli) {
+                    Some(kubeconfig) => demo::check_cluster(kubeconfig.as_deref())?,
+                    None => demo::check()?,
+                },
                 DemoCommand::Exec { pod, command } => demo::exec(pod, command)?,
             }
             Ok(out)
@@ -206,11 +227,19 @@ fn run(cli: Cli) -> anyhow::Result<String> {
 /// the local mesh's ztunnel (TARGET, `--node`) inside its node's network
 /// namespace, or 127.0.0.1:15000 when no local mesh runs.
 fn on_admin<T>(
+    cli: &Cli,
     args: &ambientctl::cli::ZtunnelConfigArgs,
     ask: impl Fn(&str) -> Result<T, ztunnel_config::DumpError>,
 ) -> anyhow::Result<T> {
     if let Some(addr) = &args.admin {
         return Ok(ask(addr)?);
+    }
+    if let Some(kubeconfig) = cluster_config(cli) {
+        // As istioctl: a port forward to the ztunnel pod's admin port.
+        let cluster = Cluster::connect(kubeconfig.as_deref())?;
+        let (ns, pod) = cluster.ztunnel(args.target.as_deref(), args.node.as_deref())?;
+        let local = cluster.forward(&ns, &pod, ADMIN_PORT)?;
+        return ask(&local).with_context(|| format!("asking ztunnel {ns}/{pod}"));
     }
     match demo::running() {
         Some(mesh) => {

@@ -1,7 +1,7 @@
 //! `ambientctl namespace enroll|release NS`: the `istio.io/dataplane-mode`
 //! label that puts a namespace's pods in the ambient mesh.
 
-use crate::store::{ManifestStore, StoreError};
+use crate::store::{Objects, StoreError};
 use crate::waypoint::{DATAPLANE_MODE, set_label};
 
 #[derive(Debug, thiserror::Error)]
@@ -13,17 +13,19 @@ pub enum NamespaceError {
 }
 
 /// Labels `name` `istio.io/dataplane-mode=ambient`, creating the Namespace
-/// in the manifest directory when it is not there yet.
-pub fn enroll(store: &ManifestStore, name: &str) -> Result<String, NamespaceError> {
+/// when it is not there yet.
+pub fn enroll(store: &dyn Objects, name: &str) -> Result<String, NamespaceError> {
     let mut object = match store.get("Namespace", "", name)? {
         Some(doc) => doc.object,
-        None => serde_yaml::from_str(&format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"
-        ))
-        .map_err(|source| StoreError::Yaml {
-            path: store.dir().to_path_buf(),
-            source,
-        })?,
+        None => {
+            let mut metadata = serde_yaml::Mapping::new();
+            metadata.insert("name".into(), name.into());
+            let mut ns = serde_yaml::Mapping::new();
+            ns.insert("apiVersion".into(), "v1".into());
+            ns.insert("kind".into(), "Namespace".into());
+            ns.insert("metadata".into(), metadata.into());
+            ns.into()
+        }
     };
     set_label(&mut object, DATAPLANE_MODE, Some("ambient"));
     store.apply(object)?;
@@ -33,7 +35,7 @@ pub fn enroll(store: &ManifestStore, name: &str) -> Result<String, NamespaceErro
 }
 
 /// Removes the label: the namespace's pods leave the mesh.
-pub fn release(store: &ManifestStore, name: &str) -> Result<String, NamespaceError> {
+pub fn release(store: &dyn Objects, name: &str) -> Result<String, NamespaceError> {
     let doc = store
         .get("Namespace", "", name)?
         .ok_or_else(|| NamespaceError::NotFound(name.to_string()))?;
@@ -48,6 +50,7 @@ pub fn release(store: &ManifestStore, name: &str) -> Result<String, NamespaceErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ManifestStore;
 
     #[test]
     fn enroll_creates_or_labels_and_release_removes_the_label() {

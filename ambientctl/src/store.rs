@@ -1,5 +1,7 @@
-//! The local mesh's "API server": a directory of Kubernetes YAML that
-//! istiod-lite (and the demo's waypoint controller) read.
+//! Where the commands read and write objects ([`Objects`]): the local
+//! mesh's "API server", a directory of Kubernetes YAML that istiod-lite
+//! (and the demo's waypoint controller) read ([`ManifestStore`]), or a
+//! Kubernetes cluster (`cluster.rs`).
 //!
 //! Objects are found wherever they are, also inside multi-document files
 //! a user wrote. A change rewrites only the file that holds the object
@@ -11,9 +13,23 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
-/// Where one object lives.
+/// Objects by kind, namespace and name, wherever they are kept.
+pub trait Objects {
+    /// Every object of `kind` (`Namespace`, `Gateway`, ...).
+    fn list(&self, kind: &str) -> Result<Vec<Doc>, StoreError>;
+    /// The object `kind` `namespace/name` (namespace ignored for
+    /// cluster-scoped kinds: pass "").
+    fn get(&self, kind: &str, namespace: &str, name: &str) -> Result<Option<Doc>, StoreError>;
+    /// Creates `object`, or replaces the one of its kind and name.
+    fn apply(&self, object: Value) -> Result<(), StoreError>;
+    /// Removes the object; `false` when there was none.
+    fn delete(&self, kind: &str, namespace: &str, name: &str) -> Result<bool, StoreError>;
+}
+
+/// One object, and where it lives.
 #[derive(Clone, Debug)]
 pub struct Doc {
+    /// Its file; on a cluster, its API path.
     pub file: PathBuf,
     /// Its position among the file's documents.
     pub index: usize,
@@ -56,6 +72,8 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{what}: {error}")]
+    Cluster { what: String, error: String },
 }
 
 /// A manifest directory.
@@ -76,66 +94,6 @@ impl ManifestStore {
 
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// Every object of `kind` (`Namespace`, `Gateway`, ...), in file order.
-    pub fn list(&self, kind: &str) -> Result<Vec<Doc>, StoreError> {
-        Ok(self
-            .all()?
-            .into_iter()
-            .filter(|d| str_at(&d.object, &["kind"]) == Some(kind))
-            .collect())
-    }
-
-    /// The object `kind` `namespace/name` (namespace ignored for
-    /// cluster-scoped kinds: pass "").
-    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Result<Option<Doc>, StoreError> {
-        Ok(self
-            .list(kind)?
-            .into_iter()
-            .find(|d| d.name() == name && (kind == "Namespace" || d.namespace() == namespace)))
-    }
-
-    /// Writes `object` where it already is, or in a new file.
-    pub fn apply(&self, object: Value) -> Result<(), StoreError> {
-        let kind = str_at(&object, &["kind"]).unwrap_or("Object").to_string();
-        let name = str_at(&object, &["metadata", "name"])
-            .unwrap_or("")
-            .to_string();
-        let ns = str_at(&object, &["metadata", "namespace"])
-            .unwrap_or("default")
-            .to_string();
-        match self.get(&kind, &ns, &name)? {
-            Some(doc) => self.rewrite(&doc.file, |docs| docs[doc.index] = object),
-            None => {
-                let file = if kind == "Namespace" {
-                    format!("namespace-{name}.yaml")
-                } else {
-                    format!("{}-{ns}-{name}.yaml", kind.to_lowercase())
-                };
-                let text = to_yaml(&[object], &self.dir.join(&file))?;
-                write_atomic(&self.dir.join(file), &text)
-            }
-        }
-    }
-
-    /// Removes the object; `false` when there was none.
-    pub fn delete(&self, kind: &str, namespace: &str, name: &str) -> Result<bool, StoreError> {
-        let Some(doc) = self.get(kind, namespace, name)? else {
-            return Ok(false);
-        };
-        let docs = read_docs(&doc.file)?;
-        if docs.len() == 1 {
-            std::fs::remove_file(&doc.file).map_err(|source| StoreError::Write {
-                path: doc.file.clone(),
-                source,
-            })?;
-        } else {
-            self.rewrite(&doc.file, |docs| {
-                docs.remove(doc.index);
-            })?;
-        }
-        Ok(true)
     }
 
     fn rewrite(&self, file: &Path, edit: impl FnOnce(&mut Vec<Value>)) -> Result<(), StoreError> {
@@ -176,6 +134,68 @@ impl ManifestStore {
             }
         }
         Ok(out)
+    }
+}
+
+impl Objects for ManifestStore {
+    /// Every object of `kind` (`Namespace`, `Gateway`, ...), in file order.
+    fn list(&self, kind: &str) -> Result<Vec<Doc>, StoreError> {
+        Ok(self
+            .all()?
+            .into_iter()
+            .filter(|d| str_at(&d.object, &["kind"]) == Some(kind))
+            .collect())
+    }
+
+    /// The object `kind` `namespace/name` (namespace ignored for
+    /// cluster-scoped kinds: pass "").
+    fn get(&self, kind: &str, namespace: &str, name: &str) -> Result<Option<Doc>, StoreError> {
+        Ok(self
+            .list(kind)?
+            .into_iter()
+            .find(|d| d.name() == name && (kind == "Namespace" || d.namespace() == namespace)))
+    }
+
+    /// Writes `object` where it already is, or in a new file.
+    fn apply(&self, object: Value) -> Result<(), StoreError> {
+        let kind = str_at(&object, &["kind"]).unwrap_or("Object").to_string();
+        let name = str_at(&object, &["metadata", "name"])
+            .unwrap_or("")
+            .to_string();
+        let ns = str_at(&object, &["metadata", "namespace"])
+            .unwrap_or("default")
+            .to_string();
+        match self.get(&kind, &ns, &name)? {
+            Some(doc) => self.rewrite(&doc.file, |docs| docs[doc.index] = object),
+            None => {
+                let file = if kind == "Namespace" {
+                    format!("namespace-{name}.yaml")
+                } else {
+                    format!("{}-{ns}-{name}.yaml", kind.to_lowercase())
+                };
+                let text = to_yaml(&[object], &self.dir.join(&file))?;
+                write_atomic(&self.dir.join(file), &text)
+            }
+        }
+    }
+
+    /// Removes the object; `false` when there was none.
+    fn delete(&self, kind: &str, namespace: &str, name: &str) -> Result<bool, StoreError> {
+        let Some(doc) = self.get(kind, namespace, name)? else {
+            return Ok(false);
+        };
+        let docs = read_docs(&doc.file)?;
+        if docs.len() == 1 {
+            std::fs::remove_file(&doc.file).map_err(|source| StoreError::Write {
+                path: doc.file.clone(),
+                source,
+            })?;
+        } else {
+            self.rewrite(&doc.file, |docs| {
+                docs.remove(doc.index);
+            })?;
+        }
+        Ok(true)
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_yaml::{Mapping, Value};
 
-use crate::store::{Doc, ManifestStore, str_at};
+use crate::store::{Doc, Objects, str_at};
 use crate::table;
 
 pub use mesh_model::enrollment::DATAPLANE_MODE;
@@ -97,7 +97,7 @@ pub struct Apply<'a> {
 
 /// Writes the Gateway, labels the namespace if asked, waits if asked.
 /// Returns what to print.
-pub fn apply(store: &ManifestStore, a: &Apply<'_>, out: &mut String) -> Result<(), WaypointError> {
+pub fn apply(store: &dyn Objects, a: &Apply<'_>, out: &mut String) -> Result<(), WaypointError> {
     check_name(a.name)?;
     let ns = store
         .get("Namespace", "", a.namespace)?
@@ -178,7 +178,7 @@ fn programmed(gw: &Value) -> &str {
 }
 
 fn wait_programmed(
-    store: &ManifestStore,
+    store: &dyn Objects,
     namespace: &str,
     name: &str,
     timeout: Duration,
@@ -201,7 +201,7 @@ fn wait_programmed(
     }
 }
 
-fn waypoints(store: &ManifestStore, namespace: Option<&str>) -> Result<Vec<Doc>, WaypointError> {
+fn waypoints(store: &dyn Objects, namespace: Option<&str>) -> Result<Vec<Doc>, WaypointError> {
     Ok(store
         .list("Gateway")?
         .into_iter()
@@ -212,7 +212,7 @@ fn waypoints(store: &ManifestStore, namespace: Option<&str>) -> Result<Vec<Doc>,
 
 /// `list`: `NAME REVISION TRAFFIC TYPE PROGRAMMED`, `NAMESPACE` first with
 /// `-A` (`namespace` `None`).
-pub fn list(store: &ManifestStore, namespace: Option<&str>) -> Result<String, WaypointError> {
+pub fn list(store: &dyn Objects, namespace: Option<&str>) -> Result<String, WaypointError> {
     let found = waypoints(store, namespace)?;
     if found.is_empty() {
         return Ok(match namespace {
@@ -246,7 +246,7 @@ pub fn list(store: &ManifestStore, namespace: Option<&str>) -> Result<String, Wa
 
 /// `delete NAME...` or `delete --all`.
 pub fn delete(
-    store: &ManifestStore,
+    store: &dyn Objects,
     namespace: &str,
     names: &[String],
     all: bool,
@@ -272,7 +272,7 @@ pub fn delete(
 
 /// `status`: one row per condition of each waypoint Gateway.
 pub fn status(
-    store: &ManifestStore,
+    store: &dyn Objects,
     namespace: Option<&str>,
     name: Option<&str>,
     wait: Option<Duration>,

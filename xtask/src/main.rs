@@ -5,6 +5,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 mod cluster;
+mod demo;
 mod faults;
 mod flaky;
 mod fuzz;
@@ -116,7 +117,7 @@ fn main() -> anyhow::Result<()> {
         Some("cluster") => cluster::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("flaky") => flaky::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("fuzz") => fuzz::run(&std::env::args().skip(2).collect::<Vec<_>>()),
-        Some("demo") => demo(std::env::args().skip(2).collect()),
+        Some("demo") => demo::run(std::env::args().skip(2).collect()),
         Some("crds") => cargo_with_env(
             &["test", "-p", "mesh-kube", "--lib", "crds::"],
             &[("UPDATE_CRDS", "1")],
@@ -156,7 +157,7 @@ fn ci() -> anyhow::Result<()> {
     // runs and longer ones are `cargo xtask fuzz` (docs/fuzzing.md).
     fuzz::run(&["--seconds".to_string(), "10".to_string()])?;
     // The README's first command, unattended, so it cannot rot.
-    run_demo(true)?;
+    demo::local(true)?;
     eprintln!("xtask ci: all checks passed");
     Ok(())
 }
@@ -270,83 +271,7 @@ fn micro_benches(pass: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Installs what is missing, builds, brings the local mesh up
-/// (`ambientctl demo up`), runs the guided tour (`ambientctl demo check`)
-/// and, unless `--check`, keeps the mesh up until Ctrl-C or `ambientctl
-/// demo down` from another shell. `--check` takes it down after the tour
-/// and fails if any step misbehaved.
-fn demo(args: Vec<String>) -> anyhow::Result<()> {
-    let check = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        [] => false,
-        ["--check"] => true,
-        _ => bail!("usage: cargo xtask demo [--check]"),
-    };
-    let root = workspace_root()?;
-    let status = Command::new(root.join(".ci/install-packages"))
-        .status()
-        .context("running .ci/install-packages")?;
-    if !status.success() {
-        bail!("installing system packages failed ({status}); the demo needs root on Debian");
-    }
-    build_cluster_binaries()?;
-    run_demo(check)
-}
-
-fn ambientctl(args: &[&str]) -> anyhow::Result<()> {
-    let bin = workspace_root()?.join("target/debug/ambientctl");
-    eprintln!("==> ambientctl {}", args.join(" "));
-    let status = Command::new(&bin)
-        .args(args)
-        .status()
-        .with_context(|| format!("running {}", bin.display()))?;
-    if !status.success() {
-        bail!("ambientctl {} failed ({status})", args.join(" "));
-    }
-    Ok(())
-}
-
-/// The commands of docs/getting-started.md that bring the mesh up, tour
-/// it and take it down.
-fn run_demo(check: bool) -> anyhow::Result<()> {
-    ambientctl(&["demo", "up"])?;
-    let toured = ambientctl(&["demo", "check"]);
-    if check || toured.is_err() {
-        let down = ambientctl(&["demo", "down"]);
-        toured?;
-        return down;
-    }
-    println!(
-        "\nThe mesh stays up. Try, from another shell (as root, with target/debug on PATH):\n  \
-         ambientctl waypoint list -A\n  ambientctl ztunnel-config connections\n  \
-         ambientctl demo exec client -- curl -s http://web.demo/\n\
-         Stop it with Ctrl-C here, or `ambientctl demo down`."
-    );
-    wait_for_ctrl_c_or_mesh_gone();
-    ambientctl(&["demo", "down"])
-}
-
-/// Blocks until SIGINT or SIGTERM, or until the local mesh has stopped
-/// (its description in /run/ambient-demo is gone).
-fn wait_for_ctrl_c_or_mesh_gone() {
-    use nix::sys::signal::{SigSet, Signal, kill};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    // Blocked before the watcher thread exists, so it inherits the mask
-    // and only `wait` below takes the signal.
-    if set.thread_block().is_err() {
-        return;
-    }
-    std::thread::spawn(|| {
-        while std::path::Path::new("/run/ambient-demo/mesh.json").exists() {
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
-        let _ = kill(nix::unistd::getpid(), Signal::SIGTERM);
-    });
-    let _ = set.wait();
-}
-
-fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest
         .parent()
@@ -354,7 +279,7 @@ fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
         .context("xtask lives inside the workspace")
 }
 
-fn build_cluster_binaries() -> anyhow::Result<()> {
+pub(crate) fn build_cluster_binaries() -> anyhow::Result<()> {
     let mut args = vec!["build", "--bins"];
     for p in CLUSTER_BINARIES {
         args.extend(["-p", p]);

@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::ManifestStore;
 
 const GENERATED: &str = "apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway

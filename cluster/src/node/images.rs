@@ -27,6 +27,9 @@ const TABLE: &[(&str, &[&str])] = &[
     ("ambient-mesh/istiod-lite", &["{mesh}/istiod-lite"]),
     ("ambient-mesh/cni", &["{mesh}/cni-agent"]),
     ("ambient-mesh/waypoint", &["{mesh}/waypoint"]),
+    // The demo's and the tests' application: HTTP answering
+    // `hello from <name>, you are <client>` (integration/src/bin/pod-echo.rs).
+    ("ambient-mesh/sample", &["{mesh}/pod-echo"]),
     // addons/coredns.yaml
     ("coredns/coredns", &["{cluster}/coredns"]),
 ];

@@ -26,7 +26,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use ambientctl::local::{DEMO_DIR, LocalMesh, LocalPod, LocalZtunnel};
-use ambientctl::store::{ManifestStore, str_at};
+use ambientctl::store::{ManifestStore, Objects, str_at};
 use integration::cluster::{Cluster, PodSpec};
 use mesh_model::routes::WAYPOINT_CLASS;
 

@@ -1,14 +1,40 @@
 use super::*;
+use crate::local::LocalMesh;
 
-/// Commands of the page that are not tour steps: how to bring the mesh up
-/// and down. `cargo xtask ci` runs each of them (`cargo xtask demo --check`
-/// builds, then runs `ambientctl demo up`, `check` and `down`).
-const SETUP: [&str; 3] = [
-    "cargo xtask demo",
-    "cargo build\nexport PATH=$PWD/target/debug:$PATH\nambientctl demo up",
-    "ambientctl demo check",
+/// A page, its commands that are not tour steps (how to bring the mesh up,
+/// before the steps, and take it down, after), and its tour. `cargo xtask
+/// ci` runs the tours (`cargo xtask demo --check`).
+struct Page {
+    file: &'static str,
+    setup: &'static [&'static str],
+    steps: &'static [Step],
+    teardown: &'static [&'static str],
+}
+
+const PAGES: [Page; 2] = [
+    Page {
+        file: "getting-started.md",
+        setup: &[
+            "cargo xtask demo",
+            "cargo xtask cluster up\nexport KUBECONFIG=$PWD/target/cluster/run/admin.kubeconfig\nexport PATH=$PWD/target/debug:$PWD/target/cluster/bin:$PATH",
+            "kubectl apply --server-side -f target/cluster/crds/gateway-api/standard/\nambientctl install -y\nkubectl apply --server-side --force-conflicts -f target/cluster/crds/istio.yaml",
+            "kubectl apply -f deploy/samples/demo.yaml\nkubectl wait -n demo --for=condition=Available deployment --all",
+            "ambientctl demo check",
+        ],
+        steps: cluster::STEPS,
+        teardown: &["cargo xtask cluster down"],
+    },
+    Page {
+        file: "local-mesh.md",
+        setup: &[
+            "cargo xtask demo --local",
+            "cargo build\nexport PATH=$PWD/target/debug:$PATH\nambientctl demo up",
+            "ambientctl demo check",
+        ],
+        steps: local::STEPS,
+        teardown: &["ambientctl demo down"],
+    },
 ];
-const TEARDOWN: [&str; 1] = ["ambientctl demo down"];
 
 /// The contents of the page's ```sh blocks, in order.
 fn sh_blocks(page: &str) -> Vec<String> {
@@ -30,24 +56,33 @@ fn sh_blocks(page: &str) -> Vec<String> {
 }
 
 #[test]
-fn the_getting_started_page_shows_exactly_the_commands_the_tour_runs() {
-    let page = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docs/getting-started.md"
-    ))
-    .expect("docs/getting-started.md");
-    let expected: Vec<String> = SETUP
-        .iter()
-        .copied()
-        .chain(STEPS.iter().map(|s| s.command))
-        .chain(TEARDOWN)
-        .map(str::to_string)
-        .collect();
-    let shown = sh_blocks(&page);
-    for (i, (shown, expected)) in shown.iter().zip(&expected).enumerate() {
-        assert_eq!(shown, expected, "```sh block {} of the page", i + 1);
+fn each_page_shows_exactly_the_commands_its_tour_runs() {
+    for page in &PAGES {
+        let text = std::fs::read_to_string(format!(
+            "{}/../docs/{}",
+            env!("CARGO_MANIFEST_DIR"),
+            page.file
+        ))
+        .unwrap_or_else(|e| panic!("docs/{}: {e}", page.file));
+        let expected: Vec<String> = page
+            .setup
+            .iter()
+            .copied()
+            .chain(page.steps.iter().map(|s| s.command))
+            .chain(page.teardown.iter().copied())
+            .map(str::to_string)
+            .collect();
+        let shown = sh_blocks(&text);
+        for (i, (shown, expected)) in shown.iter().zip(&expected).enumerate() {
+            assert_eq!(shown, expected, "```sh block {} of {}", i + 1, page.file);
+        }
+        assert_eq!(
+            shown.len(),
+            expected.len(),
+            "number of ```sh blocks of {}",
+            page.file
+        );
     }
-    assert_eq!(shown.len(), expected.len(), "number of ```sh blocks");
 }
 
 #[test]
@@ -64,8 +99,8 @@ fn ran(code: i32, stdout: &str) -> Ran {
     }
 }
 
-fn step(title: &str) -> &'static Step {
-    STEPS
+fn step(steps: &'static [Step], title: &str) -> &'static Step {
+    steps
         .iter()
         .find(|s| s.title == title)
         .expect("a step of the tour")
@@ -81,30 +116,77 @@ fn mesh() -> LocalMesh {
 
 #[test]
 fn the_checks_tell_a_good_outcome_from_a_bad_one() {
-    let refused = step("The client's connection to db is refused");
-    assert!((refused.check)(&ran(56, ""), &mesh()).is_ok());
-    assert!((refused.check)(&ran(0, "hello from db, you are 10.0.0.1\n"), &mesh()).is_err());
-    assert!(
-        (refused.check)(&ran(6, ""), &mesh()).is_err(),
-        "no name resolution is no denial"
-    );
+    for steps in [local::STEPS, cluster::STEPS] {
+        let refused = step(steps, "The client's connection to db is refused");
+        assert!((refused.check)(&ran(56, ""), &mesh()).is_ok());
+        assert!((refused.check)(&ran(0, "hello from db, you are 10.0.0.1\n"), &mesh()).is_err());
+        assert!(
+            (refused.check)(&ran(6, ""), &mesh()).is_err(),
+            "no name resolution is no denial"
+        );
 
-    let via = step("web now sees the waypoint as its client");
-    assert!((via.check)(&ran(0, "hello from web-v1, you are 10.1.2.9\n"), &mesh()).is_ok());
-    assert!((via.check)(&ran(0, "hello from web-v1, you are 10.1.1.2\n"), &mesh()).is_err());
+        let via = step(steps, "web now sees the waypoint as its client");
+        assert!((via.check)(&ran(0, "hello from web-v1, you are 10.1.2.9\n"), &mesh()).is_ok());
+        assert!((via.check)(&ran(0, "hello from web-v1, you are 10.1.1.2\n"), &mesh()).is_err());
 
-    let split = step("200 requests, split 90/10");
-    let good = "    181 hello from web-v1\n     19 hello from web-v2\n";
+        let split = step(steps, "200 requests, split 90/10");
+        let good = "    181 hello from web-v1\n     19 hello from web-v2\n";
+        assert_eq!(
+            (split.check)(&ran(0, good), &mesh()).unwrap(),
+            "web-v1 181, web-v2 19"
+        );
+        let all_v1 = "    200 hello from web-v1\n";
+        assert!((split.check)(&ran(0, all_v1), &mesh()).is_err());
+        let short = "    170 hello from web-v1\n     10 hello from web-v2\n";
+        assert!((split.check)(&ran(0, short), &mesh()).is_err());
+
+        let denied = step(steps, "POST is denied by the waypoint");
+        assert!((denied.check)(&ran(0, "RBAC: access denied"), &mesh()).is_ok());
+        assert!((denied.check)(&ran(0, "hello from web-v1, you are 10.1.2.9\n"), &mesh()).is_err());
+
+        let hbone = step(steps, "ztunnel knows the demo's pods, all on HBONE");
+        let rows = |suffix: &str, last: &str| {
+            ["client", "web-v1", "web-v2", "db"]
+                .iter()
+                .map(|p| format!("demo {p}{suffix} 10.0.0.1 node-1 None {last}\n"))
+                .collect::<String>()
+        };
+        assert!((hbone.check)(&ran(0, &rows("", "HBONE")), &mesh()).is_ok());
+        assert!((hbone.check)(&ran(0, &rows("-5c45b7855d-c9rd9", "HBONE")), &mesh()).is_ok());
+        assert!((hbone.check)(&ran(0, &rows("", "TCP")), &mesh()).is_err());
+    }
+}
+
+#[test]
+fn cluster_pods_are_found_by_their_deployment() {
+    let mut ips = std::collections::HashMap::new();
+    ips.insert("waypoint".to_string(), "10.1.2.9".to_string());
+    let pods = cluster::ClusterPods::from_ips(ips);
+    assert_eq!(pods.ip("waypoint").as_deref(), Some("10.1.2.9"));
     assert_eq!(
-        (split.check)(&ran(0, good), &mesh()).unwrap(),
-        "web-v1 181, web-v2 19"
+        cluster::deployment_of("web-v1-f9d8c445f-ck7jf"),
+        Some("web-v1")
     );
-    let all_v1 = "    200 hello from web-v1\n";
-    assert!((split.check)(&ran(0, all_v1), &mesh()).is_err());
-    let short = "    170 hello from web-v1\n     10 hello from web-v2\n";
-    assert!((split.check)(&ran(0, short), &mesh()).is_err());
+    assert_eq!(cluster::deployment_of("bare"), None);
 
-    let denied = step("POST is denied by the waypoint");
-    assert!((denied.check)(&ran(0, "RBAC: access denied"), &mesh()).is_ok());
-    assert!((denied.check)(&ran(0, "hello from web-v1, you are 10.1.2.9\n"), &mesh()).is_err());
+    let nodes = step(cluster::STEPS, "Two nodes, Ready");
+    let two = "NAME STATUS ROLES AGE VERSION\nnode-1 Ready <none> 1m v1.37.2\nnode-2 Ready <none> 1m v1.37.2\n";
+    assert!((nodes.check)(&ran(0, two), &pods).is_ok());
+    let one = "NAME STATUS ROLES AGE VERSION\nnode-1 Ready <none> 1m v1.37.2\nnode-2 NotReady <none> 1m v1.37.2\n";
+    assert!((nodes.check)(&ran(0, one), &pods).is_err());
+
+    let mesh = step(
+        cluster::STEPS,
+        "The mesh's components, one pod each, on every node",
+    );
+    let up = "NAME READY STATUS RESTARTS AGE\nistio-cni-node-a 1/1 Running 0 1m\nistio-cni-node-b 1/1 Running 0 1m\n\
+              istiod-b66-hm 1/1 Running 0 1m\nztunnel-j 1/1 Running 0 1m\nztunnel-z 1/1 Running 0 1m\n";
+    assert!((mesh.check)(&ran(0, up), &pods).is_ok());
+    assert!(
+        (mesh.check)(
+            &ran(0, &up.replace("ztunnel-z 1/1", "ztunnel-z 0/1")),
+            &pods
+        )
+        .is_err()
+    );
 }

@@ -1,0 +1,285 @@
+//! The tour on a Kubernetes cluster (`docs/getting-started.md`): what an
+//! Istio ambient user types, kubectl for Kubernetes' own verbs and
+//! `ambientctl` where they would type istioctl. It needs `kubectl` on PATH
+//! and the cluster in `KUBECONFIG`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::*;
+
+/// The demo's pods' addresses, read with kubectl: by the name of the
+/// Deployment that made the pod (its name less the ReplicaSet's hash and
+/// the pod's suffix).
+pub struct ClusterPods(HashMap<String, String>);
+
+impl ClusterPods {
+    pub fn read(kubeconfig: Option<&Path>) -> Result<Self, DemoError> {
+        let command = format!("kubectl get pods -n {NAMESPACE} -o json");
+        let ran = run_command(&command, kubeconfig).map_err(|source| DemoError::Exec {
+            what: command.clone(),
+            source,
+        })?;
+        let list: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap_or_default();
+        let mut ips = HashMap::new();
+        for pod in list["items"].as_array().into_iter().flatten() {
+            let (Some(name), Some(ip)) = (
+                pod["metadata"]["name"].as_str(),
+                pod["status"]["podIP"].as_str(),
+            ) else {
+                continue;
+            };
+            if pod["metadata"]["deletionTimestamp"].is_string() {
+                continue;
+            }
+            if let Some(deployment) = deployment_of(name) {
+                ips.insert(deployment.to_string(), ip.to_string());
+            }
+        }
+        Ok(Self(ips))
+    }
+
+    #[cfg(test)]
+    pub fn from_ips(ips: HashMap<String, String>) -> Self {
+        Self(ips)
+    }
+}
+
+/// The Deployment of a pod it made: `web-v1-f9d8c445f-ck7jf` gives `web-v1`.
+pub fn deployment_of(pod: &str) -> Option<&str> {
+    let parts: Vec<&str> = pod.rsplitn(3, '-').collect();
+    match parts[..] {
+        [_, _, deployment] => Some(deployment),
+        _ => None,
+    }
+}
+
+impl Pods for ClusterPods {
+    fn ip(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
+/// Two nodes, Ready.
+fn nodes_ready(r: &Ran, _: &dyn Pods) -> Result<String, String> {
+    succeeded(r)?;
+    let ready = r
+        .stdout
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
+        .count();
+    (ready >= 2)
+        .then(|| format!("{ready} nodes Ready"))
+        .ok_or_else(|| format!("{ready} nodes Ready, 2 expected"))
+}
+
+/// istiod, and a ztunnel and a CNI agent on each node, Running and Ready.
+fn mesh_running(r: &Ran, _: &dyn Pods) -> Result<String, String> {
+    succeeded(r)?;
+    let running = |prefix: &str| {
+        r.stdout
+            .lines()
+            .filter(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.first().is_some_and(|n| n.starts_with(prefix))
+                    && cols
+                        .get(1)
+                        .is_some_and(|ready| ready.split_once('/').is_some_and(|(a, b)| a == b))
+                    && cols.get(2) == Some(&"Running")
+            })
+            .count()
+    };
+    let (istiod, ztunnel, cni) = (
+        running("istiod-"),
+        running("ztunnel-"),
+        running("istio-cni-node-"),
+    );
+    (istiod >= 1 && ztunnel >= 2 && cni >= 2)
+        .then(|| format!("istiod, {ztunnel} ztunnels and {cni} CNI agents Running and Ready"))
+        .ok_or_else(|| {
+            format!("not every component is Running and Ready: istiod {istiod}, ztunnel {ztunnel}, CNI {cni}")
+        })
+}
+
+pub const STEPS: &[Step] = &[
+    Step {
+        title: "Two nodes, Ready",
+        command: "kubectl get nodes",
+        eventually: false,
+        check: nodes_ready,
+    },
+    Step {
+        title: "The mesh's components, one pod each, on every node",
+        command: "kubectl get pods -n istio-system",
+        eventually: false,
+        check: mesh_running,
+    },
+    Step {
+        title: "Put namespace demo in the mesh",
+        command: "kubectl label namespace demo istio.io/dataplane-mode=ambient",
+        eventually: false,
+        check: stored,
+    },
+    Step {
+        title: "The client reaches web through the ztunnels",
+        command: "kubectl exec -n demo deploy/client -- curl -s http://web.demo/",
+        eventually: true,
+        check: web_v1_answered,
+    },
+    Step {
+        title: "ztunnel knows the demo's pods, all on HBONE",
+        command: "ambientctl ztunnel-config workloads --workload-namespace demo",
+        eventually: true,
+        check: all_on_hbone,
+    },
+    Step {
+        title: "Each pod holds a SPIFFE certificate (mutual TLS)",
+        command: "ambientctl ztunnel-config certificates",
+        eventually: true,
+        check: a_leaf_is_available,
+    },
+    Step {
+        title: "L4 policy: only web may connect to db",
+        command: "kubectl apply -f - <<EOF
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: db-from-web
+  namespace: demo
+spec:
+  selector:
+    matchLabels:
+      app: db
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals:
+        - cluster.local/ns/demo/sa/web-v1
+        - cluster.local/ns/demo/sa/web-v2
+EOF",
+        eventually: false,
+        check: stored,
+    },
+    Step {
+        title: "The client's connection to db is refused",
+        command: "kubectl exec -n demo deploy/client -- curl -s http://db.demo/",
+        eventually: true,
+        check: refused,
+    },
+    Step {
+        title: "web-v1 still reaches db",
+        command: "kubectl exec -n demo deploy/web-v1 -- curl -s http://db.demo/",
+        eventually: true,
+        check: db_answered_web_v1,
+    },
+    Step {
+        title: "A waypoint for namespace demo",
+        command: "ambientctl waypoint apply -n demo --enroll-namespace --wait",
+        eventually: false,
+        check: waypoint_ready,
+    },
+    Step {
+        title: "The waypoint's Gateway",
+        command: "ambientctl waypoint list -n demo",
+        eventually: false,
+        check: waypoint_listed,
+    },
+    Step {
+        title: "ztunnel sends web's traffic to the waypoint",
+        command: "ambientctl ztunnel-config services --service-namespace demo",
+        eventually: true,
+        check: web_bound_to_waypoint,
+    },
+    Step {
+        title: "web now sees the waypoint as its client",
+        command: "kubectl exec -n demo deploy/client -- curl -s http://web.demo/",
+        eventually: true,
+        check: through_the_waypoint,
+    },
+    Step {
+        title: "L7 policy: web allows GET only",
+        command: "kubectl apply -f - <<EOF
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: web-get-only
+  namespace: demo
+spec:
+  targetRefs:
+  - kind: Service
+    group: \"\"
+    name: web
+  action: ALLOW
+  rules:
+  - to:
+    - operation:
+        methods: [GET]
+EOF",
+        eventually: false,
+        check: stored,
+    },
+    Step {
+        title: "POST is denied by the waypoint",
+        command: "kubectl exec -n demo deploy/client -- curl -s -X POST http://web.demo/",
+        eventually: true,
+        check: post_denied,
+    },
+    Step {
+        title: "A route sends 10% of web's requests to web-v2",
+        command: "kubectl apply -f - <<EOF
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: web
+  namespace: demo
+spec:
+  parentRefs:
+  - group: \"\"
+    kind: Service
+    name: web
+    port: 80
+  rules:
+  - backendRefs:
+    - name: web-v1
+      port: 80
+      weight: 90
+    - name: web-v2
+      port: 80
+      weight: 10
+EOF",
+        eventually: false,
+        check: stored,
+    },
+    Step {
+        title: "200 requests, split 90/10",
+        command: "kubectl exec -n demo deploy/client -- curl -s \"http://web.demo/?[1-200]\" | cut -d, -f1 | sort | uniq -c",
+        eventually: true,
+        check: split_90_10,
+    },
+    Step {
+        title: "Take namespace demo out of the mesh",
+        command: "kubectl label namespace demo istio.io/dataplane-mode-",
+        eventually: false,
+        check: stored,
+    },
+    Step {
+        title: "No policy applies outside the mesh",
+        command: "kubectl exec -n demo deploy/client -- curl -s http://db.demo/",
+        eventually: true,
+        check: db_answered_client,
+    },
+];
+
+/// Out of the mesh, db answers the client, and sees its own address.
+fn db_answered_client(r: &Ran, pods: &dyn Pods) -> Result<String, String> {
+    succeeded(r)?;
+    let expected = format!(
+        "hello from db, you are {}",
+        pods.ip("client").unwrap_or_default()
+    );
+    (r.stdout.trim() == expected)
+        .then(|| "db answered the client directly".into())
+        .ok_or_else(|| format!("unexpected answer {:?}", r.stdout))
+}
