@@ -1,7 +1,8 @@
 //! The mesh on the local cluster, installed the way users install it
-//! (`ambientctl install`), every component a pod, then used the
-//! way an Istio user uses it: label a namespace, call a Service, scale a
-//! Deployment, apply an AuthorizationPolicy, remove the label. Needs root, the components and
+//! (`ambientctl install`), every component a pod, then used the way an
+//! Istio user uses it, with Istio's own curl and httpbin samples: label a
+//! namespace, call a Service with `kubectl exec`, scale a Deployment, apply
+//! an AuthorizationPolicy, delete a pod, remove the label. Needs root, the components and
 //! the mesh's binaries built beside `cluster`: `cargo xtask cluster test`.
 
 use std::io::Write;
@@ -58,28 +59,6 @@ async fn eventually(what: &str, bound: Duration, mut check: impl FnMut() -> bool
     }
 }
 
-/// The HTTP status curl gets from inside the network namespace `netns`.
-fn http_code(netns: &str, url: &str) -> String {
-    host::run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            netns,
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "3",
-            url,
-        ],
-    )
-    .unwrap_or_else(|e| e.detail)
-}
-
 /// What the ztunnel pod of node `index` wrote (its access log among it).
 fn ztunnel_log(layout: &Layout, index: u8) -> String {
     let pods = layout.node_root(&Node::new(index)).join("var/log/pods");
@@ -125,63 +104,6 @@ fn captured(netns: &str, redirection: Redirection) -> bool {
     }
 }
 
-const APPS: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: demo}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: web, namespace: demo}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web, namespace: demo, labels: {app: web}}
-spec:
-  serviceAccountName: web
-  nodeName: node-2
-  containers:
-  - name: web
-    image: busybox
-    command: [python3, -m, http.server, "8080"]
-    workingDir: /tmp
-    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: demo}
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: 8080}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: demo}
-spec:
-  nodeName: node-1
-  containers:
-  - name: curl
-    image: curlimages/curl
-    command: [/bin/sleep, infinity]
-"#;
-
-/// A Deployment to scale while the namespace is in the mesh.
-const SCALED: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: sleeper, namespace: demo}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: sleeper}}
-  template:
-    metadata: {labels: {app: sleeper}}
-    spec:
-      containers:
-      - name: sleep
-        image: curlimages/curl
-        command: [/bin/sleep, infinity]
-"#;
-
 /// The network namespaces of the pods labelled `app=<app>` in `demo`.
 fn sandboxes(layout: &Layout, app: &str) -> Vec<String> {
     kubectl(
@@ -216,7 +138,7 @@ kind: AuthorizationPolicy
 metadata: {name: allow-nothing, namespace: demo}
 spec:
   selector:
-    matchLabels: {app: web}
+    matchLabels: {app: httpbin}
 "#;
 
 /// How the node agents capture pods: the install profile's choice.
@@ -310,62 +232,52 @@ async fn the_mesh_on_the_cluster(redirection: Redirection) {
         began.elapsed().as_secs_f64()
     );
 
-    // Applications outside the mesh first: plaintext, nothing captured.
-    kubectl(&layout, &["apply", "-f", "-"], Some(APPS)).unwrap();
-    let uid = |name: &str| {
+    // Istio's curl and httpbin samples, text unchanged (`cargo xtask
+    // cluster build` copies them from the pinned istio.io/istio module),
+    // outside the mesh first: plaintext, nothing captured.
+    kubectl(&layout, &["create", "namespace", "demo"], None).unwrap();
+    let samples = root().join("target/cluster/samples");
+    for sample in ["curl.yaml", "httpbin.yaml"] {
+        let file = samples.join(sample).display().to_string();
+        kubectl(&layout, &["apply", "-n", "demo", "-f", &file], None).unwrap();
+    }
+    eventually("the samples run", Duration::from_secs(90), || {
+        sandboxes(&layout, "curl").len() == 1 && sandboxes(&layout, "httpbin").len() == 1
+    })
+    .await;
+    // As Istio's guides call it.
+    let call = || {
         kubectl(
             &layout,
             &[
-                "get",
-                "pod",
+                "exec",
                 "-n",
                 "demo",
-                name,
+                "deploy/curl",
+                "--",
+                "curl",
+                "-s",
                 "-o",
-                "jsonpath={.metadata.uid}",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "3",
+                "http://httpbin:8000/get",
             ],
             None,
         )
-        .unwrap()
+        .unwrap_or_else(|e| e)
     };
-    eventually("the apps run", Duration::from_secs(60), || {
-        kubectl(
-            &layout,
-            &[
-                "get",
-                "pods",
-                "-n",
-                "demo",
-                "-o",
-                "jsonpath={.items[*].status.phase}",
-            ],
-            None,
-        )
-        .is_ok_and(|p| p == "Running Running")
+    eventually("httpbin answers", Duration::from_secs(30), || {
+        call() == "200"
     })
     .await;
-    let client = format!("{}-{}", Node::new(1).netns, &uid("client")[..8]);
-    let web = format!("{}-{}", Node::new(2).netns, &uid("web")[..8]);
-    let vip = kubectl(
-        &layout,
-        &[
-            "get",
-            "svc",
-            "-n",
-            "demo",
-            "web",
-            "-o",
-            "jsonpath={.spec.clusterIP}",
-        ],
-        None,
-    )
-    .unwrap();
-    let url = format!("http://{vip}/");
-    eventually("the Service answers", Duration::from_secs(30), || {
-        http_code(&client, &url) == "200"
-    })
-    .await;
-    assert!(!captured(&client) && !captured(&web));
+    let (curl, httpbin) = (
+        sandboxes(&layout, "curl")[0].clone(),
+        sandboxes(&layout, "httpbin")[0].clone(),
+    );
+    assert!(!captured(&curl) && !captured(&httpbin));
 
     // Labelled: both running pods are captured live, and the call goes over
     // HBONE with both workloads' SPIFFE identities.
@@ -381,38 +293,38 @@ async fn the_mesh_on_the_cluster(redirection: Redirection) {
     )
     .unwrap();
     eventually("both pods captured", Duration::from_secs(30), || {
-        captured(&client) && captured(&web)
+        captured(&curl) && captured(&httpbin)
     })
     .await;
-    eventually("the Service answers through the mesh", Duration::from_secs(30), || {
-        http_code(&client, &url) == "200" && ztunnel_log(&layout, 1).contains(
-            "src.workload=\"client\" src.namespace=\"demo\" src.identity=\"spiffe://cluster.local/ns/demo/sa/default\"",
-        )
-    })
+    let logs = || ztunnel_log(&layout, 1) + &ztunnel_log(&layout, 2);
+    eventually(
+        "httpbin answers through the mesh",
+        Duration::from_secs(30),
+        || {
+            call() == "200" && {
+                let log = logs();
+                log.contains("src.identity=\"spiffe://cluster.local/ns/demo/sa/curl\"")
+                    && log.contains("dst.identity=\"spiffe://cluster.local/ns/demo/sa/httpbin\"")
+            }
+        },
+    )
     .await;
-    let log = ztunnel_log(&layout, 1);
-    assert!(
-        log.contains("dst.identity=\"spiffe://cluster.local/ns/demo/sa/web\""),
-        "{log}"
-    );
 
     // `kubectl scale`: the new replica is captured from its start.
-    kubectl(&layout, &["apply", "-f", "-"], Some(SCALED)).unwrap();
-    eventually("one sleeper captured", Duration::from_secs(30), || {
-        let s = sandboxes(&layout, "sleeper");
-        s.len() == 1 && captured(&s[0])
-    })
-    .await;
     kubectl(
         &layout,
-        &["scale", "-n", "demo", "deployment/sleeper", "--replicas=2"],
+        &["scale", "-n", "demo", "deployment/httpbin", "--replicas=2"],
         None,
     )
     .unwrap();
-    eventually("both sleepers captured", Duration::from_secs(30), || {
-        let s = sandboxes(&layout, "sleeper");
-        s.len() == 2 && s.iter().all(|n| captured(n))
-    })
+    eventually(
+        "both httpbin replicas captured",
+        Duration::from_secs(30),
+        || {
+            let s = sandboxes(&layout, "httpbin");
+            s.len() == 2 && s.iter().all(|n| captured(n))
+        },
+    )
     .await;
 
     // Istio's AuthorizationPolicy, unchanged: allow nothing, then deleted.
@@ -420,12 +332,47 @@ async fn the_mesh_on_the_cluster(redirection: Redirection) {
     eventually(
         "the policy refuses the call",
         Duration::from_secs(30),
-        || http_code(&client, &url) != "200",
+        || call() != "200",
     )
     .await;
     kubectl(&layout, &["delete", "-f", "-"], Some(ALLOW_NOTHING)).unwrap();
-    eventually("allowed again", Duration::from_secs(30), || {
-        http_code(&client, &url) == "200"
+    eventually("allowed again", Duration::from_secs(30), || call() == "200").await;
+
+    // A captured pod deleted: its network namespace goes, and with it the
+    // redirection inside (nftables table, tc programs' attachment).
+    let pod = kubectl(
+        &layout,
+        &[
+            "get",
+            "pods",
+            "-n",
+            "demo",
+            "-l",
+            "app=curl",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+        None,
+    )
+    .unwrap();
+    kubectl(
+        &layout,
+        &["delete", "pod", "-n", "demo", &pod, "--wait=true"],
+        None,
+    )
+    .unwrap();
+    // The curl sample's grace period is 0: the API object goes at once and
+    // the node tears the pod down after, as a kubelet does.
+    eventually(
+        "the deleted pod's namespace removed",
+        Duration::from_secs(30),
+        || !host::ip(&["netns", "list"]).unwrap().contains(&curl),
+    )
+    .await;
+    // Its Deployment's new pod is captured from its start.
+    eventually("the new curl pod captured", Duration::from_secs(30), || {
+        let s = sandboxes(&layout, "curl");
+        s.len() == 1 && s[0] != curl && captured(&s[0])
     })
     .await;
 
@@ -436,19 +383,18 @@ async fn the_mesh_on_the_cluster(redirection: Redirection) {
         None,
     )
     .unwrap();
-    eventually("both pods released", Duration::from_secs(30), || {
-        !captured(&client) && !captured(&web)
+    eventually("every pod released", Duration::from_secs(30), || {
+        let all: Vec<String> = sandboxes(&layout, "curl")
+            .into_iter()
+            .chain(sandboxes(&layout, "httpbin"))
+            .collect();
+        all.len() == 3 && all.iter().all(|n| !captured(n))
     })
     .await;
-    assert_eq!(http_code(&client, &url), "200");
-
-    // A deleted pod leaves no namespace behind.
-    kubectl(
-        &layout,
-        &["delete", "pod", "-n", "demo", "client", "--wait=true"],
-        None,
+    eventually(
+        "httpbin answers in plaintext",
+        Duration::from_secs(30),
+        || call() == "200",
     )
-    .unwrap();
-    let left = host::ip(&["netns", "list"]).unwrap();
-    assert!(!left.contains(&client), "{left}");
+    .await;
 }

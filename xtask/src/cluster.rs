@@ -7,7 +7,9 @@
 //!   kube-proxy and kubectl (k8s.io/kubernetes v1.37.2), etcd (v3.7.0, the
 //!   release Kubernetes itself requires), CoreDNS;
 //! - `crds/`: Gateway API's standard and experimental CRDs and Istio's own,
-//!   copied from the module cache.
+//!   copied from the module cache;
+//! - `samples/`: Istio's curl and httpbin samples (from istio.io/istio),
+//!   text unchanged, with go-httpbin (the httpbin image's program) in `bin/`.
 //!
 //! A module is rebuilt only when its pins change: `target/cluster/stamps/`
 //! keeps a copy of each module's go.mod and go.sum as last built.
@@ -60,6 +62,14 @@ const COMPONENTS: &[Component] = &[
     Component {
         dir: "crds",
         binaries: &[],
+        ldflags: stripped,
+    },
+    Component {
+        dir: "samples",
+        binaries: &[(
+            "github.com/mccutchen/go-httpbin/v2/cmd/go-httpbin",
+            "go-httpbin",
+        )],
         ldflags: stripped,
     },
 ];
@@ -132,7 +142,8 @@ fn local_cluster(args: &[String]) -> anyhow::Result<()> {
 pub fn build() -> anyhow::Result<()> {
     let root = Path::new("target/cluster");
     let (bin, crds, stamps) = (root.join("bin"), root.join("crds"), root.join("stamps"));
-    for d in [&bin, &crds, &stamps] {
+    let samples = root.join("samples");
+    for d in [&bin, &crds, &stamps, &samples] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let go = which_go()?;
@@ -171,6 +182,9 @@ pub fn build() -> anyhow::Result<()> {
         }
         if c.dir == "crds" {
             copy_crds(&go, &dir, &crds)?;
+        }
+        if c.dir == "samples" {
+            copy_samples(&go, &dir, &samples)?;
         }
         std::fs::write(&stamp, &digest)?;
         eprintln!("cluster build: {} done in {:.0?}", c.dir, t.elapsed());
@@ -263,6 +277,17 @@ fn copy_crds(go: &Path, dir: &Path, to: &Path) -> anyhow::Result<()> {
         &istio.join("kubernetes/customresourcedefinitions.gen.yaml"),
         &to.join("istio.yaml"),
     )?;
+    Ok(())
+}
+
+/// Istio's sample manifests the tests deploy, as Istio publishes them.
+fn copy_samples(go: &Path, dir: &Path, to: &Path) -> anyhow::Result<()> {
+    let istio = module_dir(go, dir, "istio.io/istio")?;
+    for sample in ["curl/curl.yaml", "httpbin/httpbin.yaml"] {
+        let from = istio.join("samples").join(sample);
+        let name = from.file_name().context("a sample's file name")?;
+        copy_writable(&from, &to.join(name))?;
+    }
     Ok(())
 }
 

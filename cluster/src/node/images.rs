@@ -32,6 +32,9 @@ const TABLE: &[(&str, &[&str])] = &[
     ("ambient-mesh/sample", &["{mesh}/pod-echo"]),
     // addons/coredns.yaml
     ("coredns/coredns", &["{cluster}/coredns"]),
+    // Istio's httpbin sample: the program of that image, built by
+    // `cargo xtask cluster build` from its Go module.
+    ("mccutchen/go-httpbin", &["{cluster}/go-httpbin"]),
 ];
 
 /// The repository of an image reference: `docker.io/library/busybox:1.36`
