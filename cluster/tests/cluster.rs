@@ -72,6 +72,18 @@ fn assert_nothing_left(layout: &Layout) {
     assert!(!layout.state.exists(), "state directory left");
 }
 
+/// A cluster of `nodes` in a temporary state directory, removed when the
+/// guard goes (before the directory).
+async fn up(nodes: u8) -> (tempfile::TempDir, Layout, Down) {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = layout(dir.path());
+    let guard = Down(layout.clone());
+    lifecycle::up(&layout, &UpArgs::nodes(nodes), &node_program())
+        .await
+        .unwrap();
+    (dir, layout, guard)
+}
+
 async fn eventually(what: &str, bound: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
@@ -151,12 +163,7 @@ async fn up_gives_ready_nodes_with_leases_and_routes_and_down_removes_it_all() {
 #[tokio::test]
 #[ignore = "needs root and the components: cargo xtask cluster test"]
 async fn down_removes_what_a_dead_run_left_and_up_refuses_to_start_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = layout(dir.path());
-    let _guard = Down(layout.clone());
-    lifecycle::up(&layout, &UpArgs::nodes(1), &node_program())
-        .await
-        .unwrap();
+    let (_dir, layout, _guard) = up(1).await;
 
     let again = lifecycle::up(&layout, &UpArgs::nodes(1), &node_program())
         .await
@@ -203,12 +210,7 @@ async fn a_pod_is_scheduled_wired_by_the_nodes_cni_config_reached_and_deleted_gr
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::{DeleteParams, PostParams};
 
-    let dir = tempfile::tempdir().unwrap();
-    let layout = layout(dir.path());
-    let _guard = Down(layout.clone());
-    lifecycle::up(&layout, &UpArgs::nodes(2), &node_program())
-        .await
-        .unwrap();
+    let (_dir, layout, _guard) = up(2).await;
     let admin = api::client(&layout.kubeconfig("admin")).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(admin, "default");
     let pod: Pod = serde_json::from_value(serde_json::json!({
@@ -351,12 +353,7 @@ fn pod_ready(status: &serde_json::Value) -> bool {
 #[ignore = "needs root and the components: cargo xtask cluster test"]
 async fn readiness_and_liveness_follow_their_probes_and_a_failing_container_restarts_with_back_off()
 {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = layout(dir.path());
-    let _guard = Down(layout.clone());
-    lifecycle::up(&layout, &UpArgs::nodes(1), &node_program())
-        .await
-        .unwrap();
+    let (dir, layout, _guard) = up(1).await;
     let site = dir.path().join("site");
     std::fs::create_dir_all(&site).unwrap();
 
@@ -481,12 +478,7 @@ async fn readiness_and_liveness_follow_their_probes_and_a_failing_container_rest
 #[tokio::test]
 #[ignore = "needs root and the components: cargo xtask cluster test"]
 async fn host_network_pods_share_the_node_and_a_changed_cni_config_is_what_the_next_pod_gets() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = layout(dir.path());
-    let _guard = Down(layout.clone());
-    lifecycle::up(&layout, &UpArgs::nodes(1), &node_program())
-        .await
-        .unwrap();
+    let (_dir, layout, _guard) = up(1).await;
     let node = Node::new(1);
 
     let pods = create_pod(
@@ -768,12 +760,7 @@ fn kubectl(layout: &Layout, args: &[&str], stdin: &str) -> std::process::Output 
 #[ignore = "needs root and the components: cargo xtask cluster test"]
 async fn kubectl_exec_runs_in_the_container_and_port_forward_reaches_the_pods_localhost() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let layout = layout(dir.path());
-    let _guard = Down(layout.clone());
-    lifecycle::up(&layout, &UpArgs::nodes(1), &node_program())
-        .await
-        .unwrap();
+    let (_dir, layout, _guard) = up(1).await;
     // A server on the pod's localhost only: no one outside the pod's
     // network namespace reaches it but through the node.
     let pods = create_pod(

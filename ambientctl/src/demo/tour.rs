@@ -18,6 +18,75 @@ use std::time::{Duration, Instant};
 
 use super::DemoError;
 
+/// The YAML both tours apply (a macro each, so the steps' commands stay
+/// string literals).
+macro_rules! db_from_web {
+    () => {
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: db-from-web
+  namespace: demo
+spec:
+  selector:
+    matchLabels:
+      app: db
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals:
+        - cluster.local/ns/demo/sa/web-v1
+        - cluster.local/ns/demo/sa/web-v2
+"
+    };
+}
+macro_rules! web_get_only {
+    () => {
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: web-get-only
+  namespace: demo
+spec:
+  targetRefs:
+  - kind: Service
+    group: \"\"
+    name: web
+  action: ALLOW
+  rules:
+  - to:
+    - operation:
+        methods: [GET]
+"
+    };
+}
+macro_rules! web_split {
+    () => {
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: web
+  namespace: demo
+spec:
+  parentRefs:
+  - group: \"\"
+    kind: Service
+    name: web
+    port: 80
+  rules:
+  - backendRefs:
+    - name: web-v1
+      port: 80
+      weight: 90
+    - name: web-v2
+      port: 80
+      weight: 10
+"
+    };
+}
+use {db_from_web, web_get_only, web_split};
+
 /// The demo's namespace.
 pub const NAMESPACE: &str = "demo";
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -111,16 +180,20 @@ fn refused(r: &Ran, _: &dyn Pods) -> Result<String, String> {
     }
 }
 
-/// db answers web-v1 and sees web-v1's own address.
-fn db_answered_web_v1(r: &Ran, pods: &dyn Pods) -> Result<String, String> {
+/// db answers `who` (a pod of the demo) and sees its own address.
+fn db_answered(r: &Ran, pods: &dyn Pods, who: &str) -> Result<String, String> {
     succeeded(r)?;
     let expected = format!(
         "hello from db, you are {}",
-        pods.ip("web-v1").unwrap_or_default()
+        pods.ip(who).unwrap_or_default()
     );
     (r.stdout.trim() == expected)
-        .then(|| "db answered web-v1, and saw its address".into())
+        .then(|| format!("db answered {who}, and saw its address"))
         .ok_or_else(|| format!("unexpected answer {:?}", r.stdout))
+}
+
+fn db_answered_web_v1(r: &Ran, pods: &dyn Pods) -> Result<String, String> {
+    db_answered(r, pods, "web-v1")
 }
 
 fn waypoint_ready(r: &Ran, _: &dyn Pods) -> Result<String, String> {

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::process::Stdio;
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStdin, Command};
@@ -56,17 +56,8 @@ pub async fn run(
     launch: Launch,
     request: Request,
 ) {
-    let (mut sink, mut incoming) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Message>(32);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            if sink.send(m).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.send(websocket::normal_close()).await;
-        let _ = sink.close().await;
-    });
+    let (sink, mut incoming) = socket.split();
+    let (tx, writer) = websocket::sender(sink);
     if let Some(status) = execute(&mut incoming, &tx, protocol, program, launch, request).await {
         let _ = tx
             .send(websocket::on_channel(ERROR, status.to_string().as_bytes()))

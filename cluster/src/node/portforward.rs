@@ -13,9 +13,8 @@ use std::net::{Ipv4Addr, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::websocket::{self, Socket};
@@ -40,17 +39,8 @@ pub fn ports(query: &str) -> Result<Vec<u16>, String> {
 
 /// Forwards `ports` of the pod whose network namespace is `netns`.
 pub async fn run(socket: Socket, netns: PathBuf, ports: Vec<u16>) {
-    let (mut sink, mut incoming) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Message>(32);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            if sink.send(m).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.send(websocket::normal_close()).await;
-        let _ = sink.close().await;
-    });
+    let (sink, mut incoming) = socket.split();
+    let (tx, writer) = websocket::sender(sink);
     let mut to_pod = Vec::new();
     let mut relays = Vec::new();
     for (i, port) in ports.iter().copied().enumerate() {

@@ -161,3 +161,27 @@ pub fn normal_close() -> tokio_tungstenite::tungstenite::Message {
         reason: "".into(),
     }))
 }
+
+/// The socket's sending half behind a channel, so that several tasks
+/// send; once every sender is dropped, a normal closure is sent. Await the
+/// handle to know it was.
+pub fn sender(
+    sink: futures::stream::SplitSink<Socket, tokio_tungstenite::tungstenite::Message>,
+) -> (
+    tokio::sync::mpsc::Sender<tokio_tungstenite::tungstenite::Message>,
+    tokio::task::JoinHandle<()>,
+) {
+    use futures::SinkExt;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(32);
+    let mut sink = sink;
+    let task = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if sink.send(m).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(normal_close()).await;
+        let _ = sink.close().await;
+    });
+    (tx, task)
+}

@@ -141,24 +141,7 @@ pub const STEPS: &[Step] = &[
     },
     Step {
         title: "L4 policy: only web may connect to db",
-        command: "kubectl apply -f - <<EOF
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: db-from-web
-  namespace: demo
-spec:
-  selector:
-    matchLabels:
-      app: db
-  action: ALLOW
-  rules:
-  - from:
-    - source:
-        principals:
-        - cluster.local/ns/demo/sa/web-v1
-        - cluster.local/ns/demo/sa/web-v2
-EOF",
+        command: concat!("kubectl apply -f - <<EOF\n", db_from_web!(), "EOF"),
         eventually: false,
         check: stored,
     },
@@ -200,23 +183,7 @@ EOF",
     },
     Step {
         title: "L7 policy: web allows GET only",
-        command: "kubectl apply -f - <<EOF
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: web-get-only
-  namespace: demo
-spec:
-  targetRefs:
-  - kind: Service
-    group: \"\"
-    name: web
-  action: ALLOW
-  rules:
-  - to:
-    - operation:
-        methods: [GET]
-EOF",
+        command: concat!("kubectl apply -f - <<EOF\n", web_get_only!(), "EOF"),
         eventually: false,
         check: stored,
     },
@@ -228,27 +195,7 @@ EOF",
     },
     Step {
         title: "A route sends 10% of web's requests to web-v2",
-        command: "kubectl apply -f - <<EOF
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata:
-  name: web
-  namespace: demo
-spec:
-  parentRefs:
-  - group: \"\"
-    kind: Service
-    name: web
-    port: 80
-  rules:
-  - backendRefs:
-    - name: web-v1
-      port: 80
-      weight: 90
-    - name: web-v2
-      port: 80
-      weight: 10
-EOF",
+        command: concat!("kubectl apply -f - <<EOF\n", web_split!(), "EOF"),
         eventually: false,
         check: stored,
     },
@@ -274,12 +221,5 @@ EOF",
 
 /// Out of the mesh, db answers the client, and sees its own address.
 fn db_answered_client(r: &Ran, pods: &dyn Pods) -> Result<String, String> {
-    succeeded(r)?;
-    let expected = format!(
-        "hello from db, you are {}",
-        pods.ip("client").unwrap_or_default()
-    );
-    (r.stdout.trim() == expected)
-        .then(|| "db answered the client directly".into())
-        .ok_or_else(|| format!("unexpected answer {:?}", r.stdout))
+    db_answered(r, pods, "client")
 }

@@ -37,24 +37,7 @@ pub const STEPS: &[Step] = &[
     },
     Step {
         title: "L4 policy: only web may connect to db",
-        command: "ambientctl apply -f - <<EOF
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: db-from-web
-  namespace: demo
-spec:
-  selector:
-    matchLabels:
-      app: db
-  action: ALLOW
-  rules:
-  - from:
-    - source:
-        principals:
-        - cluster.local/ns/demo/sa/web-v1
-        - cluster.local/ns/demo/sa/web-v2
-EOF",
+        command: concat!("ambientctl apply -f - <<EOF\n", db_from_web!(), "EOF"),
         eventually: false,
         check: stored,
     },
@@ -96,23 +79,7 @@ EOF",
     },
     Step {
         title: "L7 policy: web allows GET only",
-        command: "ambientctl apply -f - <<EOF
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: web-get-only
-  namespace: demo
-spec:
-  targetRefs:
-  - kind: Service
-    group: \"\"
-    name: web
-  action: ALLOW
-  rules:
-  - to:
-    - operation:
-        methods: [GET]
-EOF",
+        command: concat!("ambientctl apply -f - <<EOF\n", web_get_only!(), "EOF"),
         eventually: false,
         check: stored,
     },
@@ -124,27 +91,7 @@ EOF",
     },
     Step {
         title: "A route sends 10% of web's requests to web-v2",
-        command: "ambientctl apply -f - <<EOF
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata:
-  name: web
-  namespace: demo
-spec:
-  parentRefs:
-  - group: \"\"
-    kind: Service
-    name: web
-    port: 80
-  rules:
-  - backendRefs:
-    - name: web-v1
-      port: 80
-      weight: 90
-    - name: web-v2
-      port: 80
-      weight: 10
-EOF",
+        command: concat!("ambientctl apply -f - <<EOF\n", web_split!(), "EOF"),
         eventually: false,
         check: stored,
     },
