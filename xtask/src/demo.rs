@@ -41,7 +41,7 @@ pub fn run(args: Vec<String>) -> anyhow::Result<()> {
         build_cluster_binaries()?;
         return local(check);
     }
-    on_cluster(&root, check)
+    cluster(check)
 }
 
 /// Where the demo's cluster keeps its state (the `cluster` binary's
@@ -95,8 +95,8 @@ impl Paths {
 }
 
 /// The demo on the local Kubernetes cluster.
-fn on_cluster(root: &Path, check: bool) -> anyhow::Result<()> {
-    let paths = Paths::new(root);
+pub fn cluster(check: bool) -> anyhow::Result<()> {
+    let paths = Paths::new(&workspace_root()?);
     if paths.kubeconfig.exists() {
         bail!(
             "a cluster is already up in {} (`cargo xtask cluster status`); \
