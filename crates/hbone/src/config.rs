@@ -26,7 +26,8 @@ pub struct H2Config {
     pub pool_idle_timeout: Duration,
     /// TCP connect timeout for a new pooled connection.
     pub connect_timeout: Duration,
-    /// TLS handshake timeout, both sides.
+    /// TLS handshake timeout, both sides; on the server also the bound on
+    /// the HTTP/2 preface after it.
     pub handshake_timeout: Duration,
 }
 

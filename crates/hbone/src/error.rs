@@ -20,6 +20,11 @@ pub enum Error {
     },
     #[error("TLS handshake with {addr} timed out")]
     TlsTimeout { addr: SocketAddr },
+    #[error(
+        "the client sent no HTTP/2 preface within {after:?} of the TLS handshake; the connection \
+         was closed"
+    )]
+    PrefaceTimeout { after: std::time::Duration },
     #[error("peer {addr} did not negotiate ALPN h2")]
     NoAlpn { addr: SocketAddr },
     #[error("HTTP/2 error: {0}")]

@@ -146,15 +146,22 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
     F: FnMut(InboundConnect),
 {
-    let mut conn = h2::server::Builder::new()
+    // The handshake waits for the client's preface: a client that finished
+    // TLS and then says nothing is closed after `handshake_timeout`, as one
+    // that stalls inside TLS is (the keep-alive only starts after this).
+    let handshake = h2::server::Builder::new()
         .initial_window_size(config.stream_window)
         .initial_connection_window_size(config.connection_window)
         .max_frame_size(config.max_frame_size)
         .max_concurrent_streams(config.server_max_concurrent_streams)
         .max_header_list_size(config.server_max_header_list_size)
         .max_send_buffer_size(config.server_max_send_buffer)
-        .handshake::<_, Bytes>(io)
-        .await?;
+        .handshake::<_, Bytes>(io);
+    let mut conn = tokio::time::timeout(config.handshake_timeout, handshake)
+        .await
+        .map_err(|_| Error::PrefaceTimeout {
+            after: config.handshake_timeout,
+        })??;
     let keepalive = keepalive_loop(
         conn.ping_pong(),
         config.keepalive_interval,

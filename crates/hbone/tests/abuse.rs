@@ -515,3 +515,51 @@ async fn an_empty_data_frame_is_not_the_end_of_the_stream() {
         "the application's echo"
     );
 }
+
+/// Clients that connect and never send the HTTP/2 preface (as after a TLS
+/// handshake, which sits below and changes nothing here) are all closed
+/// within the handshake bound, while a good client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_send_the_preface_are_closed_within_the_handshake_bound() {
+    let _serial = SERIAL.lock().await;
+    let (app, _) = app().await;
+    let config = H2Config {
+        handshake_timeout: Duration::from_secs(1),
+        ..H2Config::default()
+    };
+    let mut s = server(config.clone(), Answer::ViaApp(app)).await;
+    const STALLED: usize = 300;
+    let began = Instant::now();
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        stalled.push(TcpStream::connect(s.addr).await.unwrap());
+    }
+    good_client(s.addr, app)
+        .await
+        .expect("a good client beside the stalled ones");
+    // The good client's own connection ends when it is dropped: count the
+    // stalled ones by their error.
+    let bound = config.handshake_timeout + Duration::from_secs(3);
+    let mut closed = 0;
+    while closed < STALLED {
+        let left = bound.saturating_sub(began.elapsed());
+        match tokio::time::timeout(left, s.ended.recv()).await {
+            Ok(Some((_, Err(e)))) if e.contains("no HTTP/2 preface") => closed += 1,
+            Ok(Some(_)) => {}
+            _ => panic!("{closed} of {STALLED} stalled clients closed within {bound:?}"),
+        }
+    }
+    // The server closed them: a stalled socket reads the server's SETTINGS,
+    // then its end.
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::io::AsyncReadExt::read_to_end(&mut stalled[0], &mut seen),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "the stalled socket is still open after {} bytes",
+        seen.len()
+    );
+}

@@ -11,7 +11,7 @@ use prost_types::value::Kind;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
-use crate::certificate::WorkloadCertificate;
+use crate::certificate::{TrustedRoots, WorkloadCertificate};
 use crate::control::{ControlPlaneAddress, channel};
 use crate::csr;
 use crate::error::Error;
@@ -94,14 +94,23 @@ pub struct CaClientConfig {
 pub struct CaClient {
     client: IstioCertificateServiceClient<Channel>,
     config: CaClientConfig,
+    /// What issued chains must verify to: the configured root bundle that
+    /// also authenticates the CA (CA_ROOT_CA).
+    trusted: TrustedRoots,
 }
+
+/// How long one certificate request may take, answer included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl CaClient {
     pub fn new(config: CaClientConfig) -> Result<Self, Error> {
         let channel = channel(&config.target)?;
+        let trusted =
+            TrustedRoots::from_pem(&config.target.root_pem, "the configured root (CA_ROOT_CA)")?;
         Ok(Self {
             client: IstioCertificateServiceClient::new(channel),
             config,
+            trusted,
         })
     }
 
@@ -127,11 +136,14 @@ impl CaClient {
             .authorize(request.metadata_mut(), &self.config.cluster_id)
             .await?;
 
-        let response = self
-            .client
-            .clone()
-            .create_certificate(request)
+        let mut client = self.client.clone();
+        let answered = tokio::time::timeout(REQUEST_TIMEOUT, client.create_certificate(request))
             .await
+            .map_err(|_| Error::CaUnreachable {
+                address: self.config.target.address.clone(),
+                reason: format!("no answer within {REQUEST_TIMEOUT:?}"),
+            })?;
+        let response = answered
             .map_err(|status| match status.code() {
                 tonic::Code::Unavailable | tonic::Code::Unknown
                     if status.message().contains("transport")
@@ -149,7 +161,9 @@ impl CaClient {
                 },
             })?
             .into_inner();
-        WorkloadCertificate::from_pem_chain(identity, &generated.key_pem, &response.cert_chain)
+        WorkloadCertificate::from_pem_chain(identity, &generated.key_pem, &response.cert_chain)?
+            .trusting(&self.trusted)
+            .map(|cert| cert.asked_for(self.config.ttl))
     }
 }
 

@@ -17,12 +17,20 @@ use crate::provider::{TLS_VERSIONS, provider};
 use crate::revocation::{PeerCheck, Revocation, Side};
 use crate::verifier::{FixedCert, SpiffeClientVerifier, SpiffeServerVerifier};
 
+/// How much longer than requested an issued lifetime may be before
+/// renewal is planned by the requested one (or a tenth of it, if more):
+/// CAs backdate `notBefore` a little.
+pub const LIFETIME_TOLERANCE: Duration = Duration::from_secs(300);
+
 /// The validity window and serial of a certificate, as read from its DER.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Validity {
     pub not_before: SystemTime,
     pub not_after: SystemTime,
     pub serial: String,
+    /// When the CA issued a longer lifetime than was asked for: the
+    /// lifetime renewal is planned by instead (see [`WorkloadCertificate::asked_for`]).
+    pub planned_life: Option<Duration>,
 }
 
 impl Validity {
@@ -37,11 +45,44 @@ impl Validity {
             .not_after
             .duration_since(self.not_before)
             .unwrap_or_default();
+        let life = self.planned_life.map_or(life, |planned| planned.min(life));
         self.not_before + life / 2
     }
 
     pub fn is_expired(&self, now: SystemTime) -> bool {
         now >= self.not_after
+    }
+}
+
+/// `t` as RFC 3339 (UTC), for messages.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| format!("{t:?}"))
+}
+
+/// The roots a proxy trusts: configuration (CA_ROOT_CA), never what a CA's
+/// answer says. A root rotation puts both roots in the configured bundle
+/// before the new one signs anything.
+#[derive(Clone, Debug)]
+pub struct TrustedRoots {
+    store: Arc<RootCertStore>,
+    pems: Vec<String>,
+}
+
+impl TrustedRoots {
+    /// Every certificate of `pem` (`what` names it in errors).
+    pub fn from_pem(pem: &str, what: &str) -> Result<Self, Error> {
+        let mut store = RootCertStore::empty();
+        for der in parse_certs(pem, what)? {
+            store
+                .add(der)
+                .map_err(|e| Error::InvalidCertificate(format!("{what}: {e}")))?;
+        }
+        Ok(Self {
+            store: Arc::new(store),
+            pems: split_pem(pem),
+        })
     }
 }
 
@@ -132,6 +173,66 @@ impl WorkloadCertificate {
             server_config,
             revocation,
         })
+    }
+
+    /// This certificate trusting `trusted` instead of the roots the CA's
+    /// answer carried, once its own chain verifies to them (as a client
+    /// certificate of its trust domain, at this moment): a CA whose chain
+    /// ends in another root, or that appends one, changes nothing a peer
+    /// is trusted by.
+    pub fn trusting(self, trusted: &TrustedRoots) -> Result<Self, Error> {
+        use rustls::server::danger::ClientCertVerifier;
+        let verifier = SpiffeClientVerifier::new(
+            trusted.store.clone(),
+            self.identity.trust_domain().clone(),
+            provider(),
+            Revocation::none(),
+        );
+        let (leaf, intermediates) = self.chain.split_first().ok_or(Error::EmptyChain)?;
+        verifier
+            .verify_client_cert(leaf, intermediates, rustls_pki_types::UnixTime::now())
+            .map_err(|e| Error::UntrustedChain {
+                identity: self.identity.clone(),
+                reason: format!("{}): {e}", self.validity.serial),
+            })?;
+        let server_config = server_config(
+            &self.identity,
+            &self.certified,
+            &trusted.store,
+            &self.revocation,
+        )?;
+        Ok(Self {
+            roots: trusted.store.clone(),
+            root_pems: trusted.pems.clone(),
+            server_config,
+            ..self
+        })
+    }
+
+    /// This certificate, renewed as if it lived no longer than `requested`
+    /// (plus [`LIFETIME_TOLERANCE`]) when the CA issued a longer lifetime:
+    /// a CA answering 10 years to a 24-hour request does not stop renewal
+    /// for 5 years. The certificate is still presented until renewed;
+    /// refusing it would leave the workload without one over a CA setting
+    /// (a longer minimum lifetime) that is not wrong in itself.
+    pub fn asked_for(mut self, requested: Duration) -> Self {
+        let life = self
+            .validity
+            .not_after
+            .duration_since(self.validity.not_before)
+            .unwrap_or_default();
+        let allowed = requested + LIFETIME_TOLERANCE.max(requested / 10);
+        if life > allowed {
+            tracing::warn!(
+                identity = %self.identity,
+                serial = %self.validity.serial,
+                issued = ?life,
+                requested = ?requested,
+                "the CA issued a longer lifetime than requested; renewal is planned by the requested one"
+            );
+            self.validity.planned_life = Some(requested);
+        }
+        self
     }
 
     /// This certificate, its peers checked against `revocation`'s CRLs.
@@ -351,5 +452,6 @@ pub fn validity(der: &CertificateDer<'_>) -> Result<Validity, Error> {
         not_before: to_system(v.not_before),
         not_after: to_system(v.not_after),
         serial: cert.tbs_certificate.raw_serial_as_string(),
+        planned_life: None,
     })
 }

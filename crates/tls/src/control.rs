@@ -86,7 +86,12 @@ pub fn channel(target: &ControlPlaneAddress) -> Result<Channel, Error> {
                     std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
                 })??;
             tcp.set_nodelay(true)?;
-            let tls = connector.connect(server_name, tcp).await?;
+            let tls =
+                tokio::time::timeout(Duration::from_secs(10), connector.connect(server_name, tcp))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+                    })??;
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
     });

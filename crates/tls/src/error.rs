@@ -34,6 +34,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// `reason` starts with the certificate's serial.
+    #[error(
+        "the CA issued {identity} a certificate that cannot be used (serial {reason}; it was \
+         refused and the current one, if any, stays in use"
+    )]
+    Unusable { identity: Identity, reason: String },
+    /// `reason` starts with the certificate's serial.
+    #[error(
+        "the CA issued {identity} a certificate that does not verify to the configured roots \
+         (CA_ROOT_CA) (serial {reason}; it was refused and the current one, if any, stays in use"
+    )]
+    UntrustedChain { identity: Identity, reason: String },
     #[error("the certificate for {0} has expired and renewal has not succeeded yet")]
     Expired(Identity),
     #[error("certificate for {identity} unavailable: {reason}")]

@@ -34,8 +34,10 @@ pub struct SecretManagerConfig {
     pub max_backoff: Duration,
     /// How long a caller asking for an identity that has never had a
     /// certificate waits through failed requests and their retries before
-    /// it gets the error. (An identity whose certificate has expired gets
-    /// the error at once: see K2 in docs/reliability.md.)
+    /// it gets the error; also the most a caller waits for the renewal of
+    /// an expired certificate that is in flight. (An identity whose
+    /// certificate has expired and whose renewal failed gets the error at
+    /// once: see K2 in docs/reliability.md.)
     pub first_issue_wait: Duration,
     /// The CRLs every certificate handed out checks its peers against.
     pub revocation: Revocation,
@@ -97,7 +99,9 @@ impl SecretManager {
     /// is the first time it is asked for. An identity that has never had a
     /// certificate is waited for, through failed requests and their
     /// retries, for up to `first_issue_wait`; one whose certificate has
-    /// expired fails at once while renewal keeps failing.
+    /// expired fails at once while renewal keeps failing, and waits for a
+    /// renewal in flight for up to `first_issue_wait` too. No wait here is
+    /// unbounded.
     pub async fn fetch_certificate(
         &self,
         identity: &Identity,
@@ -126,22 +130,20 @@ impl SecretManager {
                     debug!(%identity, "certificate expired; waiting for renewal");
                 }
             }
-            let first_issue = rx.borrow().current.is_none();
-            if !first_issue {
-                if rx.changed().await.is_err() {
-                    return Err(Error::Bug(format!("renewal task for {identity} ended")));
-                }
-                continue;
-            }
+            // Every wait is bounded: a caller (a connection waiting to
+            // start TLS) is told why not after `first_issue_wait`.
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(Error::Bug(format!("renewal task for {identity} ended"))),
                 Err(_) => {
-                    let reason = rx.borrow().last_error.clone().unwrap_or_else(|| {
-                        format!(
-                            "the CA has not answered the first request within {:?}",
-                            self.config.first_issue_wait
-                        )
+                    let state = rx.borrow();
+                    let reason = state.last_error.clone().unwrap_or_else(|| {
+                        let what = if state.current.is_some() {
+                            "the certificate has expired and its renewal has not come back"
+                        } else {
+                            "the CA has not answered the first request"
+                        };
+                        format!("{what} within {:?}", self.config.first_issue_wait)
                     });
                     return Err(Error::Unavailable {
                         identity: identity.clone(),
@@ -225,6 +227,7 @@ async fn renew(
             source
                 .fetch(&identity)
                 .await
+                .and_then(|cert| usable(&identity, cert, SystemTime::now()))
                 .and_then(|cert| cert.with_revocation(config.revocation.clone()))
         };
         let wait = match result {
@@ -235,8 +238,19 @@ async fn renew(
                     s.current = Some(Arc::new(cert));
                     s.last_error = None;
                 });
-                backoff.reset();
-                until(v.refresh_at())
+                match until(v.refresh_at()) {
+                    // Issued already past half its life: asked again, but
+                    // with back-off, whatever the CA keeps answering.
+                    Duration::ZERO => {
+                        let wait = backoff.next();
+                        warn!(%identity, serial = %v.serial, retry_in = ?wait, "the CA issued a certificate already due for renewal");
+                        wait
+                    }
+                    due => {
+                        backoff.reset();
+                        due
+                    }
+                }
             }
             Err(e) => {
                 let mut wait = backoff.next();
@@ -258,6 +272,41 @@ async fn renew(
             return;
         }
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// How far a certificate's start may lie ahead of this machine's clock
+/// (the CA's clock a little ahead of ours).
+pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// A certificate the CA issued, if it can be used now: not expired, and
+/// begun (within [`CLOCK_SKEW`]). One that cannot is refused; the current
+/// one stays in use and the request is retried with back-off.
+fn usable(
+    identity: &Identity,
+    cert: WorkloadCertificate,
+    now: SystemTime,
+) -> Result<WorkloadCertificate, Error> {
+    let v = cert.validity();
+    let reason = if v.is_expired(now) {
+        Some(format!(
+            "it expired at {}",
+            crate::certificate::rfc3339(v.not_after)
+        ))
+    } else if v.not_before > now + CLOCK_SKEW {
+        Some(format!(
+            "it is valid only from {}, more than {CLOCK_SKEW:?} ahead of this machine's clock",
+            crate::certificate::rfc3339(v.not_before)
+        ))
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::Unusable {
+            identity: identity.clone(),
+            reason: format!("{}): {reason}", v.serial),
+        }),
+        None => Ok(cert),
     }
 }
 

@@ -21,6 +21,10 @@ struct FakeCa {
     max_in_flight: AtomicUsize,
     delay: Duration,
     calls: AtomicUsize,
+    /// Where `notBefore` lies from now (negative: in the past).
+    start: time::Duration,
+    /// Never answer.
+    hang: AtomicBool,
 }
 
 impl FakeCa {
@@ -42,15 +46,32 @@ impl FakeCa {
             max_in_flight: AtomicUsize::new(0),
             delay,
             calls: AtomicUsize::new(0),
+            start: time::Duration::ZERO,
+            hang: AtomicBool::new(false),
         }
     }
 
+    /// Certificates starting `start` from now (negative: in the past).
+    fn starting(mut self, start: time::Duration) -> Self {
+        self.start = start;
+        self
+    }
+
     fn sign(&self, identity: &Identity) -> Result<WorkloadCertificate, Error> {
+        self.sign_with_roots(identity, &self.root_pem)
+    }
+
+    /// Signs, answering with `roots` as the chain's last element.
+    fn sign_with_roots(
+        &self,
+        identity: &Identity,
+        roots: &str,
+    ) -> Result<WorkloadCertificate, Error> {
         let generated = csr::generate(identity)?;
         let mut req = CertificateSigningRequestParams::from_pem(&generated.csr_pem)?;
-        let now = time::OffsetDateTime::now_utc();
-        req.params.not_before = now;
-        req.params.not_after = now + self.ttl;
+        let start = time::OffsetDateTime::now_utc() + self.start;
+        req.params.not_before = start;
+        req.params.not_after = start + self.ttl;
         req.params.subject_alt_names = vec![SanType::URI(identity.to_string().try_into()?)];
         req.params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -60,7 +81,7 @@ impl FakeCa {
         WorkloadCertificate::from_pem_chain(
             identity,
             &generated.key_pem,
-            &[leaf.pem(), self.root_pem.clone()],
+            &[leaf.pem(), roots.to_string()],
         )
     }
 }
@@ -73,6 +94,9 @@ impl CertificateSource for FakeCa {
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(self.delay).await;
+            if self.hang.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             if self.fail.load(Ordering::SeqCst) {
                 return Err(Error::CaUnreachable {
@@ -280,4 +304,145 @@ fn issued_identity_must_match_the_request() {
     )
     .unwrap_err();
     assert!(matches!(err, Error::IdentityMismatch { .. }), "{err}");
+}
+
+/// A CA that keeps issuing certificates that cannot be used: each is
+/// refused with its reason, the caller is told within the bound, and the
+/// requests are spaced by the back-off (never a loop).
+#[tokio::test]
+async fn expired_or_future_certificates_are_refused_and_retried_with_back_off() {
+    for (what, start, ttl) in [
+        (
+            "expired",
+            time::Duration::hours(-2),
+            Duration::from_secs(3600),
+        ),
+        (
+            "not yet valid",
+            time::Duration::hours(2),
+            Duration::from_secs(3600),
+        ),
+    ] {
+        let ca = Arc::new(FakeCa::new(ttl, Duration::ZERO).starting(start));
+        let mgr = SecretManager::new(ca.clone(), fast_retry());
+        let began = std::time::Instant::now();
+        let err = mgr
+            .fetch_certificate(&id("a"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot be used")
+                && err.contains(if start.is_negative() {
+                    "expired"
+                } else {
+                    "ahead"
+                }),
+            "{what}: {err}"
+        );
+        assert!(
+            began.elapsed() < Duration::from_secs(4),
+            "{what}: told after {:?}",
+            began.elapsed()
+        );
+        // Back-off from 50 ms, doubling: a few requests in 3 s, not thousands.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let calls = ca.calls.load(Ordering::SeqCst);
+        assert!(
+            (2..=10).contains(&calls),
+            "{what}: {calls} requests in about 6 s"
+        );
+        assert!(
+            mgr.snapshot()[0].1.current.is_none(),
+            "{what}: nothing installed"
+        );
+    }
+}
+
+/// A certificate issued already past half its life is used, but renewal
+/// is asked for with back-off, not at once again and again.
+#[tokio::test]
+async fn a_certificate_due_on_arrival_is_renewed_with_back_off() {
+    let ca = Arc::new(
+        FakeCa::new(Duration::from_secs(3600), Duration::ZERO)
+            .starting(time::Duration::minutes(-50)),
+    );
+    let mgr = SecretManager::new(ca.clone(), fast_retry());
+    mgr.fetch_certificate(&id("a")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = ca.calls.load(Ordering::SeqCst);
+    assert!((2..=10).contains(&calls), "{calls} requests in 3 s");
+}
+
+/// A caller waiting on an expired certificate whose renewal does not come
+/// back is told within the bound.
+#[tokio::test]
+async fn waiting_on_a_renewal_that_hangs_is_bounded() {
+    let ca = Arc::new(FakeCa::new(Duration::from_secs(2), Duration::ZERO));
+    let config = SecretManagerConfig {
+        first_issue_wait: Duration::from_secs(1),
+        ..fast_retry()
+    };
+    let mgr = SecretManager::new(ca.clone(), config);
+    mgr.fetch_certificate(&id("a")).await.unwrap();
+    // From now on the CA never answers: the renewal at half-life hangs.
+    ca.hang.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let began = std::time::Instant::now();
+    let err = mgr
+        .fetch_certificate(&id("a"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("renewal has not come back within 1s"), "{err}");
+    assert!(began.elapsed() < Duration::from_secs(2));
+}
+
+/// The roots a certificate trusts are the configured ones: a chain to
+/// another root is refused, and a root the CA appends is not trusted.
+#[test]
+fn issued_chains_must_verify_to_the_configured_roots_which_alone_are_trusted() {
+    use crate::certificate::TrustedRoots;
+    let mesh = FakeCa::new(Duration::from_secs(3600), Duration::ZERO);
+    let other = FakeCa::new(Duration::from_secs(3600), Duration::ZERO);
+    let trusted = TrustedRoots::from_pem(&mesh.root_pem, "the mesh root").unwrap();
+
+    let foreign = other.sign(&id("a")).unwrap();
+    let err = foreign.trusting(&trusted).unwrap_err();
+    assert!(matches!(err, Error::UntrustedChain { .. }), "{err}");
+    assert!(err.to_string().contains("CA_ROOT_CA"), "{err}");
+
+    let both = format!("{}{}", mesh.root_pem, other.root_pem);
+    let appended = mesh.sign_with_roots(&id("a"), &both).unwrap();
+    assert_eq!(
+        appended.roots().len(),
+        2,
+        "the CA's answer carried two roots"
+    );
+    let cert = appended.trusting(&trusted).unwrap();
+    assert_eq!(cert.roots().len(), 1);
+    assert_eq!(cert.root_pems().len(), 1);
+    assert_eq!(cert.root_pems()[0].trim(), mesh.root_pem.trim());
+}
+
+/// A lifetime far longer than requested is planned by the requested one.
+#[test]
+fn a_longer_lifetime_than_asked_for_is_renewed_by_the_requested_one() {
+    let ca = FakeCa::new(Duration::from_secs(10 * 365 * 86_400), Duration::ZERO);
+    let cert = ca.sign(&id("a")).unwrap();
+    let v = cert.validity().clone();
+    assert!(v.refresh_at() > SystemTime::now() + Duration::from_secs(86_400));
+    let cert = cert.asked_for(Duration::from_secs(20));
+    let due = cert.validity().refresh_at();
+    assert!(
+        due <= v.not_before + Duration::from_secs(10),
+        "renewal planned at {due:?}"
+    );
+    // Within the tolerance nothing changes.
+    let ca = FakeCa::new(Duration::from_secs(3600), Duration::ZERO);
+    let cert = ca
+        .sign(&id("a"))
+        .unwrap()
+        .asked_for(Duration::from_secs(3500));
+    assert_eq!(cert.validity().planned_life, None);
 }
