@@ -1,7 +1,9 @@
 //! The node's kubelet endpoint on 10250, for `kubectl logs`, `exec` and
 //! port forwarding. The API server proxies `pods/log`, `pods/exec` and
 //! `pods/portforward` here over TLS. It presents its kubelet client
-//! certificate, which must chain to the cluster CA. It checks ours
+//! certificate, which must chain to the cluster CA and name the API
+//! server's user (no other holder of a cluster certificate is served:
+//! the API server is where exec is authorized). It checks ours
 //! (`kubelet-<node>.crt`, signed by the cluster CA for the node's address).
 //!
 //! - `GET /containerLogs/{namespace}/{pod}/{container}`, with `tailLines=N`
@@ -31,6 +33,8 @@ use super::{exec, portforward, websocket};
 use crate::config::{Layout, Node};
 
 pub const PORT: u16 = 10250;
+/// The user of the API server's kubelet client certificate (pki).
+const API_SERVER_CLIENT: &str = "kube-apiserver-kubelet-client";
 const HANDSHAKE_BOUND: Duration = Duration::from_secs(10);
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
 
@@ -71,6 +75,14 @@ pub async fn serve(
             else {
                 return;
             };
+            // Logs and exec are the API server's to ask for; it decides who
+            // may. Another holder of a cluster certificate (a node, a
+            // component) is turned away.
+            let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+            if peer.and_then(common_name).as_deref() != Some(API_SERVER_CLIENT) {
+                tracing::warn!(peer = ?peer.and_then(common_name), "kubelet endpoint: a client other than the API server refused");
+                return;
+            }
             let service = hyper::service::service_fn(move |req| {
                 let endpoint = endpoint.clone();
                 async move { Ok::<_, Infallible>(handle(endpoint, req).await) }
@@ -83,6 +95,12 @@ pub async fn serve(
                 .await;
         });
     }
+}
+
+fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let cn = parsed.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
 }
 
 fn tls(layout: &Layout, node: &Node) -> anyhow::Result<rustls::ServerConfig> {
