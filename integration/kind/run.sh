@@ -62,7 +62,7 @@ kubectl -n istio-system rollout status daemonset/istio-cni-node --timeout 180s
 kubectl -n istio-system rollout status daemonset/ztunnel --timeout 180s
 
 step "Deploying the sample apps"
-sed "s|ambient-mesh/sample:0.1.0|$HUB/sample:$TAG|" "$ROOT/deploy/samples/demo.yaml" | kubectl apply -f -
+sed "s|ambient-mesh/sample:0.1.0|$HUB/sample:$TAG|" "$ROOT/samples/demo.yaml" | kubectl apply -f -
 kubectl -n demo wait --for=condition=Available deployment --all --timeout 180s
 
 exec_in() { local from=$1; shift; kubectl -n demo exec "deploy/$from" -- "$@"; }

@@ -155,7 +155,7 @@ fn cluster_and_tour(paths: &Paths) -> anyhow::Result<()> {
     )?;
     let mesh_ready = installing.elapsed();
 
-    paths.run("kubectl", &["apply", "-f", "deploy/samples/demo.yaml"])?;
+    paths.run("kubectl", &["apply", "-f", "samples/demo.yaml"])?;
     paths.run(
         "kubectl",
         &[

@@ -74,31 +74,41 @@ fn nodes_ready(r: &Ran, _: &dyn Pods) -> Result<String, String> {
         .ok_or_else(|| format!("{ready} nodes Ready, 2 expected"))
 }
 
-/// istiod, and a ztunnel and a CNI agent on each node, Running and Ready.
+/// Every pod Running and Ready (`kubectl get pods -A`), istiod and a
+/// ztunnel and a CNI agent on each node among them.
 fn mesh_running(r: &Ran, _: &dyn Pods) -> Result<String, String> {
     succeeded(r)?;
-    let running = |prefix: &str| {
-        r.stdout
-            .lines()
-            .filter(|l| {
-                let cols: Vec<&str> = l.split_whitespace().collect();
-                cols.first().is_some_and(|n| n.starts_with(prefix))
-                    && cols
-                        .get(1)
-                        .is_some_and(|ready| ready.split_once('/').is_some_and(|(a, b)| a == b))
-                    && cols.get(2) == Some(&"Running")
-            })
+    // NAMESPACE NAME READY STATUS RESTARTS AGE
+    let rows: Vec<Vec<&str>> = r
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .filter(|cols: &Vec<&str>| cols.len() >= 4)
+        .collect();
+    let up = |cols: &Vec<&str>| {
+        cols[2].split_once('/').is_some_and(|(a, b)| a == b) && cols[3] == "Running"
+    };
+    if let Some(down) = rows.iter().find(|c| !up(c)) {
+        return Err(format!(
+            "pod {}/{} is {} {}",
+            down[0], down[1], down[3], down[2]
+        ));
+    }
+    let mesh = |prefix: &str| {
+        rows.iter()
+            .filter(|c| c[0] == "istio-system" && c[1].starts_with(prefix))
             .count()
     };
-    let (istiod, ztunnel, cni) = (
-        running("istiod-"),
-        running("ztunnel-"),
-        running("istio-cni-node-"),
-    );
+    let (istiod, ztunnel, cni) = (mesh("istiod-"), mesh("ztunnel-"), mesh("istio-cni-node-"));
     (istiod >= 1 && ztunnel >= 2 && cni >= 2)
-        .then(|| format!("istiod, {ztunnel} ztunnels and {cni} CNI agents Running and Ready"))
+        .then(|| {
+            format!(
+                "every pod Running and Ready: istiod, {ztunnel} ztunnels and {cni} CNI agents among them"
+            )
+        })
         .ok_or_else(|| {
-            format!("not every component is Running and Ready: istiod {istiod}, ztunnel {ztunnel}, CNI {cni}")
+            format!("a mesh component is missing: istiod {istiod}, ztunnel {ztunnel}, CNI {cni}")
         })
 }
 
@@ -110,8 +120,8 @@ pub const STEPS: &[Step] = &[
         check: nodes_ready,
     },
     Step {
-        title: "The mesh's components, one pod each, on every node",
-        command: "kubectl get pods -n istio-system",
+        title: "Every pod Running and Ready, the mesh's on every node",
+        command: "kubectl get pods -A",
         eventually: false,
         check: mesh_running,
     },

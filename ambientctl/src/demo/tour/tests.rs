@@ -18,7 +18,7 @@ const PAGES: [Page; 2] = [
             "cargo xtask demo",
             "cargo xtask cluster up\nexport KUBECONFIG=$PWD/target/cluster/run/admin.kubeconfig\nexport PATH=$PWD/target/debug:$PWD/target/cluster/bin:$PATH",
             "kubectl apply --server-side -f target/cluster/crds/gateway-api/standard/\nambientctl install -y\nkubectl apply --server-side --force-conflicts -f target/cluster/crds/istio.yaml",
-            "kubectl apply -f deploy/samples/demo.yaml\nkubectl wait -n demo --for=condition=Available deployment --all",
+            "kubectl apply -f samples/demo.yaml\nkubectl wait -n demo --for=condition=Available deployment --all",
             "ambientctl demo check",
         ],
         steps: cluster::STEPS,
@@ -177,10 +177,12 @@ fn cluster_pods_are_found_by_their_deployment() {
 
     let mesh = step(
         cluster::STEPS,
-        "The mesh's components, one pod each, on every node",
+        "Every pod Running and Ready, the mesh's on every node",
     );
-    let up = "NAME READY STATUS RESTARTS AGE\nistio-cni-node-a 1/1 Running 0 1m\nistio-cni-node-b 1/1 Running 0 1m\n\
-              istiod-b66-hm 1/1 Running 0 1m\nztunnel-j 1/1 Running 0 1m\nztunnel-z 1/1 Running 0 1m\n";
+    let up = "NAMESPACE NAME READY STATUS RESTARTS AGE\n\
+              istio-system istio-cni-node-a 1/1 Running 0 1m\nistio-system istio-cni-node-b 1/1 Running 0 1m\n\
+              istio-system istiod-b66-hm 1/1 Running 0 1m\nistio-system ztunnel-j 1/1 Running 0 1m\n\
+              istio-system ztunnel-z 1/1 Running 0 1m\nkube-system coredns-c6-n5 1/1 Running 0 1m\n";
     assert!((mesh.check)(&ran(0, up), &pods).is_ok());
     assert!(
         (mesh.check)(
@@ -189,4 +191,15 @@ fn cluster_pods_are_found_by_their_deployment() {
         )
         .is_err()
     );
+    assert!(
+        (mesh.check)(
+            &ran(
+                0,
+                &up.replace("coredns-c6-n5 1/1 Running", "coredns-c6-n5 0/1 Pending")
+            ),
+            &pods
+        )
+        .is_err()
+    );
+    assert!((mesh.check)(&ran(0, &up.replace("ztunnel-j", "zt-j")), &pods).is_err());
 }
