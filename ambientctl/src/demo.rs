@@ -194,7 +194,7 @@ pub fn check() -> Result<(), DemoError> {
         tour::run(
             tour::local::STEPS,
             &|| Ok(Box::new(LocalMesh::load(Path::new(DEMO_DIR))?)),
-            None,
+            tour::Target::Local,
         )
     });
     if started {
@@ -215,7 +215,7 @@ pub fn check_cluster(kubeconfig: Option<&Path>) -> Result<(), DemoError> {
     tour::run(
         tour::cluster::STEPS,
         &|| Ok(Box::new(tour::cluster::ClusterPods::read(kubeconfig)?)),
-        kubeconfig,
+        tour::Target::Cluster(kubeconfig),
     )?;
     println!("\n✔ every step of the tour behaved");
     Ok(())

@@ -183,8 +183,10 @@ fn cluster_and_tour(paths: &Paths) -> anyhow::Result<()> {
 fn ambientctl(args: &[&str]) -> anyhow::Result<()> {
     let bin = workspace_root()?.join("target/debug/ambientctl");
     eprintln!("==> ambientctl {}", args.join(" "));
+    // The local mesh, whatever cluster the shell points at.
     let status = Command::new(&bin)
         .args(args)
+        .env_remove("KUBECONFIG")
         .status()
         .with_context(|| format!("running {}", bin.display()))?;
     if !status.success() {

@@ -259,9 +259,19 @@ fn split_90_10(r: &Ran, _: &dyn Pods) -> Result<String, String> {
         .ok_or_else(|| format!("the split did not show: web-v1 {v1}, web-v2 {v2}"))
 }
 
-/// Runs `command` through `sh -c`, with this `ambientctl` first on PATH
-/// (and `KUBECONFIG` set to `kubeconfig` when given).
-pub fn run_command(command: &str, kubeconfig: Option<&Path>) -> std::io::Result<Ran> {
+/// Which mesh a tour's commands act on.
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a> {
+    /// The local mesh: `KUBECONFIG` is taken out of the commands'
+    /// environment, or `ambientctl` would act on that cluster instead.
+    Local,
+    /// A cluster: `KUBECONFIG` set to this file, or left as it is.
+    Cluster(Option<&'a Path>),
+}
+
+/// Runs `command` through `sh -c`, with this `ambientctl` first on PATH,
+/// acting on `target`.
+pub fn run_command(command: &str, target: Target<'_>) -> std::io::Result<Ran> {
     let mut path = std::env::current_exe()?
         .parent()
         .map(|d| d.as_os_str().to_owned())
@@ -272,8 +282,14 @@ pub fn run_command(command: &str, kubeconfig: Option<&Path>) -> std::io::Result<
     }
     let mut sh = Command::new("sh");
     sh.arg("-c").arg(command).env("PATH", path);
-    if let Some(k) = kubeconfig {
-        sh.env("KUBECONFIG", k);
+    match target {
+        Target::Local => {
+            sh.env_remove("KUBECONFIG");
+        }
+        Target::Cluster(Some(k)) => {
+            sh.env("KUBECONFIG", k);
+        }
+        Target::Cluster(None) => {}
     }
     let out = sh.output()?;
     Ok(Ran {
@@ -288,13 +304,13 @@ pub fn run_command(command: &str, kubeconfig: Option<&Path>) -> std::io::Result<
 pub fn run(
     steps: &[Step],
     pods: &dyn Fn() -> Result<Box<dyn Pods>, DemoError>,
-    kubeconfig: Option<&Path>,
+    target: Target<'_>,
 ) -> Result<(), DemoError> {
     for (i, step) in steps.iter().enumerate() {
         println!("\n# {}. {}\n$ {}", i + 1, step.title, step.command);
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let ran = run_command(step.command, kubeconfig).map_err(|source| DemoError::Exec {
+            let ran = run_command(step.command, target).map_err(|source| DemoError::Exec {
                 what: step.command.into(),
                 source,
             })?;

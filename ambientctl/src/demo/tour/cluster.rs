@@ -16,9 +16,11 @@ pub struct ClusterPods(HashMap<String, String>);
 impl ClusterPods {
     pub fn read(kubeconfig: Option<&Path>) -> Result<Self, DemoError> {
         let command = format!("kubectl get pods -n {NAMESPACE} -o json");
-        let ran = run_command(&command, kubeconfig).map_err(|source| DemoError::Exec {
-            what: command.clone(),
-            source,
+        let ran = run_command(&command, Target::Cluster(kubeconfig)).map_err(|source| {
+            DemoError::Exec {
+                what: command.clone(),
+                source,
+            }
         })?;
         let list: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap_or_default();
         let mut ips = HashMap::new();
