@@ -344,16 +344,22 @@ const ROWS: &[Row] = &[
     },
 ];
 
-/// Runs every row's tests with `redirect` (eBPF-only targets always with
-/// eBPF), then checks that each named test ran and passed.
-pub fn run(redirect: &str) -> anyhow::Result<()> {
-    check_docs()?;
+/// The rows' tests, grouped by where they live.
+fn by_target() -> BTreeMap<Target, Vec<&'static str>> {
     let mut by_target: BTreeMap<Target, Vec<&str>> = BTreeMap::new();
     for row in ROWS {
         for (target, test) in row.tests {
             by_target.entry(*target).or_default().push(test);
         }
     }
+    by_target
+}
+
+/// Runs every row's tests with `redirect` (eBPF-only targets always with
+/// eBPF), then checks that each named test ran and passed.
+pub fn run(redirect: &str) -> anyhow::Result<()> {
+    check_docs()?;
+    let by_target = by_target();
     let mut passed = Vec::new();
     for (target, tests) in &by_target {
         let mut args = vec!["test", "-p"];
@@ -414,12 +420,7 @@ pub fn run(redirect: &str) -> anyhow::Result<()> {
 /// be on docs/reliability.md. `cargo xtask e2e --suite faults` runs them.
 pub fn check_listed() -> anyhow::Result<()> {
     check_docs()?;
-    let mut by_target: BTreeMap<Target, Vec<&str>> = BTreeMap::new();
-    for row in ROWS {
-        for (target, test) in row.tests {
-            by_target.entry(*target).or_default().push(test);
-        }
-    }
+    let by_target = by_target();
     let mut missing = Vec::new();
     for (target, tests) in &by_target {
         let mut args = vec!["test", "-q", "-p"];
