@@ -107,7 +107,7 @@ async fn config_dump_lists_open_connections_on_both_sides() {
     let mut c = integration::connect_from(client.addresses[0], a.outbound_addr.unwrap())
         .await
         .unwrap();
-    let local = c.local_addr().unwrap();
+    let local = mesh_runtime::socket::local(&c).unwrap();
     c.write_all(b"ping").await.unwrap();
     let (mut accepted, _) = app.accept().await.unwrap();
     let mut buf = [0u8; 4];

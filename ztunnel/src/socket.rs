@@ -5,8 +5,10 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use mesh_core::address::canonical;
 use mesh_hbone::pool::SocketFactory;
 use mesh_netns::Netns;
+use mesh_runtime::socket::local;
 use socket2::{Domain, SockRef, Socket, Type};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
@@ -73,16 +75,19 @@ impl SocketFactory for Sockets {
 }
 
 /// The destination a connection had before nat REDIRECT sent it to us
-/// (`SO_ORIGINAL_DST`, then its IPv6 form). `None` when it was not redirected.
+/// (`SO_ORIGINAL_DST`, then its IPv6 form), in canonical form (an IPv4
+/// connection to a dual-stack listener has an IPv4 one). `None` when it was
+/// not redirected.
 pub fn original_dst(tcp: &TcpStream) -> Option<SocketAddr> {
     let sock = SockRef::from(tcp);
     let orig = sock
         .original_dst_v4()
         .or_else(|_| sock.original_dst_v6())
         .ok()?
-        .as_socket()?;
+        .as_socket()
+        .map(canonical)?;
     // Without redirection the kernel reports our own listening address.
-    (Some(orig) != tcp.local_addr().ok()).then_some(orig)
+    (Some(orig) != local(tcp).ok()).then_some(orig)
 }
 
 /// A socket for connecting to a local application from `source` (the real

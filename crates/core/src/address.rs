@@ -1,7 +1,7 @@
 //! Addresses qualified by the network they live on, and IP prefixes.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 /// A network name; the empty string is the default network.
@@ -69,6 +69,14 @@ impl FromStr for NetworkAddress {
         let address = ip.parse().map_err(|_| BadNetworkAddress(s.to_string()))?;
         Ok(Self::new(Network::new(network), address))
     }
+}
+
+/// The one form of an address read from a socket. A dual-stack (`[::]`)
+/// socket reports an IPv4 peer as `::ffff:a.b.c.d`; workloads, policies and
+/// logs know it as `a.b.c.d`, so the mapped form is turned back into IPv4
+/// at the socket boundary, in every component (`mesh_runtime::socket`).
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// An IP prefix (CIDR), such as `10.0.0.0/8`; a single host is a full-length
@@ -213,6 +221,20 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn mapped_ipv4_becomes_ipv4_and_nothing_else_changes() {
+        let sock = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(canonical(sock("[::ffff:10.1.2.3]:80")), sock("10.1.2.3:80"));
+        for unchanged in [
+            "10.1.2.3:80",
+            "[2001:db8::1]:80",
+            "[::1]:80",
+            "[::a01:203]:80",
+        ] {
+            assert_eq!(canonical(sock(unchanged)), sock(unchanged));
+        }
     }
 
     #[test]

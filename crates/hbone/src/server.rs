@@ -29,7 +29,8 @@ pub async fn accept_tls(
     tls: Arc<ServerConfig>,
     config: &H2Config,
 ) -> Result<(TlsStream<TcpStream>, Identity), Error> {
-    let addr = tcp.peer_addr()?;
+    #[allow(clippy::disallowed_methods)] // mesh-hbone sits below mesh-runtime
+    let addr = mesh_core::address::canonical(tcp.peer_addr()?);
     tcp.set_nodelay(true)?;
     let stream = tokio::time::timeout(config.handshake_timeout, TlsAcceptor::from(tls).accept(tcp))
         .await

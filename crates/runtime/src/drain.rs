@@ -108,7 +108,8 @@ where
 
 /// Accepts on `listener` until a drain starts, running `handle` for each
 /// connection in its own task under the drain (graceful phase of
-/// `deadline`, then closed).
+/// `deadline`, then closed). The peer is given in its canonical form
+/// (`crate::socket`).
 pub async fn accept_loop<F, Fut>(
     name: &'static str,
     listener: tokio::net::TcpListener,
@@ -129,6 +130,7 @@ pub async fn accept_loop<F, Fut>(
         };
         match accepted {
             Ok((tcp, peer)) => {
+                let peer = mesh_core::address::canonical(peer);
                 let conn = handle(tcp, peer, drain.clone());
                 tokio::spawn(run_with_drain(drain.clone(), deadline, conn));
             }
@@ -143,7 +145,42 @@ pub async fn accept_loop<F, Fut>(
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
+
+    #[tokio::test]
+    async fn a_dual_stack_listener_hands_over_ipv4_peers_as_ipv4() {
+        let listener = tokio::net::TcpListener::bind("[::]:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (_trigger, watcher) = new();
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(accept_loop(
+            "test",
+            listener,
+            watcher,
+            Duration::from_secs(1),
+            move |tcp, peer, _| {
+                let seen_tx = seen_tx.clone();
+                async move {
+                    let local = crate::socket::local(&tcp).unwrap();
+                    let _ = seen_tx.send((peer, local, crate::socket::peer(&tcp).unwrap()));
+                }
+            },
+        ));
+        let client = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (peer, local, read_peer) = seen.recv().await.unwrap();
+        let from = crate::socket::local(&client).unwrap();
+        assert!(from.is_ipv4());
+        assert_eq!(
+            peer, from,
+            "the handler is given 127.0.0.1, not ::ffff:127.0.0.1"
+        );
+        assert_eq!(read_peer, from);
+        assert_eq!(local, SocketAddr::from(([127, 0, 0, 1], port)));
+    }
 
     #[tokio::test]
     async fn drain_waits_for_watchers_then_completes() {

@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod logging;
 pub mod readiness;
 pub mod signal;
+pub mod socket;
 pub mod stats;
 
 pub use prometheus_client;

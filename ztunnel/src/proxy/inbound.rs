@@ -46,7 +46,7 @@ async fn serve(
     peer: SocketAddr,
     drain: DrainWatcher,
 ) -> anyhow::Result<()> {
-    let local = tcp.local_addr()?;
+    let local = mesh_runtime::socket::local(&tcp)?;
     let workload = inputs
         .state
         .workload_by_addr(&inputs.config.network, local.ip())

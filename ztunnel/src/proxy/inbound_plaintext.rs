@@ -18,7 +18,7 @@ use crate::socket::original_dst;
 pub(crate) async fn handle(inputs: Arc<ProxyInputs>, tcp: TcpStream, peer: SocketAddr) {
     let dst = match original_dst(&tcp).or(inputs.config.inbound_plaintext_target) {
         Some(d) => d,
-        None => match tcp.local_addr() {
+        None => match mesh_runtime::socket::local(&tcp) {
             Ok(d) => d,
             Err(_) => return,
         },

@@ -89,7 +89,7 @@ async fn proxy(
 ) -> Result<(), OutboundError> {
     let dst = original_dst(&tcp)
         .or(inputs.config.outbound_target)
-        .unwrap_or(tcp.local_addr()?);
+        .unwrap_or(mesh_runtime::socket::local(&tcp)?);
     if dst.ip().is_loopback() && PROXY_PORTS.contains(&dst.port()) {
         return Err(OutboundError::SelfCall(dst));
     }
