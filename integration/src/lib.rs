@@ -8,7 +8,9 @@
 //! every workload has a distinct IP (as pods do) with the real HBONE port.
 
 pub mod cluster;
+pub mod fake_ca;
 pub mod process;
+pub mod tls_client;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use integration::tls_client::{alert_after_handshake, attempt, client_cert, id, mesh_roots};
 use integration::{Mesh, connect_from};
-use mesh_core::Identity;
 use mesh_hbone::H2Config;
 use mesh_hbone::client::ConnectRequest;
 use rustls::ClientConfig;
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -183,85 +182,6 @@ async fn server_with_the_wrong_identity_is_refused_before_any_byte_reaches_the_a
     assert!(buf.is_empty());
     let accepted = tokio::time::timeout(Duration::from_millis(500), listener.accept()).await;
     assert!(accepted.is_err(), "the application never saw a connection");
-}
-
-/// One HBONE CONNECT attempt with a hand-made client TLS config.
-async fn attempt(
-    config: ClientConfig,
-    server: SocketAddr,
-    authority: SocketAddr,
-) -> anyhow::Result<()> {
-    let fut = async {
-        let tcp = TcpStream::connect(server).await?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::IpAddress(Ipv4Addr::UNSPECIFIED.into()), tcp)
-            .await?;
-        let conn = mesh_hbone::client::h2_handshake(tls, server, &H2Config::default()).await?;
-        let _stream = conn
-            .connect(&ConnectRequest {
-                authority: authority.to_string(),
-                headers: Default::default(),
-            })
-            .await?;
-        anyhow::Ok(())
-    };
-    tokio::time::timeout(Duration::from_secs(10), fut).await?
-}
-
-/// Completes a TLS handshake and reads: what the server said, as text
-/// (the alert it sent, when it refused the client).
-async fn alert_after_handshake(config: ClientConfig, server: SocketAddr) -> String {
-    let attempt = async {
-        let tcp = TcpStream::connect(server).await?;
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::IpAddress(Ipv4Addr::UNSPECIFIED.into()), tcp)
-            .await?;
-        let mut buf = [0u8; 64];
-        tls.read(&mut buf).await
-    };
-    match tokio::time::timeout(Duration::from_secs(10), attempt).await {
-        Ok(Ok(n)) => format!("read {n} bytes"),
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "no answer within 10 s".into(),
-    }
-}
-
-fn id(sa: &str) -> Identity {
-    format!("spiffe://cluster.local/ns/default/sa/{sa}")
-        .parse()
-        .unwrap()
-}
-
-/// A client certificate for `sa` from `ca`, valid in the given window.
-fn client_cert(
-    ca: &istiod_lite::ca::CertificateAuthority,
-    sa: &str,
-    window: Option<(std::time::SystemTime, std::time::SystemTime)>,
-) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let csr = mesh_tls::csr::generate(&id(sa)).unwrap();
-    let chain = match window {
-        None => ca
-            .sign(&csr.csr_pem, &id(sa), Duration::from_secs(3600))
-            .unwrap(),
-        Some((nb, na)) => ca.sign_window(&csr.csr_pem, &id(sa), nb, na).unwrap(),
-    };
-    let certs = chain[..chain.len() - 1]
-        .iter()
-        .flat_map(|p| mesh_tls::certificate::parse_certs(p, "test").unwrap())
-        .collect();
-    (
-        certs,
-        PrivateKeyDer::from_pem_slice(csr.key_pem.as_bytes()).unwrap(),
-    )
-}
-
-/// The mesh's root, as a client trusts it.
-fn mesh_roots(ca: &istiod_lite::ca::CertificateAuthority) -> Arc<rustls::RootCertStore> {
-    let mut roots = rustls::RootCertStore::empty();
-    for der in mesh_tls::certificate::parse_certs(ca.root_pem(), "root").unwrap() {
-        roots.add(der).unwrap();
-    }
-    Arc::new(roots)
 }
 
 /// An application at `addr` that only counts the connections it accepts.

@@ -183,6 +183,18 @@ impl prometheus_client::collector::Collector for CertificateCollector {
             let g = ConstGauge::new(n);
             g.encode(m.encode_family(&[("state", state)])?)?;
         }
+        // Every CA answer refused, and why, is counted as well as logged
+        // (reliability.md K3).
+        let mut m = encoder.encode_descriptor(
+            "istio_workload_cert_requests",
+            "Workload certificate requests, by outcome: issued (possibly adjusted) or why the answer was not used",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (outcome, n) in self.0.outcomes() {
+            let c = prometheus_client::metrics::counter::ConstCounter::new(n);
+            c.encode(m.encode_family(&[("outcome", outcome)])?)?;
+        }
         Ok(())
     }
 }

@@ -177,9 +177,12 @@ impl WorkloadCertificate {
 
     /// This certificate trusting `trusted` instead of the roots the CA's
     /// answer carried, once its own chain verifies to them (as a client
-    /// certificate of its trust domain, at this moment): a CA whose chain
-    /// ends in another root, or that appends one, changes nothing a peer
-    /// is trusted by.
+    /// certificate of its trust domain): a CA whose chain ends in another
+    /// root, or that appends one, changes nothing a peer is trusted by.
+    ///
+    /// The chain is verified at a moment within the leaf's validity (now,
+    /// or its nearest end): whether it can be used now is decided, and
+    /// named, by the certificate manager (an expired or future leaf).
     pub fn trusting(self, trusted: &TrustedRoots) -> Result<Self, Error> {
         use rustls::server::danger::ClientCertVerifier;
         let verifier = SpiffeClientVerifier::new(
@@ -189,8 +192,19 @@ impl WorkloadCertificate {
             Revocation::none(),
         );
         let (leaf, intermediates) = self.chain.split_first().ok_or(Error::EmptyChain)?;
+        // Not `clamp`: a hostile answer may end before it begins.
+        let (now, v) = (SystemTime::now(), &self.validity);
+        let at = if now > v.not_after {
+            v.not_after
+        } else {
+            now.max(v.not_before)
+        };
+        let at = rustls_pki_types::UnixTime::since_unix_epoch(
+            at.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
+        );
         verifier
-            .verify_client_cert(leaf, intermediates, rustls_pki_types::UnixTime::now())
+            .verify_client_cert(leaf, intermediates, at)
             .map_err(|e| Error::UntrustedChain {
                 identity: self.identity.clone(),
                 reason: format!("{}): {e}", self.validity.serial),

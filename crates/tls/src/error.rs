@@ -39,7 +39,11 @@ pub enum Error {
         "the CA issued {identity} a certificate that cannot be used (serial {reason}; it was \
          refused and the current one, if any, stays in use"
     )]
-    Unusable { identity: Identity, reason: String },
+    Unusable {
+        identity: Identity,
+        why: Unusable,
+        reason: String,
+    },
     /// `reason` starts with the certificate's serial.
     #[error(
         "the CA issued {identity} a certificate that does not verify to the configured roots \
@@ -58,4 +62,37 @@ pub enum Error {
     },
     #[error("bug: {0}")]
     Bug(String),
+}
+
+/// Why an issued certificate cannot be used now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unusable {
+    Expired,
+    NotYetValid,
+}
+
+impl Error {
+    /// A short, stable name for what went wrong with a certificate request:
+    /// the `outcome` label of `istio_workload_cert_requests_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Error::CaUnreachable { .. } | Error::Token { .. } => "ca_unreachable",
+            Error::CaRefused { .. } => "ca_refused",
+            Error::IdentityMismatch { .. } => "identity_mismatch",
+            Error::UntrustedChain { .. } => "untrusted_chain",
+            Error::Unusable {
+                why: Unusable::Expired,
+                ..
+            } => "expired",
+            Error::Unusable {
+                why: Unusable::NotYetValid,
+                ..
+            } => "not_yet_valid",
+            Error::EmptyChain
+            | Error::MissingRoot
+            | Error::InvalidCertificate(_)
+            | Error::Pem { .. } => "malformed",
+            _ => "other",
+        }
+    }
 }

@@ -9,7 +9,7 @@
 //! never had a certificate waits through them, up to
 //! [`SecretManagerConfig::first_issue_wait`], before it is told why not.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::caclient::CertificateSource;
 use crate::certificate::WorkloadCertificate;
-use crate::error::Error;
+use crate::error::{Error, Unusable};
 use crate::revocation::Revocation;
 
 #[derive(Clone, Debug)]
@@ -76,6 +76,30 @@ impl Drop for Entry {
     }
 }
 
+/// How every certificate request ended, by outcome: `issued`,
+/// `issued_lifetime_clamped` (longer than asked for: renewed by the asked
+/// lifetime), `due_on_arrival` (already past its refresh point: asked again
+/// with back-off, and used only if it outlives the current certificate),
+/// or why it was refused ([`Error::outcome`]).
+#[derive(Clone, Debug, Default)]
+pub struct RequestOutcomes(Arc<Mutex<BTreeMap<&'static str, u64>>>);
+
+impl RequestOutcomes {
+    fn count(&self, outcome: &'static str) {
+        *self.lock().entry(outcome).or_default() += 1;
+    }
+
+    /// The counts so far.
+    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, u64>> {
+        // Each critical section is one increment or one copy.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Hands out certificates by identity. Cheap to clone.
 #[derive(Clone)]
 pub struct SecretManager {
@@ -83,6 +107,7 @@ pub struct SecretManager {
     entries: Arc<Mutex<HashMap<Identity, Entry>>>,
     permits: Arc<Semaphore>,
     config: SecretManagerConfig,
+    outcomes: RequestOutcomes,
 }
 
 impl SecretManager {
@@ -92,7 +117,13 @@ impl SecretManager {
             entries: Default::default(),
             permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             config,
+            outcomes: RequestOutcomes::default(),
         }
+    }
+
+    /// How the certificate requests so far ended.
+    pub fn outcomes(&self) -> BTreeMap<&'static str, u64> {
+        self.outcomes.snapshot()
     }
 
     /// The current valid certificate for `identity`, fetching it first if this
@@ -190,6 +221,7 @@ impl SecretManager {
             self.source.clone(),
             self.permits.clone(),
             self.config.clone(),
+            self.outcomes.clone(),
             tx,
         ));
         entries.insert(
@@ -216,6 +248,7 @@ async fn renew(
     source: Arc<dyn CertificateSource>,
     permits: Arc<Semaphore>,
     config: SecretManagerConfig,
+    outcomes: RequestOutcomes,
     tx: watch::Sender<CertState>,
 ) {
     let mut backoff = Backoff::new(config.initial_backoff, config.max_backoff);
@@ -230,35 +263,50 @@ async fn renew(
                 .and_then(|cert| usable(&identity, cert, SystemTime::now()))
                 .and_then(|cert| cert.with_revocation(config.revocation.clone()))
         };
+        let now = SystemTime::now();
+        let current_until = tx
+            .borrow()
+            .current
+            .as_ref()
+            .map(|c| c.validity().not_after)
+            .filter(|end| *end > now);
         let wait = match result {
+            // Issued already past its refresh point: asked again, but with
+            // back-off, whatever the CA keeps answering; and used only if
+            // it lasts longer than the certificate in use.
+            Ok(cert) if until(cert.validity().refresh_at()) == Duration::ZERO => {
+                outcomes.count("due_on_arrival");
+                let v = cert.validity().clone();
+                let mut wait = backoff.next();
+                match current_until {
+                    Some(end) if end >= v.not_after => {
+                        wait = wait.min(until(end));
+                        warn!(%identity, serial = %v.serial, retry_in = ?wait, "the CA issued a certificate already due for renewal that ends before the current one; the current one stays in use");
+                    }
+                    _ => {
+                        wait = wait.min(until(v.not_after));
+                        warn!(%identity, serial = %v.serial, retry_in = ?wait, "the CA issued a certificate already due for renewal; using it until a better one comes");
+                        install(&tx, cert);
+                    }
+                }
+                wait
+            }
             Ok(cert) => {
                 let v = cert.validity().clone();
                 info!(%identity, serial = %v.serial, expires = ?v.not_after, "certificate issued");
-                tx.send_modify(|s| {
-                    s.current = Some(Arc::new(cert));
-                    s.last_error = None;
+                outcomes.count(if v.planned_life.is_some() {
+                    "issued_lifetime_clamped"
+                } else {
+                    "issued"
                 });
-                match until(v.refresh_at()) {
-                    // Issued already past half its life: asked again, but
-                    // with back-off, whatever the CA keeps answering.
-                    Duration::ZERO => {
-                        let wait = backoff.next();
-                        warn!(%identity, serial = %v.serial, retry_in = ?wait, "the CA issued a certificate already due for renewal");
-                        wait
-                    }
-                    due => {
-                        backoff.reset();
-                        due
-                    }
-                }
+                install(&tx, cert);
+                backoff.reset();
+                until(v.refresh_at())
             }
             Err(e) => {
+                outcomes.count(e.outcome());
                 let mut wait = backoff.next();
-                let still_valid = tx.borrow().current.as_ref().and_then(|c| {
-                    let v = c.validity();
-                    (!v.is_expired(SystemTime::now())).then_some(v.not_after)
-                });
-                if let Some(not_after) = still_valid {
+                if let Some(not_after) = current_until {
                     wait = wait.min(until(not_after));
                     warn!(%identity, error = %e, retry_in = ?wait, "certificate renewal failed; the current certificate stays in use until it expires");
                 } else {
@@ -275,6 +323,13 @@ async fn renew(
     }
 }
 
+fn install(tx: &watch::Sender<CertState>, cert: WorkloadCertificate) {
+    tx.send_modify(|s| {
+        s.current = Some(Arc::new(cert));
+        s.last_error = None;
+    });
+}
+
 /// How far a certificate's start may lie ahead of this machine's clock
 /// (the CA's clock a little ahead of ours).
 pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
@@ -288,22 +343,26 @@ fn usable(
     now: SystemTime,
 ) -> Result<WorkloadCertificate, Error> {
     let v = cert.validity();
-    let reason = if v.is_expired(now) {
-        Some(format!(
-            "it expired at {}",
-            crate::certificate::rfc3339(v.not_after)
+    let refused = if v.is_expired(now) {
+        Some((
+            Unusable::Expired,
+            format!("it expired at {}", crate::certificate::rfc3339(v.not_after)),
         ))
     } else if v.not_before > now + CLOCK_SKEW {
-        Some(format!(
-            "it is valid only from {}, more than {CLOCK_SKEW:?} ahead of this machine's clock",
-            crate::certificate::rfc3339(v.not_before)
+        Some((
+            Unusable::NotYetValid,
+            format!(
+                "it is valid only from {}, more than {CLOCK_SKEW:?} ahead of this machine's clock",
+                crate::certificate::rfc3339(v.not_before)
+            ),
         ))
     } else {
         None
     };
-    match reason {
-        Some(reason) => Err(Error::Unusable {
+    match refused {
+        Some((why, reason)) => Err(Error::Unusable {
             identity: identity.clone(),
+            why,
             reason: format!("{}): {reason}", v.serial),
         }),
         None => Ok(cert),
