@@ -1,6 +1,8 @@
 //! The control plane's gRPC listener on 15012: TLS with istiod's serving
 //! certificate, then tonic. Handshakes run off the accept loop so one slow
-//! client cannot stall the others.
+//! client cannot stall the others, and each is bounded: a client has
+//! [`HANDSHAKE_WAIT`] to complete TLS, and as long again to send the
+//! HTTP/2 preface, or it is closed.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -11,16 +13,24 @@ use std::time::Duration;
 use rustls::ServerConfig;
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, Router};
-use tracing::debug;
+use tracing::{debug, warn};
 
-/// An accepted TLS connection, as tonic wants it.
-pub struct TlsConn(TlsStream<TcpStream>);
+/// How long a client has for the TLS handshake, and then for the HTTP/2
+/// connection preface.
+pub const HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
+
+/// What every HTTP/2 client sends first (RFC 9113 §3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// An accepted TLS connection, as tonic wants it: the preface, already
+/// read to bound the wait for it, is given back first.
+pub struct TlsConn(TlsStream<TcpStream>, &'static [u8]);
 
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
@@ -32,7 +42,7 @@ impl Connected for TlsConn {
 
     fn connect_info(&self) -> ConnInfo {
         ConnInfo {
-            peer: self.0.get_ref().0.peer_addr().ok(),
+            peer: mesh_runtime::socket::peer(self.0.get_ref().0).ok(),
         }
     }
 }
@@ -43,7 +53,14 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+        let this = self.get_mut();
+        if !this.1.is_empty() {
+            let n = this.1.len().min(buf.remaining());
+            buf.put_slice(&this.1[..n]);
+            this.1 = &this.1[n..];
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.0).poll_read(cx, buf)
     }
 }
 
@@ -108,12 +125,29 @@ pub async fn serve(
             let tx = tx.clone();
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(TlsConn(tls))).await;
+                let peer = mesh_core::address::canonical(peer);
+                let mut tls = match tokio::time::timeout(HANDSHAKE_WAIT, acceptor.accept(tcp)).await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => {
+                        return warn!(%peer, after = ?HANDSHAKE_WAIT, "TLS handshake not completed in time; connection closed");
                     }
-                    Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => debug!(%peer, "TLS handshake timed out"),
+                };
+                let mut preface = [0u8; PREFACE.len()];
+                match tokio::time::timeout(HANDSHAKE_WAIT, tls.read_exact(&mut preface)).await {
+                    Ok(Ok(_)) if &preface == PREFACE => {
+                        let _ = tx.send(Ok(TlsConn(tls, PREFACE))).await;
+                    }
+                    Ok(Ok(_)) => {
+                        debug!(%peer, "not an HTTP/2 client (no connection preface); connection closed")
+                    }
+                    Ok(Err(e)) => {
+                        debug!(%peer, error = %e, "connection ended before the HTTP/2 preface")
+                    }
+                    Err(_) => {
+                        warn!(%peer, after = ?HANDSHAKE_WAIT, "no HTTP/2 preface after TLS in time; connection closed");
+                    }
                 }
             });
         }

@@ -206,6 +206,27 @@ const ROWS: &[Row] = &[
                 Lib("mesh-tls"),
                 "waiting_on_a_renewal_that_hangs_is_bounded",
             ),
+            (
+                Test(IT, "ca_answers"),
+                "a_chain_to_another_root_is_refused_and_the_current_certificate_stays",
+            ),
+            (Test(IT, "ca_answers"), "an_appended_root_is_not_trusted"),
+            (
+                Test(IT, "ca_answers"),
+                "an_expired_certificate_is_refused_and_the_current_one_stays",
+            ),
+            (
+                Test(IT, "ca_answers"),
+                "a_certificate_from_the_future_is_refused_and_the_current_one_stays",
+            ),
+            (
+                Test(IT, "ca_answers"),
+                "a_certificate_due_on_arrival_leaves_the_longer_lived_one_in_use",
+            ),
+            (
+                Test(IT, "ca_answers"),
+                "a_lifetime_far_longer_than_asked_is_renewed_by_the_asked_one",
+            ),
         ],
     },
     Row {
@@ -299,10 +320,28 @@ const ROWS: &[Row] = &[
     },
     Row {
         id: "H6",
-        tests: &[(
-            Test("mesh-hbone", "abuse"),
-            "clients_that_never_send_the_preface_are_closed_within_the_handshake_bound",
-        )],
+        tests: &[
+            (
+                Test("mesh-hbone", "abuse"),
+                "clients_that_never_send_the_preface_are_closed_within_the_handshake_bound",
+            ),
+            (
+                Test(IT, "stalled_clients"),
+                "ztunnel_hbone_closes_clients_that_never_send_the_preface",
+            ),
+            (
+                Test(IT, "stalled_clients"),
+                "istiod_closes_clients_that_never_send_the_preface",
+            ),
+            (
+                Test(IT, "stalled_clients"),
+                "http_endpoints_close_clients_that_never_send_a_request",
+            ),
+            (
+                Test(IT, "stalled_clients"),
+                "idle_tcp_clients_of_15001_and_15006_are_held_and_others_are_served",
+            ),
+        ],
     },
     Row {
         id: "H7",
@@ -341,6 +380,19 @@ const ROWS: &[Row] = &[
             Test(IT, "limits"),
             "out_of_file_descriptors_ztunnel_waits_without_spinning_and_recovers",
         )],
+    },
+    Row {
+        id: "DS",
+        tests: &[
+            (
+                Test(IT, "dual_stack"),
+                "ipv4_workloads_are_served_on_the_default_dual_stack_listeners",
+            ),
+            (
+                Lib("mesh-runtime"),
+                "a_dual_stack_listener_hands_over_ipv4_peers_as_ipv4",
+            ),
+        ],
     },
 ];
 

@@ -11,12 +11,16 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::drain::DrainWatcher;
 
 pub type Body = Full<Bytes>;
+
+/// How long a client of an endpoint has to send a request's headers,
+/// including the first request after it connects.
+pub const REQUEST_HEADERS_WAIT: Duration = Duration::from_secs(10);
 
 /// A response with a text body.
 pub fn text(code: StatusCode, body: impl Into<String>) -> Response<Body> {
@@ -142,7 +146,11 @@ where
                 let response = handler(&req);
                 async move { Ok::<_, Infallible>(response) }
             });
+            // A client that connects and says nothing, or dribbles its
+            // headers, is closed after REQUEST_HEADERS_WAIT.
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(REQUEST_HEADERS_WAIT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
