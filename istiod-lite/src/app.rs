@@ -261,7 +261,12 @@ impl Istiod {
                 registry.clone(),
             )));
         }
+        // A proxy whose node died without a word is found by an
+        // unanswered PING, and its stream ends (it would be counted, and
+        // pushed to, for as long as the socket lasts otherwise).
         let router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(crate::grpc::KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(crate::grpc::KEEPALIVE_TIMEOUT))
             .add_service(IstioCertificateServiceServer::new(service))
             .add_service(
                 AggregatedDiscoveryServiceServer::new(ads)

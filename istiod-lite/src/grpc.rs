@@ -25,6 +25,11 @@ use tracing::{debug, warn};
 /// connection preface.
 pub const HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
 
+/// A PING every this long on every connection...
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// ...and the connection is closed when one is unanswered this long.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What every HTTP/2 client sends first (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 

@@ -70,7 +70,9 @@ pub(crate) fn admit(
     }
 }
 
-const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connect to an application (inbound) or to a destination
+/// outside the mesh (outbound passthrough) may take.
+pub(crate) const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects to the local application at `dst` from the client's address.
 pub(crate) async fn connect_app(

@@ -23,6 +23,9 @@ use crate::config::H2Config;
 use crate::error::Error;
 
 /// What to ask the peer for: the `:authority` and the extra headers.
+/// How long a CONNECT may wait for a stream slot and the peer's answer.
+pub const CONNECT_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 #[derive(Clone, Debug)]
 pub struct ConnectRequest {
     pub authority: String,
@@ -198,9 +201,20 @@ impl Connection {
             .body(())
             .map_err(|_| Error::BadAuthority(request.authority.clone()))?;
         *req.headers_mut() = request.headers.clone();
-        let mut sender = self.sender.clone().ready().await?;
-        let (response, send) = sender.send_request(req, false)?;
-        let response = response.await?;
+        // A live peer that never answers is given up on: a ztunnel answers
+        // once it has connected to the application (bounded to 10 s), a
+        // waypoint at once.
+        let answered = async {
+            let mut sender = self.sender.clone().ready().await?;
+            let (response, send) = sender.send_request(req, false)?;
+            Ok::<_, Error>((response.await?, send))
+        };
+        let (response, send) = tokio::time::timeout(CONNECT_ANSWER_WAIT, answered)
+            .await
+            .map_err(|_| Error::AnswerTimeout {
+                authority: request.authority.clone(),
+                after: CONNECT_ANSWER_WAIT,
+            })??;
         if response.status() != StatusCode::OK {
             return Err(Error::Status {
                 authority: request.authority.clone(),

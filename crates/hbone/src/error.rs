@@ -34,6 +34,11 @@ pub enum Error {
         authority: String,
         status: http::StatusCode,
     },
+    #[error("CONNECT to {authority} was not answered within {after:?}")]
+    AnswerTimeout {
+        authority: String,
+        after: std::time::Duration,
+    },
     #[error("invalid CONNECT authority {0:?}")]
     BadAuthority(String),
     #[error(transparent)]

@@ -26,6 +26,10 @@ const POD_NAME: &str = "authentication.kubernetes.io/pod-name";
 const SA_PREFIX: &str = "system:serviceaccount:";
 const CACHE_TTL: Duration = Duration::from_secs(60);
 const CACHE_MAX: usize = 10_000;
+/// How long a review may take: the API server's answer decides whether a
+/// proxy gets a certificate or its configuration, and a hung call would
+/// hold that proxy with it.
+pub const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The service account a token belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,10 +81,11 @@ impl TokenReviewer {
             ..Default::default()
         };
         let api: Api<TokenReview> = Api::all(self.client.clone());
-        let answer = api
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| ReviewError::Api(e.to_string()))?;
+        let answer =
+            tokio::time::timeout(REVIEW_TIMEOUT, api.create(&PostParams::default(), &review))
+                .await
+                .map_err(|_| ReviewError::Api(format!("no answer within {REVIEW_TIMEOUT:?}")))?
+                .map_err(|e| ReviewError::Api(e.to_string()))?;
         let reviewed = judge(answer.status.unwrap_or_default(), &self.audience)?;
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= CACHE_MAX {

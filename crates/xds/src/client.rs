@@ -123,6 +123,10 @@ impl Handler for StateHandler {
 
 const BACKOFF_START: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// How long the control plane has to accept a new stream (its response
+/// headers, sent once it has authenticated us): a control plane that never
+/// answers is retried like one that refuses.
+const STREAM_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// gRPC INVALID_ARGUMENT, the code a NACK carries.
 const INVALID_ARGUMENT: i32 = 3;
 
@@ -251,6 +255,8 @@ enum StreamError {
     Token(String),
     #[error("the request stream closed")]
     Closed,
+    #[error("the control plane did not accept the stream within {0:?}")]
+    OpenTimeout(Duration),
 }
 
 /// How the readiness tasks of the first answers are named: this, then the
@@ -342,10 +348,13 @@ impl<H: Handler> XdsClient<H> {
             .await
             .map_err(|e| StreamError::Token(e.to_string()))?;
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
-        let mut responses = client
-            .delta_aggregated_resources(request)
-            .await?
-            .into_inner();
+        let mut responses = tokio::time::timeout(
+            STREAM_OPEN_TIMEOUT,
+            client.delta_aggregated_resources(request),
+        )
+        .await
+        .map_err(|_| StreamError::OpenTimeout(STREAM_OPEN_TIMEOUT))??
+        .into_inner();
         info!(address = %self.config.target.address, "xDS stream connected");
         while let Some(response) = responses.message().await? {
             *worked = true;

@@ -197,7 +197,16 @@ async fn proxy(
                     hbone_addr: None,
                 },
             );
-            let connect = async { inputs.sockets.connector(&dst)?.connect(dst).await };
+            // Bounded as the inbound side's connect to an application is,
+            // not by the kernel's SYN retries (about two minutes).
+            let connect = async {
+                let socket = inputs.sockets.connector(&dst)?;
+                tokio::time::timeout(super::APP_CONNECT_TIMEOUT, socket.connect(dst))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                    })?
+            };
             let upstream = match connect.await {
                 Ok(u) => u,
                 Err(source) => {

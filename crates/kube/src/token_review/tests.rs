@@ -138,3 +138,27 @@ async fn tokens_are_reviewed_for_the_istio_ca_audience() {
     );
     assert_eq!(reviews.load(Ordering::SeqCst), 5, "failures are not cached");
 }
+
+/// An API server that takes the request and never answers: the review
+/// fails (closed) after REVIEW_TIMEOUT instead of holding the caller.
+#[tokio::test(start_paused = true)]
+async fn a_review_the_api_server_never_answers_fails_after_the_bound() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(pending) = handle.next_request().await {
+            held.push(pending);
+        }
+    });
+    let reviewer = TokenReviewer::new(Client::new(service, "default"));
+    let began = tokio::time::Instant::now();
+    let e = tokio::time::timeout(2 * REVIEW_TIMEOUT, reviewer.review("bound-ztunnel-token"))
+        .await
+        .expect("the review gives up on its own")
+        .unwrap_err();
+    assert_eq!(began.elapsed(), REVIEW_TIMEOUT);
+    assert_eq!(
+        e.to_string(),
+        "the Kubernetes API server could not review the token: no answer within 10s"
+    );
+}
