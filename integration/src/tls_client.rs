@@ -71,12 +71,22 @@ pub fn client_cert(
     sa: &str,
     window: Option<(std::time::SystemTime, std::time::SystemTime)>,
 ) -> ClientCert {
-    let csr = mesh_tls::csr::generate(&id(sa)).unwrap();
+    client_cert_for(ca, &id(sa), window)
+}
+
+/// A client certificate for any `identity` (another trust domain's, say)
+/// from `ca`, valid in the given window.
+pub fn client_cert_for(
+    ca: &istiod_lite::ca::CertificateAuthority,
+    identity: &Identity,
+    window: Option<(std::time::SystemTime, std::time::SystemTime)>,
+) -> ClientCert {
+    let csr = mesh_tls::csr::generate(identity).unwrap();
     let chain = match window {
         None => ca
-            .sign(&csr.csr_pem, &id(sa), Duration::from_secs(3600))
+            .sign(&csr.csr_pem, identity, Duration::from_secs(3600))
             .unwrap(),
-        Some((nb, na)) => ca.sign_window(&csr.csr_pem, &id(sa), nb, na).unwrap(),
+        Some((nb, na)) => ca.sign_window(&csr.csr_pem, identity, nb, na).unwrap(),
     };
     let certs = chain[..chain.len() - 1]
         .iter()

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use integration::tls_client::{alert_after_handshake, attempt, client_cert, id, mesh_roots};
+use integration::tls_client::{
+    alert_after_handshake, attempt, client_cert, client_cert_for, id, mesh_roots,
+};
 use integration::{Mesh, connect_from};
 use mesh_hbone::H2Config;
 use mesh_hbone::client::ConnectRequest;
@@ -341,9 +343,35 @@ async fn inbound_refuses_clients_outside_the_tls_policy() {
                 false,
             ),
         ),
+        ("ALPN http/1.1 only", {
+            let mut c = client_config(
+                tls13_aes(),
+                tls13,
+                roots.clone(),
+                Some(client_cert(ca, "sleep", None)),
+                false,
+            );
+            c.alpn_protocols = vec![b"http/1.1".to_vec()];
+            c
+        }),
         (
             "no client certificate",
             client_config(tls13_aes(), tls13, roots.clone(), None, true),
+        ),
+        // M6: a valid chain to our root, for another trust domain.
+        (
+            "another trust domain",
+            client_config(
+                tls13_aes(),
+                tls13,
+                roots.clone(),
+                Some(client_cert_for(
+                    ca,
+                    &"spiffe://other.td/ns/default/sa/sleep".parse().unwrap(),
+                    None,
+                )),
+                true,
+            ),
         ),
         (
             "expired certificate",

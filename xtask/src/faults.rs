@@ -57,11 +57,31 @@ const ROWS: &[Row] = &[
         )],
     },
     Row {
+        id: "M4",
+        tests: &[(
+            Test(IT, "hbone"),
+            "inbound_refuses_clients_outside_the_tls_policy",
+        )],
+    },
+    Row {
         id: "M5",
         tests: &[(
             Lib("mesh-tls"),
             "only_a_single_well_formed_spiffe_uri_san_is_an_identity",
         )],
+    },
+    Row {
+        id: "M6",
+        tests: &[
+            (
+                Test(IT, "hbone"),
+                "inbound_refuses_clients_outside_the_tls_policy",
+            ),
+            (
+                Lib("mesh-tls"),
+                "only_a_single_well_formed_spiffe_uri_san_is_an_identity",
+            ),
+        ],
     },
     Row {
         id: "M7",
@@ -88,6 +108,14 @@ const ROWS: &[Row] = &[
         )],
     },
     Row {
+        id: "A2",
+        tests: &[
+            (Lib("istiod-lite"), "evaluation_order_and_empty_forms"),
+            (Lib("mesh-core"), "deny_beats_allow_in_any_order"),
+            (Lib("mesh-core"), "dry_run_never_decides"),
+        ],
+    },
+    Row {
         id: "A3",
         tests: &[
             (
@@ -103,6 +131,10 @@ const ROWS: &[Row] = &[
                 "unreadable_or_missing_policies_fail_closed",
             ),
         ],
+    },
+    Row {
+        id: "A4",
+        tests: &[(Lib("istiod-lite"), "http_attributes_at_ztunnel")],
     },
     Row {
         id: "A5",
@@ -238,6 +270,23 @@ const ROWS: &[Row] = &[
             ),
             (Test(IT, "ca"), "only_trusted_node_proxies_may_impersonate"),
             (Test(IT, "ca"), "forged_tokens_are_refused"),
+        ],
+    },
+    Row {
+        id: "K6",
+        tests: &[
+            (
+                Test(IT, "admin"),
+                "config_dump_lists_workloads_and_certificates_without_key_material",
+            ),
+            (
+                Test(IT, "telemetry"),
+                "ztunnel_metrics_and_access_logs_describe_the_traffic_in_istios_terms",
+            ),
+            (
+                Test(IT, "ca"),
+                "plugged_in_key_readable_by_others_stops_startup",
+            ),
         ],
     },
     Row {
