@@ -135,3 +135,64 @@ async fn plugged_in_key_readable_by_others_stops_startup() {
         "{err}"
     );
 }
+
+/// reliability.md C4: callers without a credential are refused by the CA
+/// and by xDS, whatever they claim in other metadata, and from loopback
+/// too (the gRPC port trusts no address).
+#[tokio::test]
+async fn callers_without_a_token_are_refused_whatever_they_claim() {
+    use mesh_proto::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+    use mesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    use mesh_proto::istio::v1::auth::IstioCertificateRequest;
+    use mesh_proto::istio::v1::auth::istio_certificate_service_client::IstioCertificateServiceClient;
+
+    let mesh = Mesh::start().await;
+    assert!(mesh.istiod().grpc_addr.ip().is_loopback());
+    let channel = mesh_tls::control::channel(&ControlPlaneAddress {
+        address: mesh.istiod().grpc_addr.to_string(),
+        server_name: None,
+        root_pem: mesh.istiod().ca.root_pem().to_string(),
+    })
+    .unwrap();
+    let csr = mesh_tls::csr::generate(&id("sleep")).unwrap();
+    const CLAIMS: &[(&str, &str)] = &[
+        (
+            "impersonatedidentity",
+            "spiffe://cluster.local/ns/default/sa/sleep",
+        ),
+        (
+            "x-forwarded-client-cert",
+            "By=spiffe://cluster.local/ns/istio-system/sa/ztunnel",
+        ),
+        ("x-forwarded-for", "127.0.0.1"),
+        ("clusterid", "Kubernetes"),
+    ];
+    fn with_claims<T>(mut request: tonic::Request<T>) -> tonic::Request<T> {
+        for (k, v) in CLAIMS {
+            request.metadata_mut().insert(*k, v.parse().unwrap());
+        }
+        request
+    }
+    let mut ca = IstioCertificateServiceClient::new(channel.clone());
+    let refused = ca
+        .create_certificate(with_claims(tonic::Request::new(IstioCertificateRequest {
+            csr: csr.csr_pem.clone(),
+            validity_duration: 3600,
+            metadata: None,
+        })))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    assert!(!format!("{refused:?}").contains("PRIVATE KEY"));
+
+    let mut ads = AggregatedDiscoveryServiceClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel::<DeltaDiscoveryRequest>(1);
+    tx.send(DeltaDiscoveryRequest::default()).await.unwrap();
+    let refused = ads
+        .delta_aggregated_resources(with_claims(tonic::Request::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+}

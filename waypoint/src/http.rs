@@ -67,6 +67,18 @@ pub fn local(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     r
 }
 
+/// A request whose head is ambiguous or malformed: 400, and on HTTP/1.x
+/// the connection closes after it, so the bytes behind it are never read
+/// as another request (reliability.md H8).
+fn malformed(version: Version, reason: impl Into<Bytes>) -> Response<Body> {
+    let mut r = local(StatusCode::BAD_REQUEST, reason);
+    if version < Version::HTTP_2 {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
 fn full(b: Bytes) -> Body {
     Full::new(b).map_err(|never| match never {}).boxed()
 }
@@ -180,7 +192,7 @@ async fn decide_and_forward(
     // headers (RFC 9112 §3.2), one that is not visible ASCII, or one that
     // differs from the request's authority (RFC 9113 §8.3.1) is a 400.
     if let Err(reason) = one_host(&parts) {
-        return local(StatusCode::BAD_REQUEST, reason);
+        return malformed(parts.version, reason);
     }
     // Host names are case-insensitive: policies and routes see lower case.
     let host = parts
@@ -193,7 +205,7 @@ async fn decide_and_forward(
         .to_ascii_lowercase();
     let path = match normalize_path(parts.uri.path()) {
         Ok(p) => p,
-        Err(e) => return local(StatusCode::BAD_REQUEST, format!("bad request path: {e}")),
+        Err(e) => return malformed(parts.version, format!("bad request path: {e}")),
     };
     let query = parts.uri.query().map(str::to_string);
     // RequestAuthentication first, as Envoy's jwt_authn before RBAC: a bad

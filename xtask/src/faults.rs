@@ -186,6 +186,16 @@ const ROWS: &[Row] = &[
         )],
     },
     Row {
+        id: "C4",
+        tests: &[
+            (
+                Test(IT, "ca"),
+                "callers_without_a_token_are_refused_whatever_they_claim",
+            ),
+            (Test(IT, "ca"), "only_trusted_node_proxies_may_impersonate"),
+        ],
+    },
+    Row {
         id: "K1",
         tests: &[
             (
@@ -368,6 +378,19 @@ const ROWS: &[Row] = &[
         )],
     },
     Row {
+        id: "H5",
+        tests: &[
+            (
+                Test("mesh-hbone", "abuse"),
+                "streams_over_the_concurrency_limit_are_refused_one_by_one",
+            ),
+            (
+                Test("mesh-hbone", "pool"),
+                "a_pool_past_its_stream_limit_opens_a_second_connection",
+            ),
+        ],
+    },
+    Row {
         id: "H6",
         tests: &[
             (
@@ -400,6 +423,19 @@ const ROWS: &[Row] = &[
                 "transfers_256_mib_intact_both_ways_and_half_closes_from_the_client",
             ),
             (Test(IT, "hbone"), "half_close_from_the_server_side"),
+        ],
+    },
+    Row {
+        id: "H8",
+        tests: &[
+            (
+                Test(IT, "smuggling"),
+                "ambiguous_requests_get_400_and_a_close_and_nothing_behind_them_is_read",
+            ),
+            (
+                Test(IT, "smuggling"),
+                "a_malformed_chunked_body_ends_the_connection_and_nothing_behind_it_is_read",
+            ),
         ],
     },
     Row {

@@ -80,7 +80,7 @@ impl CertificateSource for Ca {
 /// A client pool for the echo server, and what to ask it for.
 pub struct Client {
     pub pool: Pool,
-    key: WorkloadKey,
+    pub key: WorkloadKey,
     request: ConnectRequest,
 }
 

@@ -563,3 +563,83 @@ async fn clients_that_never_send_the_preface_are_closed_within_the_handshake_bou
         seen.len()
     );
 }
+
+/// H5: a client that opens more streams than `max_concurrent_streams`
+/// gets REFUSED_STREAM for each one over the limit, and nothing else
+/// happens to it or to anyone: its streams within the limit are served,
+/// the connection stays up, other clients are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_over_the_concurrency_limit_are_refused_one_by_one() {
+    let _serial = SERIAL.lock().await;
+    let (app, app_hits) = app().await;
+    let config = H2Config::default();
+    let limit = config.server_max_concurrent_streams as usize;
+    const EXCESS: usize = 20;
+    let s = server(config, Answer::ViaApp(app)).await;
+
+    let mut client = Attacker::connect(s.addr).await;
+    let seen = client.read_in_background();
+    let block = wire::connect_block(&app.to_string());
+    let mut bytes = Vec::new();
+    for i in 0..(limit + EXCESS) as u32 {
+        // Each stream stays open: the client never ends its side.
+        bytes.extend(wire::frame(
+            wire::HEADERS,
+            wire::END_HEADERS,
+            2 * i + 1,
+            &block,
+        ));
+    }
+    assert!(client.send(&bytes, Duration::from_secs(5)).await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app_hits.load(Ordering::SeqCst) < limit && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    good_client(s.addr, app)
+        .await
+        .expect("a good client beside the one over the limit");
+    // Still up: the last stream within the limit carries bytes.
+    let last = 2 * (limit as u32 - 1) + 1;
+    assert!(
+        client
+            .send(
+                &wire::frame(wire::DATA, 0, last, b"still here\n"),
+                Duration::from_secs(5)
+            )
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(client);
+    let seen = tokio::time::timeout(Duration::from_secs(10), seen)
+        .await
+        .expect("the connection ends once the client closes")
+        .unwrap();
+
+    let refused: Vec<u32> = seen
+        .frames
+        .iter()
+        .filter(|f| f.kind == wire::RST_STREAM && f.error_code() == Some(wire::REFUSED_STREAM))
+        .map(|f| f.stream)
+        .collect();
+    let first_over = 2 * limit as u32 + 1;
+    assert_eq!(refused.len(), EXCESS, "refused streams: {refused:?}");
+    assert!(refused.iter().all(|id| *id >= first_over), "{refused:?}");
+    assert_eq!(seen.answered(), limit, "streams answered");
+    assert_eq!(
+        s.handled.load(Ordering::SeqCst),
+        limit + 1,
+        "handled (with the good client)"
+    );
+    assert!(
+        matches!(seen.goaway(), None | Some(0)),
+        "no error GOAWAY: {:?}",
+        seen.goaway()
+    );
+    let echoed: Vec<u8> = seen
+        .frames
+        .iter()
+        .filter(|f| f.kind == wire::DATA && f.stream == last)
+        .flat_map(|f| f.payload.clone())
+        .collect();
+    assert_eq!(echoed, b"still here\n");
+}

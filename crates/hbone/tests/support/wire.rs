@@ -22,6 +22,7 @@ pub const CONTINUATION: u8 = 0x9;
 
 pub const END_HEADERS: u8 = 0x4;
 
+pub const REFUSED_STREAM: u32 = 0x7;
 pub const CANCEL: u32 = 0x8;
 pub const ENHANCE_YOUR_CALM: u32 = 0xb;
 
