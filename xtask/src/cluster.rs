@@ -56,7 +56,8 @@ const COMPONENTS: &[Component] = &[
     },
     Component {
         dir: "coredns",
-        binaries: &[("github.com/coredns/coredns", "coredns")],
+        // main.go there: upstream's main with only the Corefile's plugins.
+        binaries: &[("ambient-mesh.dev/cluster/coredns", "coredns")],
         ldflags: stripped,
     },
     Component {
@@ -311,6 +312,18 @@ fn pins_digest(dir: &Path) -> anyhow::Result<String> {
     let mut pins = String::new();
     for f in ["go.mod", "go.sum"] {
         let p = dir.join(f);
+        pins.push_str(
+            &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+        );
+    }
+    // A module's own Go files (CoreDNS's main.go, the CRDs' list) are
+    // part of what it builds.
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "go"))
+        .collect();
+    sources.sort();
+    for p in sources {
         pins.push_str(
             &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
         );

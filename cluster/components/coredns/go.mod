@@ -1,5 +1,5 @@
 // CoreDNS, the cluster's DNS server behind the kube-dns Service, built
-// from its published module.
+// from its published module with the plugins the Corefile uses (main.go).
 module ambient-mesh.dev/cluster/coredns
 
 go 1.26.0
