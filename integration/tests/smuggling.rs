@@ -77,6 +77,55 @@ async fn send_raw(shop: &Shop, raw: &[u8]) -> Answer {
     }
 }
 
+/// A waypoint in front of a counting `web`.
+struct Bench {
+    _mesh: Mesh,
+    shop: Shop,
+    /// What reached `web`, since the last case.
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Bench {
+    async fn start() -> Self {
+        integration::init_logging();
+        let mesh = Mesh::start().await;
+        let web = TcpListener::bind(shop::web_addr(&mesh)).await.unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        tokio::spawn(serve_web(web, seen.clone()));
+        let shop = Shop::start(&mesh).await;
+        Self {
+            _mesh: mesh,
+            shop,
+            seen,
+        }
+    }
+
+    /// Sends each case on its own connection; returns the cases whose
+    /// answer and upstream view `ok` refuses, described.
+    async fn failures(
+        &self,
+        cases: Vec<(&str, String)>,
+        ok: impl Fn(&Answer, &[String]) -> bool,
+    ) -> Vec<String> {
+        let mut failures = Vec::new();
+        for (case, raw) in cases {
+            self.seen.lock().unwrap().clear();
+            let answer = send_raw(&self.shop, raw.as_bytes()).await;
+            let upstream = self.seen.lock().unwrap().clone();
+            let described = format!(
+                "{case}: status {:?}, closed {}, upstream saw {upstream:?}",
+                answer.status(),
+                answer.closed
+            );
+            eprintln!("{described}");
+            if !ok(&answer, &upstream) {
+                failures.push(described);
+            }
+        }
+        failures
+    }
+}
+
 const HOST: &str = "Host: web.shop.svc.cluster.local\r\n";
 const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: web.shop.svc.cluster.local\r\n\r\n";
 
@@ -167,62 +216,34 @@ fn head_cases() -> Vec<(&'static str, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_requests_get_400_and_a_close_and_nothing_behind_them_is_read() {
-    integration::init_logging();
-    let mesh = Mesh::start().await;
-    let web = TcpListener::bind(shop::web_addr(&mesh)).await.unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    tokio::spawn(serve_web(web, seen.clone()));
-    let shop = Shop::start(&mesh).await;
+    let bench = Bench::start().await;
 
     // The connection works, and stays open, for a request that is clean.
     let clean = send_raw(
-        &shop,
+        &bench.shop,
         format!("GET /clean HTTP/1.1\r\n{HOST}\r\n").as_bytes(),
     )
     .await;
     assert_eq!(clean.status(), Some(200), "{}", clean.text);
     assert!(!clean.closed, "a clean request keeps the connection");
-    assert_eq!(*seen.lock().unwrap(), ["GET /clean"]);
+    assert_eq!(*bench.seen.lock().unwrap(), ["GET /clean"]);
 
-    let mut failures = Vec::new();
-    for (case, raw) in head_cases() {
-        seen.lock().unwrap().clear();
-        let answer = send_raw(&shop, raw.as_bytes()).await;
-        let upstream = seen.lock().unwrap().clone();
-        eprintln!(
-            "{case}: {:?}, closed {}, upstream saw {upstream:?}",
-            answer.status(),
-            answer.closed
-        );
-        if answer.status() != Some(400) || !answer.closed || !upstream.is_empty() {
-            failures.push(format!(
-                "{case}: status {:?}, closed {}, upstream saw {upstream:?}",
-                answer.status(),
-                answer.closed
-            ));
-        }
-    }
+    let mut failures = bench
+        .failures(head_cases(), |answer, upstream| {
+            answer.status() == Some(400) && answer.closed && upstream.is_empty()
+        })
+        .await;
     // Both framings: hyper reads the body as chunked (Transfer-Encoding
     // wins, RFC 9112 §6.3), forwards the request without the
     // Content-Length, and closes the connection after answering, so what
     // follows is never read. Envoy answers these with 400 instead.
-    for (case, raw) in both_framings() {
-        seen.lock().unwrap().clear();
-        let answer = send_raw(&shop, raw.as_bytes()).await;
-        let upstream = seen.lock().unwrap().clone();
-        eprintln!(
-            "{case}: {:?}, closed {}, upstream saw {upstream:?}",
-            answer.status(),
-            answer.closed
-        );
-        if !answer.closed || upstream.len() != 1 || upstream[0].contains("content-length") {
-            failures.push(format!(
-                "{case}: status {:?}, closed {}, upstream saw {upstream:?}",
-                answer.status(),
-                answer.closed
-            ));
-        }
-    }
+    failures.extend(
+        bench
+            .failures(both_framings(), |answer, upstream| {
+                answer.closed && upstream.len() == 1 && !upstream[0].contains("content-length")
+            })
+            .await,
+    );
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
@@ -232,14 +253,8 @@ async fn ambiguous_requests_get_400_and_a_close_and_nothing_behind_them_is_read(
 /// the connection never does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_chunked_body_ends_the_connection_and_nothing_behind_it_is_read() {
-    integration::init_logging();
-    let mesh = Mesh::start().await;
-    let web = TcpListener::bind(shop::web_addr(&mesh)).await.unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    tokio::spawn(serve_web(web, seen.clone()));
-    let shop = Shop::start(&mesh).await;
-
-    let cases = [
+    let bench = Bench::start().await;
+    let cases = vec![
         (
             "bare-LF chunk lines",
             format!(
@@ -259,29 +274,15 @@ async fn a_malformed_chunked_body_ends_the_connection_and_nothing_behind_it_is_r
             ),
         ),
     ];
-    let mut failures = Vec::new();
-    for (case, raw) in cases {
-        seen.lock().unwrap().clear();
-        let answer = send_raw(&shop, raw.as_bytes()).await;
-        let upstream = seen.lock().unwrap().clone();
-        eprintln!(
-            "{case}: {:?}, closed {}, upstream saw {upstream:?}",
-            answer.status(),
-            answer.closed
-        );
-        // The head has gone upstream by the time the body turns out bad:
-        // the answer is the waypoint's 503 (Envoy's would be 400).
-        if answer.status() != Some(503)
-            || !answer.closed
-            || upstream.len() > 1
-            || upstream.iter().any(|l| l.contains("smuggled"))
-        {
-            failures.push(format!(
-                "{case}: status {:?}, closed {}, upstream saw {upstream:?}",
-                answer.status(),
-                answer.closed
-            ));
-        }
-    }
+    // The head has gone upstream by the time the body turns out bad: the
+    // answer is the waypoint's 503 (Envoy's would be 400).
+    let failures = bench
+        .failures(cases, |answer, upstream| {
+            answer.status() == Some(503)
+                && answer.closed
+                && upstream.len() <= 1
+                && !upstream.iter().any(|l| l.contains("smuggled"))
+        })
+        .await;
     assert!(failures.is_empty(), "{failures:#?}");
 }
