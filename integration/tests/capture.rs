@@ -3,7 +3,7 @@
 //! ztunnel in in-pod mode. Needs root; `cargo xtask e2e` runs it.
 
 use integration::cluster::capture::{self, Capture};
-use integration::cluster::{Cluster, HTTP_PORT, PodSpec, Redirect, TCP_PORT};
+use integration::cluster::{Cluster, HTTP_PORT, PodSpec, Redirect, TCP_PORT, host};
 
 const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
 
@@ -277,6 +277,88 @@ fn with_ztunnel_stopped_enrolled_pods_fail_closed_and_the_snapshot_restores_them
         pid,
         "the pod was not restarted"
     );
+}
+
+/// reliability.md R8: what changed while ztunnel was away reaches it in the
+/// node agent's snapshot. A running pod enrolled meanwhile is captured at
+/// once (its connections refused), and gets its listeners when ztunnel
+/// starts; a pod deleted meanwhile leaves nothing behind in ztunnel.
+#[test]
+fn pods_enrolled_and_deleted_while_ztunnel_is_stopped_are_right_after_its_snapshot() {
+    let mut c = Cluster::start(&["node-a"]);
+    c.namespace("apps", &[AMBIENT]);
+    c.namespace("late", &[]);
+    for name in ["a1", "a2"] {
+        c.pod(PodSpec::new("apps", name, "node-a"));
+        let pod = c.get("apps", name);
+        c.wait_for(&format!("apps/{name} is captured"), |c| c.captured(pod));
+    }
+    c.pod(PodSpec::new("late", "a3", "node-a"));
+    let a1_url = format!("http://{}:{HTTP_PORT}/", c.get("apps", "a1").ip);
+    let a2 = c.get("apps", "a2");
+    let (a2_uid, a2_inode) = (a2.uid.clone(), c.pod_netns_inode(a2));
+
+    c.stop_ztunnel("node-a");
+    assert!(c.delete_pod("apps", "a2"));
+    c.namespace("late", &[AMBIENT]);
+    let a3 = c.get("late", "a3");
+    c.wait_for("late/a3 is captured while ztunnel is stopped", |c| {
+        c.captured(a3)
+    });
+    assert!(c.pod_rules(a3).is_some());
+    let served_before = c.app_log(c.get("apps", "a1")).lines().count();
+    c.curl(a3, &a1_url)
+        .expect_err("a pod captured without ztunnel must not reach anything");
+    assert_eq!(
+        c.app_log(c.get("apps", "a1")).lines().count(),
+        served_before,
+        "nothing may pass in plaintext while ztunnel is down"
+    );
+
+    c.start_ztunnel("node-a");
+    let a3 = c.get("late", "a3");
+    c.wait_for("ztunnel listens in late/a3's namespace", |c| {
+        let listening = host::ns_sh(&a3.netns, "ss", &["-Hltn"]);
+        ["15001", "15006", "15008"]
+            .iter()
+            .all(|p| listening.contains(&format!(":{p} ")))
+    });
+    c.curl_over_mtls(a3, &a1_url, c.get("apps", "a1"));
+
+    let dump = c.ztunnel_config_dump("node-a");
+    let states = dump["workloadState"]
+        .as_object()
+        .expect("ztunnel reports its pods");
+    let served = |ns: &str, name: &str| {
+        states
+            .values()
+            .any(|s| s["namespace"] == ns && s["name"] == name)
+    };
+    assert!(served("apps", "a1") && served("late", "a3"), "{states:?}");
+    assert!(
+        !served("apps", "a2") && !states.contains_key(&a2_uid),
+        "ztunnel serves a pod deleted while it was stopped: {states:?}"
+    );
+    // Nor does it hold anything in the deleted pod's network namespace.
+    let pid = c.ztunnel_pid("node-a");
+    let held = format!("net:[{a2_inode}]");
+    let mut links: Vec<std::path::PathBuf> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        links.push(task.unwrap().path().join("ns/net"));
+    }
+    for link in links {
+        if let Ok(target) = std::fs::read_link(&link) {
+            assert_ne!(
+                target.to_string_lossy(),
+                held,
+                "{} still refers to the deleted pod's namespace",
+                link.display()
+            );
+        }
+    }
 }
 
 #[test]

@@ -351,6 +351,13 @@ const ROWS: &[Row] = &[
         ],
     },
     Row {
+        id: "R8",
+        tests: &[(
+            Test(IT, "capture"),
+            "pods_enrolled_and_deleted_while_ztunnel_is_stopped_are_right_after_its_snapshot",
+        )],
+    },
+    Row {
         id: "H2",
         tests: &[
             (

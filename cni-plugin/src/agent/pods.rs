@@ -118,7 +118,10 @@ impl Pods {
                     .clone()
                     .or_else(|| self.pod(&key.0, &key.1).map(uid_of))
                     .unwrap_or_else(|| name(&key));
-                match self.capture(&key, &uid, &event.netns).await {
+                match self
+                    .capture(&key, &uid, &event.netns, Origin::NewSandbox)
+                    .await
+                {
                     Ok(()) => AgentReply::Captured,
                     Err(message) => {
                         self.failed.insert(key, message.clone());
@@ -215,7 +218,7 @@ impl Pods {
                 // Not started on this node yet, or its IP is not known yet.
                 continue;
             };
-            match self.capture(&key, &uid, &path).await {
+            match self.capture(&key, &uid, &path, Origin::RunningPod).await {
                 Ok(()) => {}
                 Err(e) => {
                     if self.failed.get(&key) != Some(&e) {
@@ -276,7 +279,13 @@ impl Pods {
         )
     }
 
-    async fn capture(&mut self, key: &PodKey, uid: &str, path: &Path) -> Result<(), String> {
+    async fn capture(
+        &mut self,
+        key: &PodKey,
+        uid: &str,
+        path: &Path,
+        origin: Origin,
+    ) -> Result<(), String> {
         let netns = Arc::new(Netns::open(path).map_err(|e| e.to_string())?);
         if let Some(c) = self.captured.get(key) {
             // The same sandbox: nothing to do. A new sandbox (or uid) for
@@ -304,13 +313,24 @@ impl Pods {
             // pod it captured before. It stays captured even if no ztunnel
             // takes it right now; the next snapshot hands it over.
             let adopting = matches!(self.redirector.listing(&netns), Ok(Some(_)));
-            if !adopting {
+            // A running pod newly enrolled while no ztunnel is connected is
+            // captured all the same, as Istio's agent does (a "partial
+            // add"): its connections are refused until a ztunnel takes it
+            // from the snapshot, instead of leaving the mesh's pod in
+            // plaintext. A new sandbox fails instead: the kubelet retries
+            // it, and no application runs before its capture is served.
+            let partial = origin == Origin::RunningPod && self.zds.connected() == 0;
+            if partial {
+                warn!(pod = %name(key), error = %e,
+                    "capturing an enrolled pod while no ztunnel is connected; its connections are refused until ztunnel takes it from the snapshot");
+            } else if adopting {
+                warn!(pod = %name(key), error = %e, "adopting a captured pod; ztunnel gets it with the next snapshot");
+            } else {
                 // Not captured: no rules, and every ztunnel lets it go
                 // (one that NACKed keeps it pending otherwise).
                 self.zds.del(uid).await;
                 return Err(e);
             }
-            warn!(pod = %name(key), error = %e, "adopting a captured pod; ztunnel gets it with the next snapshot");
         }
         let rules = match self.redirector.install(&netns) {
             Ok(rules) => {
@@ -362,6 +382,16 @@ impl Pods {
         }
         info!(pod = %name(key), uid = c.uid, "pod released");
     }
+}
+
+/// How a pod came to be captured.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A CNI ADD: the sandbox is new and its application not started.
+    NewSandbox,
+    /// A reconcile: the pod runs already and has just been enrolled (or
+    /// the agent restarted).
+    RunningPod,
 }
 
 /// `namespace/name`, for logs.
