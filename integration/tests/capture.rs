@@ -317,7 +317,7 @@ fn pods_enrolled_and_deleted_while_ztunnel_is_stopped_are_right_after_its_snapsh
 
     c.start_ztunnel("node-a");
     let a3 = c.get("late", "a3");
-    c.wait_for("ztunnel listens in late/a3's namespace", |c| {
+    c.wait_for("ztunnel listens in late/a3's namespace", |_| {
         let listening = host::ns_sh(&a3.netns, "ss", &["-Hltn"]);
         ["15001", "15006", "15008"]
             .iter()
