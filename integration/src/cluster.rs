@@ -554,12 +554,13 @@ impl Cluster {
 
     /// Whether the node's ztunnel has exited with status 0.
     pub fn ztunnel_exited(&mut self, node: &str) -> bool {
+        self.ztunnel_exit_status(node).is_some_and(|s| s.success())
+    }
+
+    /// How the node's ztunnel ended, once it has.
+    pub fn ztunnel_exit_status(&mut self, node: &str) -> Option<std::process::ExitStatus> {
         let i = self.node_index(node);
-        self.nodes[i]
-            .ztunnel
-            .as_mut()
-            .and_then(|z| z.exit_status())
-            .is_some_and(|s| s.success())
+        self.nodes[i].ztunnel.as_mut().and_then(|z| z.exit_status())
     }
 
     pub fn start_ztunnel(&mut self, node: &str) {

@@ -544,6 +544,99 @@ fn sigterm_drains_ztunnel_in_flight_requests_finish_and_long_connections_end_at_
     c.curl_eventually(c.get("apps", "client"), &url);
 }
 
+/// reliability.md D3: a second signal during the drain (SIGINT, or the
+/// SIGKILL a kubelet sends at the grace period's end) ends ztunnel at once;
+/// the next ztunnel recovers the pods from the snapshot with one listener
+/// per port in each pod's namespace.
+#[test]
+fn a_second_signal_during_the_drain_exits_at_once_and_the_next_start_recovers() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let mut c = two_node_mesh();
+    // A drain that would hold the long connection for a minute.
+    c.ztunnel_env = vec![("CONNECTION_TERMINATION_DEADLINE", "60s".into())];
+    c.stop_ztunnel("node-b");
+    c.start_ztunnel("node-b");
+    let client = c.get("apps", "client");
+    let remote = c.get("apps", "remote");
+    let url = format!("http://{}:{HTTP_PORT}/", remote.ip);
+    c.curl_over_mtls(client, &url, remote);
+    let (netns, remote_ip) = (client.netns.clone(), remote.ip);
+    let listeners = |netns: &str| {
+        let out = host::ns_sh(netns, "ss", &["-Hltn"]);
+        ["15001", "15006", "15008"].map(|p| {
+            out.lines()
+                .filter(|l| l.contains(&format!(":{p} ")))
+                .count()
+        })
+    };
+
+    for second in ["INT", "KILL"] {
+        let mut long = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{netns}"))
+            .args(["socat", "-T", "120", "-"])
+            .arg(format!("TCP:{remote_ip}:{TCP_PORT}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(long.try_wait().unwrap().is_none(), "long connection open");
+
+        c.signal_ztunnel("node-b", "TERM");
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            c.ztunnel_exit_status("node-b").is_none(),
+            "ztunnel must still be draining the long connection"
+        );
+        let started = Instant::now();
+        c.signal_ztunnel("node-b", second);
+        let status = loop {
+            if let Some(s) = c.ztunnel_exit_status("node-b") {
+                break s;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "ztunnel still running 1 s after SIG{second} during the drain: {}",
+                c.node_logs("node-b")
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(
+            !status.success(),
+            "a cut-short drain is not a success: {status}"
+        );
+        if second == "INT" {
+            assert!(
+                c.node_logs("node-b")
+                    .contains("a second signal during the drain"),
+                "ztunnel must say why it exits early"
+            );
+        }
+        // The long connection went with it, and nothing listens for the
+        // pod until the next ztunnel.
+        let gone_by = Instant::now() + Duration::from_secs(2);
+        while long.try_wait().unwrap().is_none() && Instant::now() < gone_by {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ended = long.try_wait().unwrap().is_some();
+        let _ = long.kill();
+        assert!(ended, "the long connection outlived ztunnel");
+        assert_eq!(listeners(&c.get("apps", "remote").netns), [0, 0, 0]);
+
+        c.start_ztunnel("node-b");
+        let (client, remote) = (c.get("apps", "client"), c.get("apps", "remote"));
+        c.curl_eventually(client, &url);
+        assert_eq!(
+            listeners(&remote.netns),
+            [1, 1, 1],
+            "one listener per port in the pod's namespace after SIG{second}"
+        );
+    }
+}
+
 /// Stands in for `nft` on the node agent's PATH. While `<dir>/fail-after`
 /// holds N, a ruleset fed on stdin gets a line nft cannot parse after its
 /// N-th rule; the pod's whole ruleset is recorded before and after each

@@ -467,6 +467,13 @@ const ROWS: &[Row] = &[
     },
     // Not a row of §5: §1.9, descriptors exhausted.
     Row {
+        id: "D3",
+        tests: &[(
+            Test(IT, "capture"),
+            "a_second_signal_during_the_drain_exits_at_once_and_the_next_start_recovers",
+        )],
+    },
+    Row {
         id: "FD",
         tests: &[(
             Test(IT, "limits"),

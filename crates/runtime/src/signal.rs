@@ -30,7 +30,10 @@ pub async fn shutdown() -> std::io::Result<&'static str> {
 
 /// Runs a daemon: a multi-threaded runtime (`workers` threads, default one
 /// per core), `start`, then on SIGTERM or SIGINT `stop` (which drains).
-/// A failure is printed as `<name>: <error>` and exits 1.
+/// A second SIGTERM or SIGINT during the drain cuts it short: the process
+/// exits at once with status 1, leaving the next start to recover (the
+/// kernel closes every socket it held). A failure is printed as
+/// `<name>: <error>` and exits 1.
 pub fn serve<T, E, Stop>(
     name: &str,
     workers: Option<usize>,
@@ -52,18 +55,46 @@ where
             return ExitCode::FAILURE;
         }
     };
-    let result: Result<(), E> = rt.block_on(async {
+    let result: Result<Ending, E> = rt.block_on(async {
+        // Registered before anything runs, so no signal is missed between
+        // the first and the second.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let running = start.await?;
-        let signal = shutdown().await?;
-        tracing::info!(signal, "draining");
-        stop(running).await;
-        Ok(())
+        let first = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = QUIT.notified() => "/quitquitquit",
+        };
+        tracing::info!(signal = first, "draining");
+        tokio::select! {
+            () = stop(running) => Ok(Ending::Drained),
+            _ = term.recv() => Ok(Ending::CutShort("SIGTERM")),
+            _ = int.recv() => Ok(Ending::CutShort("SIGINT")),
+        }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Ending::Drained) => ExitCode::SUCCESS,
+        Ok(Ending::CutShort(second)) => {
+            tracing::warn!(
+                signal = second,
+                "a second signal during the drain; exiting now without waiting for connections to finish"
+            );
+            // Tasks still running (the drain's, connections') are not
+            // waited for; exiting closes their sockets.
+            rt.shutdown_background();
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("{name}: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// How a daemon's life ended.
+enum Ending {
+    Drained,
+    /// A second signal arrived during the drain.
+    CutShort(&'static str),
 }
