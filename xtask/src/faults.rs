@@ -446,6 +446,13 @@ const ROWS: &[Row] = &[
         ],
     },
     Row {
+        id: "E3",
+        tests: &[(
+            Test(IT, "churn"),
+            "connection_churn_leaves_ztunnel_where_it_was_and_closes_what_it_opens",
+        )],
+    },
+    Row {
         id: "D1",
         tests: &[
             (
