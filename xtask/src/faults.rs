@@ -334,6 +334,13 @@ const ROWS: &[Row] = &[
         )],
     },
     Row {
+        id: "R5",
+        tests: &[(
+            Test(IT, "bypass"),
+            "an_application_without_net_admin_cannot_mark_or_spoof_its_way_past_the_capture",
+        )],
+    },
+    Row {
         id: "R7",
         tests: &[
             (

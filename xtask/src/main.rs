@@ -71,6 +71,7 @@ const E2E_TESTS: &[&str] = &[
     "limits",
     "churn",
     "upgrade",
+    "bypass",
 ];
 const E2E_EBPF_TESTS: &[&str] = &["ebpf"];
 /// Targets that hold with nftables redirection only, for now, each with its
