@@ -4,9 +4,12 @@
 //!
 //! It signs with the mesh's own CA (so its good answers are trusted by
 //! every proxy of the mesh) and, when told, with another root, or with a
-//! validity window of the test's choosing. It counts every request.
+//! validity window of the test's choosing. It counts every request, by
+//! identity, and the most it had in hand at once.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -39,6 +42,10 @@ pub enum Answer {
     DueOnArrival,
     /// No answer at all: the call hangs.
     Hang,
+    /// Each identity's first request is refused as an overloaded CA
+    /// refuses (`Unavailable`); later ones get a good answer after this
+    /// long.
+    RefuseFirstThenSlow(Duration),
 }
 
 /// A running fake CA.
@@ -56,6 +63,26 @@ pub struct FakeCa {
 struct Script {
     answer: Mutex<Answer>,
     requests: Mutex<Vec<Instant>>,
+    by_identity: Mutex<HashMap<Identity, Vec<Instant>>>,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+}
+
+/// Counts a request in hand until dropped.
+struct InFlight<'a>(&'a Script);
+
+impl<'a> InFlight<'a> {
+    fn new(script: &'a Script) -> Self {
+        let now = script.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        script.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(script)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl FakeCa {
@@ -75,6 +102,9 @@ impl FakeCa {
         let state = Arc::new(Script {
             answer: Mutex::new(Answer::Good),
             requests: Mutex::new(Vec::new()),
+            by_identity: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
         });
         let service = Service {
             mesh: mesh.clone(),
@@ -106,6 +136,16 @@ impl FakeCa {
         let requests = self.state.requests.lock().unwrap();
         requests.iter().filter(|t| **t >= since).count()
     }
+
+    /// When each identity's requests arrived.
+    pub fn requests_by_identity(&self) -> HashMap<Identity, Vec<Instant>> {
+        self.state.by_identity.lock().unwrap().clone()
+    }
+
+    /// The most requests the CA had in hand at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.state.most_in_flight.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for FakeCa {
@@ -126,7 +166,9 @@ impl IstioCertificateService for Service {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
-        self.state.requests.lock().unwrap().push(Instant::now());
+        let arrived = Instant::now();
+        self.state.requests.lock().unwrap().push(arrived);
+        let _in_flight = InFlight::new(&self.state);
         let answer = *self.state.answer.lock().unwrap();
         let body = request.into_inner();
         let identity: Identity = body
@@ -138,6 +180,12 @@ impl IstioCertificateService for Service {
                 _ => None,
             })
             .ok_or_else(|| Status::invalid_argument("the fake CA needs ImpersonatedIdentity"))?;
+        let nth = {
+            let mut by_identity = self.state.by_identity.lock().unwrap();
+            let times = by_identity.entry(identity.clone()).or_default();
+            times.push(arrived);
+            times.len()
+        };
         let asked = Duration::from_secs(body.validity_duration.max(1) as u64);
         let now = SystemTime::now();
         let hour = Duration::from_secs(3600);
@@ -147,6 +195,13 @@ impl IstioCertificateService for Service {
         };
         let chain = match answer {
             Answer::Hang => std::future::pending().await,
+            Answer::RefuseFirstThenSlow(_) if nth == 1 => {
+                return Err(Status::unavailable("the fake CA is overloaded; try again"));
+            }
+            Answer::RefuseFirstThenSlow(delay) => {
+                tokio::time::sleep(delay).await;
+                window(&self.mesh, now, now + asked)?
+            }
             Answer::Good => window(&self.mesh, now, now + asked)?,
             Answer::OtherRoot => window(&self.other, now, now + asked)?,
             Answer::AppendedRoot => {

@@ -460,6 +460,13 @@ const ROWS: &[Row] = &[
         )],
     },
     Row {
+        id: "E4",
+        tests: &[(
+            Test(IT, "ca_load"),
+            "two_hundred_pods_at_once_get_their_certificates_with_bounded_concurrency_and_spread_retries",
+        )],
+    },
+    Row {
         id: "D1",
         tests: &[
             (
