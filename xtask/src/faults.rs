@@ -283,6 +283,19 @@ const ROWS: &[Row] = &[
         ],
     },
     Row {
+        id: "K5",
+        tests: &[
+            (
+                Lib("mesh-tls"),
+                "a_suspend_past_the_refresh_point_renews_at_once",
+            ),
+            (
+                Lib("mesh-tls"),
+                "a_clock_that_jumps_without_running_time_wakes_the_waits",
+            ),
+        ],
+    },
+    Row {
         id: "K6",
         tests: &[
             (

@@ -35,9 +35,8 @@ pub struct Validity {
 
 impl Validity {
     /// When renewal is due: half-way through the validity window, as Istio does.
-    /// A certificate whose window has not begun yet is due at once.
-    pub fn refresh_at(&self) -> SystemTime {
-        let now = SystemTime::now();
+    /// A certificate whose window has not begun by `now` is due at once.
+    pub fn refresh_at(&self, now: SystemTime) -> SystemTime {
         if self.not_before > now {
             return now;
         }

@@ -17,6 +17,7 @@
 
 pub mod caclient;
 pub mod certificate;
+pub mod clock;
 pub mod control;
 pub mod csr;
 pub mod error;

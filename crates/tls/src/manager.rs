@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::caclient::CertificateSource;
 use crate::certificate::WorkloadCertificate;
+use crate::clock::WallClock;
 use crate::error::{Error, Unusable};
 use crate::revocation::Revocation;
 
@@ -41,6 +42,8 @@ pub struct SecretManagerConfig {
     pub first_issue_wait: Duration,
     /// The CRLs every certificate handed out checks its peers against.
     pub revocation: Revocation,
+    /// The wall clock renewals are scheduled by (see [`crate::clock`]).
+    pub clock: WallClock,
 }
 
 impl Default for SecretManagerConfig {
@@ -51,6 +54,7 @@ impl Default for SecretManagerConfig {
             max_backoff: Duration::from_secs(150),
             first_issue_wait: Duration::from_secs(3),
             revocation: Revocation::none(),
+            clock: WallClock::default(),
         }
     }
 }
@@ -108,16 +112,33 @@ pub struct SecretManager {
     permits: Arc<Semaphore>,
     config: SecretManagerConfig,
     outcomes: RequestOutcomes,
+    /// Watches the wall clock for jumps while any clone lives.
+    _clock_watch: Option<Arc<AbortOnDrop>>,
+}
+
+/// Aborts a task when the last handle goes.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl SecretManager {
+    /// Made inside a tokio runtime, it also watches the wall clock for
+    /// suspends (see [`crate::clock`]).
     pub fn new(source: Arc<dyn CertificateSource>, config: SecretManagerConfig) -> Self {
+        let clock_watch = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|_| Arc::new(AbortOnDrop(config.clock.watch())));
         Self {
             source,
             entries: Default::default(),
             permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             config,
             outcomes: RequestOutcomes::default(),
+            _clock_watch: clock_watch,
         }
     }
 
@@ -143,7 +164,7 @@ impl SecretManager {
             {
                 let state = rx.borrow_and_update();
                 if let Some(cert) = &state.current
-                    && !cert.validity().is_expired(SystemTime::now())
+                    && !cert.validity().is_expired(self.config.clock.now())
                 {
                     return Ok(cert.clone());
                 }
@@ -252,6 +273,7 @@ async fn renew(
     tx: watch::Sender<CertState>,
 ) {
     let mut backoff = Backoff::new(config.initial_backoff, config.max_backoff);
+    let clock = &config.clock;
     loop {
         let result = {
             let Ok(_permit) = permits.acquire().await else {
@@ -260,10 +282,11 @@ async fn renew(
             source
                 .fetch(&identity)
                 .await
-                .and_then(|cert| usable(&identity, cert, SystemTime::now()))
+                .and_then(|cert| usable(&identity, cert, clock.now()))
                 .and_then(|cert| cert.with_revocation(config.revocation.clone()))
         };
-        let now = SystemTime::now();
+        let now = clock.now();
+        let until = |t: SystemTime| clock.until(t);
         let current_until = tx
             .borrow()
             .current
@@ -274,7 +297,7 @@ async fn renew(
             // Issued already past its refresh point: asked again, but with
             // back-off, whatever the CA keeps answering; and used only if
             // it lasts longer than the certificate in use.
-            Ok(cert) if until(cert.validity().refresh_at()) == Duration::ZERO => {
+            Ok(cert) if until(cert.validity().refresh_at(now)) == Duration::ZERO => {
                 outcomes.count("due_on_arrival");
                 let v = cert.validity().clone();
                 let mut wait = backoff.next();
@@ -301,7 +324,7 @@ async fn renew(
                 });
                 install(&tx, cert);
                 backoff.reset();
-                until(v.refresh_at())
+                until(v.refresh_at(now))
             }
             Err(e) => {
                 outcomes.count(e.outcome());
@@ -319,7 +342,8 @@ async fn renew(
         if tx.is_closed() && tx.receiver_count() == 0 {
             return;
         }
-        tokio::time::sleep(wait).await;
+        // By the wall clock, which is what certificates are dated in.
+        clock.sleep_until(clock.now() + wait).await;
     }
 }
 
@@ -367,10 +391,6 @@ fn usable(
         }),
         None => Ok(cert),
     }
-}
-
-fn until(t: SystemTime) -> Duration {
-    t.duration_since(SystemTime::now()).unwrap_or_default()
 }
 
 /// Exponential backoff with jitter: each wait is the base times a random factor

@@ -25,6 +25,8 @@ struct FakeCa {
     start: time::Duration,
     /// Never answer.
     hang: AtomicBool,
+    /// The clock certificates are dated by.
+    clock: WallClock,
 }
 
 impl FakeCa {
@@ -48,7 +50,14 @@ impl FakeCa {
             calls: AtomicUsize::new(0),
             start: time::Duration::ZERO,
             hang: AtomicBool::new(false),
+            clock: WallClock::default(),
         }
+    }
+
+    /// Dates certificates by `clock`.
+    fn on_clock(mut self, clock: WallClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Certificates starting `start` from now (negative: in the past).
@@ -69,7 +78,7 @@ impl FakeCa {
     ) -> Result<WorkloadCertificate, Error> {
         let generated = csr::generate(identity)?;
         let mut req = CertificateSigningRequestParams::from_pem(&generated.csr_pem)?;
-        let start = time::OffsetDateTime::now_utc() + self.start;
+        let start = time::OffsetDateTime::from(self.clock.now()) + self.start;
         req.params.not_before = start;
         req.params.not_after = start + self.ttl;
         req.params.subject_alt_names = vec![SanType::URI(identity.to_string().try_into()?)];
@@ -133,6 +142,60 @@ async fn renews_at_half_life_with_new_serial() {
     let second = mgr.fetch_certificate(&id("a")).await.unwrap();
     assert_ne!(first.validity().serial, second.validity().serial);
     assert!(ca.calls.load(Ordering::SeqCst) >= 2);
+}
+
+/// reliability.md K5: wall time jumps 60 % of the lifetime ahead while
+/// monotonic time stands still (a suspend). The renewal, due by the wall
+/// clock, starts at once instead of 60 % of a lifetime of running time
+/// later.
+#[tokio::test]
+async fn a_suspend_past_the_refresh_point_renews_at_once() {
+    let clock = WallClock::default();
+    let ttl = Duration::from_secs(3600);
+    let ca = Arc::new(FakeCa::new(ttl, Duration::ZERO).on_clock(clock.clone()));
+    let config = SecretManagerConfig {
+        clock: clock.clone(),
+        ..fast_retry()
+    };
+    let mgr = SecretManager::new(ca.clone(), config);
+    let first = mgr.fetch_certificate(&id("a")).await.unwrap();
+    let mut rx = mgr.subscribe(&id("a"));
+    rx.borrow_and_update();
+    let jumped = std::time::Instant::now();
+    clock.jump_forward(ttl.mul_f64(0.6));
+    tokio::time::timeout(crate::clock::TICK, rx.changed())
+        .await
+        .expect("no renewal within a tick of the jump")
+        .unwrap();
+    let second = rx.borrow().current.clone().unwrap();
+    eprintln!("renewed {:?} after the jump", jumped.elapsed());
+    assert_ne!(first.validity().serial, second.validity().serial);
+    assert_eq!(ca.calls.load(Ordering::SeqCst), 2);
+    // The new certificate is dated by the same clock: nothing more is due.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ca.calls.load(Ordering::SeqCst), 2);
+}
+
+/// The watcher notices a jump of the system's wall clock that monotonic
+/// time did not see, and wakes the waits.
+#[tokio::test]
+async fn a_clock_that_jumps_without_running_time_wakes_the_waits() {
+    let clock = WallClock::default();
+    let watcher = clock.watch();
+    let far = clock.now() + Duration::from_secs(3600);
+    let waiting = tokio::spawn({
+        let clock = clock.clone();
+        async move { clock.sleep_until(far).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The jump is seen by the watcher only (as a suspend would be): its
+    // own notification is not what wakes the wait, the deadline passing is.
+    clock.inner_jump_unannounced(Duration::from_secs(3600));
+    tokio::time::timeout(crate::clock::TICK * 3, waiting)
+        .await
+        .expect("the wait did not end within the watcher's ticks")
+        .unwrap();
+    watcher.abort();
 }
 
 #[tokio::test]
@@ -431,9 +494,9 @@ fn a_longer_lifetime_than_asked_for_is_renewed_by_the_requested_one() {
     let ca = FakeCa::new(Duration::from_secs(10 * 365 * 86_400), Duration::ZERO);
     let cert = ca.sign(&id("a")).unwrap();
     let v = cert.validity().clone();
-    assert!(v.refresh_at() > SystemTime::now() + Duration::from_secs(86_400));
+    assert!(v.refresh_at(SystemTime::now()) > SystemTime::now() + Duration::from_secs(86_400));
     let cert = cert.asked_for(Duration::from_secs(20));
-    let due = cert.validity().refresh_at();
+    let due = cert.validity().refresh_at(SystemTime::now());
     assert!(
         due <= v.not_before + Duration::from_secs(10),
         "renewal planned at {due:?}"
