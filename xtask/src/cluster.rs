@@ -66,6 +66,12 @@ const COMPONENTS: &[Component] = &[
         ldflags: stripped,
     },
     Component {
+        // A test tool: HTTP/2 conformance against the HBONE server (H1).
+        dir: "h2spec",
+        binaries: &[("github.com/summerwind/h2spec/cmd/h2spec", "h2spec")],
+        ldflags: stripped,
+    },
+    Component {
         dir: "samples",
         binaries: &[(
             "github.com/mccutchen/go-httpbin/v2/cmd/go-httpbin",
@@ -128,6 +134,16 @@ pub fn test() -> anyhow::Result<()> {
         "--",
         "--ignored",
         "--test-threads=1",
+    ])?;
+    // Row H1: h2spec, built above with the cluster's components.
+    crate::cargo(&[
+        "test",
+        "-p",
+        "integration",
+        "--test",
+        "h2spec",
+        "--",
+        "--ignored",
     ])
 }
 

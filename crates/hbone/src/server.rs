@@ -107,6 +107,44 @@ impl InboundConnect {
         let _ = self.respond.send_response(response, true);
     }
 
+    /// Answers a request that is not a CONNECT as an HTTP/2 server answers
+    /// any request it does not serve: once the request has ended (read and
+    /// discarded, at most 64 KiB within 10 s), with `status` and `why` as a
+    /// one-line body. Answering at once would close the stream while the
+    /// client may still be sending on it, so a protocol error it then made
+    /// would meet a closed stream instead of being refused as one (h2spec,
+    /// docs/reliability.md H1).
+    pub async fn reject_request(mut self, status: StatusCode, why: &str) {
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let mut read = 0;
+            while let Some(chunk) = self.recv.data().await {
+                let Ok(chunk) = chunk else { return false };
+                read += chunk.len();
+                let _ = self.recv.flow_control().release_capacity(chunk.len());
+                if read > 64 * 1024 {
+                    return false;
+                }
+            }
+            self.recv.trailers().await.is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if !ended {
+            // Reset by the client or by h2 for its error, too long, or too
+            // big: a bodiless answer, if the stream still takes one.
+            return self.reject(status);
+        }
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain"),
+        );
+        if let Ok(mut send) = self.respond.send_response(response, false) {
+            let _ = send.send_data(Bytes::from(format!("{why}\n")), true);
+        }
+    }
+
     /// Answers 200 with `headers`; the tunnel is live afterwards.
     pub fn accept(mut self, headers: HeaderMap) -> Result<H2Stream, Error> {
         let mut response = Response::new(());

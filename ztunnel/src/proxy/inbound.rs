@@ -105,6 +105,11 @@ async fn handle_stream(
         Ok(target) => target,
         Err(refusal) => {
             debug!(%peer, %local, reason = %refusal, "CONNECT refused");
+            if connect.method() != http::Method::CONNECT {
+                return connect
+                    .reject_request(refusal.status(), &refusal.to_string())
+                    .await;
+            }
             return connect.reject(refusal.status());
         }
     };
