@@ -5,6 +5,7 @@ use clap::Parser;
 use istiod_lite::app::{Istiod, load_ca};
 use istiod_lite::ca::{Caller, TokenIssuer};
 use istiod_lite::config::{Cli, Command, CommonArgs, Config, EXIT_CONFIG};
+use mesh_runtime::signal::{Ending, Signals};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -40,13 +41,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(async {
+            let ending = rt.block_on(async {
+                let mut signals = Signals::register()?;
                 let istiod = Istiod::start(config).await?;
-                let signal = mesh_runtime::signal::shutdown().await?;
+                let signal = signals.first().await;
                 tracing::info!(signal, "draining");
-                istiod.shutdown().await;
-                Ok(())
-            })
+                anyhow::Ok(signals.drain(istiod.shutdown()).await)
+            })?;
+            if let Ending::CutShort(second) = ending {
+                // As every daemon of the mesh (`mesh_runtime::signal`).
+                mesh_runtime::signal::warn_cut_short(second);
+                rt.shutdown_background();
+                anyhow::bail!("the drain was cut short by a second {second}");
+            }
+            Ok(())
         }
         Command::Token(args) => {
             let ttl = mesh_core::duration::parse(&args.ttl)?;

@@ -17,15 +17,55 @@ pub fn quit() {
     QUIT.notify_one();
 }
 
-/// Resolves on SIGTERM, SIGINT or [`quit`].
-pub async fn shutdown() -> std::io::Result<&'static str> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-        _ = QUIT.notified() => "/quitquitquit",
-    })
+/// The signals that stop a daemon, registered once (before it starts) so
+/// that none is missed between the first and the second.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+/// How a daemon's drain ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Drained,
+    /// A second SIGTERM or SIGINT arrived during the drain.
+    CutShort(&'static str),
+}
+
+impl Signals {
+    pub fn register() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the first: SIGTERM, SIGINT or [`quit`].
+    pub async fn first(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+            _ = QUIT.notified() => "/quitquitquit",
+        }
+    }
+
+    /// Runs `drain` until it ends, or until a second SIGTERM or SIGINT cuts
+    /// it short (the caller then exits without waiting for the rest).
+    pub async fn drain(&mut self, drain: impl Future<Output = ()>) -> Ending {
+        tokio::select! {
+            () = drain => Ending::Drained,
+            _ = self.term.recv() => Ending::CutShort("SIGTERM"),
+            _ = self.int.recv() => Ending::CutShort("SIGINT"),
+        }
+    }
+}
+
+/// Logs a drain cut short by a second signal.
+pub fn warn_cut_short(second: &str) {
+    tracing::warn!(
+        signal = second,
+        "a second signal during the drain; exiting now without waiting for connections to finish"
+    );
 }
 
 /// Runs a daemon: a multi-threaded runtime (`workers` threads, default one
@@ -56,30 +96,16 @@ where
         }
     };
     let result: Result<Ending, E> = rt.block_on(async {
-        // Registered before anything runs, so no signal is missed between
-        // the first and the second.
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+        let mut signals = Signals::register()?;
         let running = start.await?;
-        let first = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-            _ = QUIT.notified() => "/quitquitquit",
-        };
+        let first = signals.first().await;
         tracing::info!(signal = first, "draining");
-        tokio::select! {
-            () = stop(running) => Ok(Ending::Drained),
-            _ = term.recv() => Ok(Ending::CutShort("SIGTERM")),
-            _ = int.recv() => Ok(Ending::CutShort("SIGINT")),
-        }
+        Ok(signals.drain(stop(running)).await)
     });
     match result {
         Ok(Ending::Drained) => ExitCode::SUCCESS,
         Ok(Ending::CutShort(second)) => {
-            tracing::warn!(
-                signal = second,
-                "a second signal during the drain; exiting now without waiting for connections to finish"
-            );
+            warn_cut_short(second);
             // Tasks still running (the drain's, connections') are not
             // waited for; exiting closes their sockets.
             rt.shutdown_background();
@@ -90,11 +116,4 @@ where
             ExitCode::FAILURE
         }
     }
-}
-
-/// How a daemon's life ended.
-enum Ending {
-    Drained,
-    /// A second signal arrived during the drain.
-    CutShort(&'static str),
 }
