@@ -843,6 +843,18 @@ impl Cluster {
         true
     }
 
+    /// Two nodes, namespace `apps` enrolled, `client` captured on node-a
+    /// and `server` on node-b, and a request from one to the other served
+    /// over mTLS (so each ztunnel knows the other's workload).
+    pub fn client_and_server(client: &str, server: &str) -> Cluster {
+        let mut c = Cluster::start(&["node-a", "node-b"]);
+        c.namespace("apps", &[("istio.io/dataplane-mode", "ambient")]);
+        c.captured_pods("apps", &[(client, "node-a"), (server, "node-b")]);
+        let (from, to) = (c.get("apps", client), c.get("apps", server));
+        c.curl_over_mtls(from, &format!("http://{}:{HTTP_PORT}/", to.ip), to);
+        c
+    }
+
     /// The pod named `namespace/name`.
     pub fn get(&self, namespace: &str, name: &str) -> &Pod {
         self.pods

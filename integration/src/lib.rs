@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod fake_ca;
+pub mod metrics;
 pub mod process;
 pub mod tls_client;
 

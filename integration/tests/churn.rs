@@ -9,7 +9,8 @@
 
 use std::time::Duration;
 
-use integration::cluster::Cluster;
+use integration::cluster::{Cluster, host};
+use integration::metrics::counter;
 use integration::process::{open_fds, status};
 
 const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
@@ -93,16 +94,6 @@ fn pod_churn_leaves_no_descriptors_threads_memory_or_namespaces_behind() {
     );
 }
 
-/// Sums a counter's samples in Prometheus text whose labels contain
-/// `selector`.
-fn counter_sum(metrics: &str, name: &str, selector: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(selector))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 /// Opens and closes connections from `client`'s namespace to `to` at
 /// about `rate` a second for `for_`: each reads the server's first line
 /// and closes. Returns (completed, failures with why).
@@ -116,34 +107,29 @@ fn open_and_close(
     const THREADS: u32 = 4;
     let threads: Vec<_> = (0..THREADS)
         .map(|_| {
-            let ns = mesh_netns::Netns::open(format!("/var/run/netns/{netns}")).unwrap();
-            std::thread::spawn(move || {
-                ns.run(|| {
-                    let gap = Duration::from_secs(1) / (rate / THREADS);
-                    let start = std::time::Instant::now();
-                    let (mut done, mut failed) = (0u64, Vec::new());
-                    while start.elapsed() < for_ {
-                        let due = start + gap * (done as u32 + failed.len() as u32);
-                        if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
-                            std::thread::sleep(wait);
-                        }
-                        let once = || -> std::io::Result<String> {
-                            let s =
-                                std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
-                            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                            let mut line = String::new();
-                            BufReader::new(&s).read_line(&mut line)?;
-                            Ok(line)
-                        };
-                        match once() {
-                            Ok(line) if !line.is_empty() => done += 1,
-                            Ok(_) => failed.push("closed before the first line".to_string()),
-                            Err(e) => failed.push(e.to_string()),
-                        }
+            host::spawn_in_netns(netns, move || {
+                let gap = Duration::from_secs(1) / (rate / THREADS);
+                let start = std::time::Instant::now();
+                let (mut done, mut failed) = (0u64, Vec::new());
+                while start.elapsed() < for_ {
+                    let due = start + gap * (done as u32 + failed.len() as u32);
+                    if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                        std::thread::sleep(wait);
                     }
-                    (done, failed)
-                })
-                .unwrap()
+                    let once = || -> std::io::Result<String> {
+                        let s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+                        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                        let mut line = String::new();
+                        BufReader::new(&s).read_line(&mut line)?;
+                        Ok(line)
+                    };
+                    match once() {
+                        Ok(line) if !line.is_empty() => done += 1,
+                        Ok(_) => failed.push("closed before the first line".to_string()),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (done, failed)
             })
         })
         .collect();
@@ -166,15 +152,8 @@ fn connection_churn_leaves_ztunnel_where_it_was_and_closes_what_it_opens() {
     /// for 30 s, 12,000 connections.
     const RATE: u32 = 400;
     const FOR: Duration = Duration::from_secs(30);
-    let mut c = Cluster::start(&["node-a", "node-b"]);
-    c.namespace("apps", &[AMBIENT]);
-    c.captured_pods("apps", &[("client", "node-a"), ("server", "node-b")]);
+    let c = Cluster::client_and_server("client", "server");
     let (client, server) = (c.get("apps", "client"), c.get("apps", "server"));
-    c.curl_over_mtls(
-        client,
-        &format!("http://{}:{}/", server.ip, integration::cluster::HTTP_PORT),
-        server,
-    );
     let to = std::net::SocketAddr::from((server.ip, integration::cluster::TCP_PORT));
     let netns = client.netns.clone();
     // Warm up: the HBONE pool, allocator arenas, first-use caches.
@@ -226,8 +205,8 @@ fn connection_churn_leaves_ztunnel_where_it_was_and_closes_what_it_opens() {
     for (node, reporter) in [("node-a", "source"), ("node-b", "destination")] {
         let (_, metrics) = c.ztunnel_http(node, "GET", 15020, "/metrics");
         let selector = format!("reporter=\"{reporter}\"");
-        let opened = counter_sum(&metrics, "istio_tcp_connections_opened_total", &selector);
-        let closed = counter_sum(&metrics, "istio_tcp_connections_closed_total", &selector);
+        let opened = counter(&metrics, "istio_tcp_connections_opened_total", &[&selector]);
+        let closed = counter(&metrics, "istio_tcp_connections_closed_total", &[&selector]);
         eprintln!("{node} ({reporter}): opened {opened}, closed {closed}");
         assert_eq!(opened, closed, "{node}: opened {opened}, closed {closed}");
         assert!(

@@ -39,15 +39,8 @@ fn greeting(s: &mut TcpStream) -> Option<String> {
 
 #[test]
 fn out_of_file_descriptors_ztunnel_waits_without_spinning_and_recovers() {
-    let mut c = Cluster::start(&["node-a", "node-b"]);
-    c.namespace("apps", &[AMBIENT]);
-    c.captured_pods("apps", &[("client", "node-a"), ("remote", "node-b")]);
+    let c = Cluster::client_and_server("client", "remote");
     let (client, remote) = (c.get("apps", "client"), c.get("apps", "remote"));
-    c.curl_over_mtls(
-        client,
-        &format!("http://{}:{HTTP_PORT}/", remote.ip),
-        remote,
-    );
     let netns = Netns::open(format!("/var/run/netns/{}", client.netns)).unwrap();
     let echo = SocketAddr::from((remote.ip, TCP_PORT));
 

@@ -8,9 +8,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use integration::cluster::{Cluster, HTTP_PORT, TCP_PORT};
+use integration::cluster::{Cluster, TCP_PORT, host};
 
-const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
 const LIMIT: u64 = 128 << 20;
 
 /// A memory cgroup of this test's own, v2 or v1 (whichever the machine
@@ -102,23 +101,19 @@ impl Drop for MemoryCgroup {
 fn open_idle(netns: &str, to: SocketAddr, n: usize) -> Vec<TcpStream> {
     let threads: Vec<_> = (0..4)
         .map(|t| {
-            let ns = mesh_netns::Netns::open(format!("/var/run/netns/{netns}")).unwrap();
-            std::thread::spawn(move || {
-                ns.run(|| {
-                    (t..n)
-                        .step_by(4)
-                        .map(|i| {
-                            let s = TcpStream::connect_timeout(&to, Duration::from_secs(10))
-                                .unwrap_or_else(|e| panic!("idle connection {i}: {e}"));
-                            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-                            let mut line = String::new();
-                            BufReader::new(&s).read_line(&mut line).unwrap();
-                            assert!(line.starts_with("server"), "connection {i}: {line:?}");
-                            s
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .unwrap()
+            host::spawn_in_netns(netns, move || {
+                (t..n)
+                    .step_by(4)
+                    .map(|i| {
+                        let s = TcpStream::connect_timeout(&to, Duration::from_secs(10))
+                            .unwrap_or_else(|e| panic!("idle connection {i}: {e}"));
+                        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                        let mut line = String::new();
+                        BufReader::new(&s).read_line(&mut line).unwrap();
+                        assert!(line.starts_with("server"), "connection {i}: {line:?}");
+                        s
+                    })
+                    .collect::<Vec<_>>()
             })
         })
         .collect();
@@ -131,12 +126,13 @@ fn open_idle(netns: &str, to: SocketAddr, n: usize) -> Vec<TcpStream> {
 /// Sends `bytes` over a connection to the echo port and reads them back;
 /// returns how many came back intact.
 fn bulk(netns: &str, to: SocketAddr, bytes: usize) -> std::thread::JoinHandle<usize> {
-    let ns = mesh_netns::Netns::open(format!("/var/run/netns/{netns}")).unwrap();
+    let s = host::spawn_in_netns(netns, move || {
+        TcpStream::connect_timeout(&to, Duration::from_secs(10))
+    })
+    .join()
+    .unwrap()
+    .expect("bulk connection");
     std::thread::spawn(move || {
-        let s = ns
-            .run(|| TcpStream::connect_timeout(&to, Duration::from_secs(10)))
-            .unwrap()
-            .expect("bulk connection");
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let mut reader = BufReader::new(s.try_clone().unwrap());
         let mut line = String::new();
@@ -190,15 +186,8 @@ fn thousands_of_idle_streams_and_bulk_transfers_fit_in_128_mib() {
         MemoryCgroup::create(&format!("{tag}-a"), LIMIT),
         MemoryCgroup::create(&format!("{tag}-b"), LIMIT),
     ];
-    let mut c = Cluster::start(&["node-a", "node-b"]);
-    c.namespace("apps", &[AMBIENT]);
-    c.captured_pods("apps", &[("client", "node-a"), ("server", "node-b")]);
+    let c = Cluster::client_and_server("client", "server");
     let (client, server) = (c.get("apps", "client"), c.get("apps", "server"));
-    c.curl_over_mtls(
-        client,
-        &format!("http://{}:{HTTP_PORT}/", server.ip),
-        server,
-    );
     let pids = [c.ztunnel_pid("node-a"), c.ztunnel_pid("node-b")];
     for (cg, pid) in cgroups.iter().zip(pids) {
         cg.add(pid);

@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use integration::cluster::{Cluster, HTTP_PORT, TCP_PORT};
+use integration::metrics::counter;
 use mesh_netns::Netns;
 
 const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
@@ -122,17 +123,6 @@ impl Flow {
         }
         Ok(())
     }
-}
-
-/// A counter of ztunnel's, summed over the series whose labels contain
-/// every one of `labels`.
-fn counter(metrics: &str, name: &str, labels: &[&str]) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 #[test]

@@ -52,6 +52,21 @@ pub fn in_netns<'a>(netns: &'a str, program: &'a str, args: &[&'a str]) -> Vec<S
     v
 }
 
+/// Runs `f` on a new thread inside the named network namespace (the
+/// sockets it makes stay there), as an application in a pod would.
+pub fn spawn_in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let netns = netns.to_string();
+    let ns = mesh_netns::Netns::open(format!("/var/run/netns/{netns}"))
+        .unwrap_or_else(|e| panic!("network namespace {netns}: {e}"));
+    std::thread::spawn(move || {
+        ns.run(f)
+            .unwrap_or_else(|e| panic!("entering {netns}: {e}"))
+    })
+}
+
 /// Runs a command inside a namespace; returns its output whatever its status.
 pub fn ns_output(netns: &str, program: &str, args: &[&str]) -> Output {
     let argv = in_netns(netns, program, args);
