@@ -46,17 +46,20 @@ impl WallClock {
     /// Moves this clock `by` ahead while monotonic time stands still, as a
     /// suspend does, and wakes every wait on it.
     pub fn jump_forward(&self, by: Duration) {
+        self.advance(by);
+        self.inner.jumped.notify_waiters();
+    }
+
+    fn advance(&self, by: Duration) {
         let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
         self.inner.ahead.fetch_add(by, Ordering::SeqCst);
-        self.inner.jumped.notify_waiters();
     }
 
     /// Moves this clock ahead without waking anything: only the watcher
     /// can notice, as with a real suspend.
     #[cfg(test)]
     pub(crate) fn inner_jump_unannounced(&self, by: Duration) {
-        let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
-        self.inner.ahead.fetch_add(by, Ordering::SeqCst);
+        self.advance(by);
     }
 
     /// Sleeps until `deadline` by this clock, waking early to look again
