@@ -156,7 +156,9 @@ impl Pool {
         if let Some(slot) = self.reuse(key) {
             return Ok((slot, false));
         }
-        let result = self.dial(key).await;
+        // Boxed: the TLS and HTTP/2 handshakes are a large future, and a
+        // caller's task would otherwise hold its size for its whole life.
+        let result = Box::pin(self.dial(key)).await;
         self.inner
             .dialing
             .lock()

@@ -84,26 +84,34 @@ impl DrainWatcher {
 /// deadline passes (graceful) or at once (immediate); in those cases `work` is
 /// dropped, which closes whatever it owns. The watcher is held throughout so
 /// the drain waits for this.
-pub async fn run_with_drain<F>(
+///
+/// `work` is boxed here: an async fn keeps its arguments beside the locals
+/// it moves them into, so taking a connection's future by value would hold
+/// it twice for the connection's whole life (half of ztunnel's memory per
+/// idle connection, reliability.md E2).
+pub fn run_with_drain<F>(
     watcher: DrainWatcher,
     deadline: Duration,
     work: F,
-) -> Option<F::Output>
+) -> impl Future<Output = Option<F::Output>>
 where
     F: Future,
 {
-    let drained = async {
-        let mode = watcher.signaled().await;
-        if mode == DrainMode::Graceful {
-            tokio::time::sleep(deadline).await;
-        }
-    };
-    let out = tokio::select! {
-        out = work => Some(out),
-        _ = drained => None,
-    };
-    drop(watcher);
-    out
+    let mut work = Box::pin(work);
+    async move {
+        let drained = async {
+            let mode = watcher.signaled().await;
+            if mode == DrainMode::Graceful {
+                tokio::time::sleep(deadline).await;
+            }
+        };
+        let out = tokio::select! {
+            out = work.as_mut() => Some(out),
+            _ = drained => None,
+        };
+        drop(watcher);
+        out
+    }
 }
 
 /// Accepts on `listener` until a drain starts, running `handle` for each

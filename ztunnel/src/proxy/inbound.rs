@@ -101,16 +101,62 @@ async fn handle_stream(
     local: SocketAddr,
     peer_id: Identity,
 ) {
+    // As on the outbound side, the setup is boxed so an open stream's task
+    // holds only the relay's state (reliability.md E2).
+    let opened = Box::pin(open(inputs, workload, connect, peer, local, peer_id)).await;
+    if let Some(relay) = opened {
+        relay.run().await;
+    }
+}
+
+/// An accepted stream, its application connection and its accounting;
+/// boxed once, as the outbound side's relay is.
+struct Relay {
+    app: TcpStream,
+    stream: mesh_hbone::H2Stream,
+    result: ConnectionResult,
+    guard: super::connections::ConnectionGuard,
+}
+
+impl Relay {
+    async fn run(mut self: Box<Self>) {
+        let copied = tokio::select! {
+            r = copy::copy_bidirectional(&self.app, self.stream) => r,
+            _ = self.guard.revoked() => {
+                self.result.closed::<&str>(Err("closed: a policy change revoked it"));
+                return;
+            }
+        };
+        // From the client's side: the request came through the tunnel.
+        self.result.closed(copied.map(|t| Bytes {
+            request: t.from_tunnel,
+            response: t.to_tunnel,
+        }));
+    }
+}
+
+/// Checks the CONNECT against the target, policy and application, and
+/// answers it; `None` when it was refused (answered, counted and logged).
+async fn open(
+    inputs: Arc<ProxyInputs>,
+    workload: Arc<Workload>,
+    connect: InboundConnect,
+    peer: SocketAddr,
+    local: SocketAddr,
+    peer_id: Identity,
+) -> Option<Box<Relay>> {
     let target = match connect_target(connect.method(), connect.authority(), local.ip()) {
         Ok(target) => target,
         Err(refusal) => {
             debug!(%peer, %local, reason = %refusal, "CONNECT refused");
             if connect.method() != http::Method::CONNECT {
-                return connect
+                connect
                     .reject_request(refusal.status(), &refusal.to_string())
                     .await;
+            } else {
+                connect.reject(refusal.status());
             }
-            return connect.reject(refusal.status());
+            return None;
         }
     };
     let info = ConnectionInfo {
@@ -129,7 +175,7 @@ async fn handle_stream(
     );
     // Decided against the workload as it is now (by uid, not the copy this
     // pooled connection started with), whose policies may have changed.
-    let mut guard = match super::admit(&inputs, &workload.uid, info, Protocol::Hbone) {
+    let guard = match super::admit(&inputs, &workload.uid, info, Protocol::Hbone) {
         Ok(guard) => guard,
         Err(refusal) => {
             let status = match refusal {
@@ -137,7 +183,8 @@ async fn handle_stream(
                 Refusal::Unknown => StatusCode::SERVICE_UNAVAILABLE,
             };
             result.failed(ResponseFlags::Deny, &refusal);
-            return connect.reject(status);
+            connect.reject(status);
+            return None;
         }
     };
     let app = match super::connect_app(&inputs, peer.ip(), target).await {
@@ -147,30 +194,26 @@ async fn handle_stream(
                 ResponseFlags::Connect,
                 &format_args!("connecting to the application: {e}"),
             );
-            return connect.reject(StatusCode::SERVICE_UNAVAILABLE);
+            connect.reject(StatusCode::SERVICE_UNAVAILABLE);
+            return None;
         }
     };
     if guard.is_revoked() {
         result.failed(ResponseFlags::Deny, &"revoked by a policy change");
-        return connect.reject(StatusCode::UNAUTHORIZED);
+        connect.reject(StatusCode::UNAUTHORIZED);
+        return None;
     }
     let stream = match connect.accept(HeaderMap::new()) {
         Ok(s) => s,
         Err(e) => {
             result.closed::<String>(Err(format!("peer went away before the 200: {e}")));
-            return;
+            return None;
         }
     };
-    let copied = tokio::select! {
-        r = copy::copy_bidirectional(&app, stream) => r,
-        _ = guard.revoked() => {
-            result.closed::<&str>(Err("closed: a policy change revoked it"));
-            return;
-        }
-    };
-    // From the client's side: the request came through the tunnel.
-    result.closed(copied.map(|t| Bytes {
-        request: t.from_tunnel,
-        response: t.to_tunnel,
-    }));
+    Some(Box::new(Relay {
+        app,
+        stream,
+        result,
+        guard,
+    }))
 }

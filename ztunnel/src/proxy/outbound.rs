@@ -46,10 +46,52 @@ pub enum OutboundError {
 }
 
 pub(crate) async fn handle(inputs: Arc<ProxyInputs>, tcp: TcpStream, peer: SocketAddr) {
-    // Once both ends are known a ConnectionResult counts and logs the
-    // connection; what fails before that is logged here.
-    if let Err(e) = proxy(&inputs, tcp, peer).await {
-        warn!(target: "access", direction = "outbound", src.addr = %peer, error = %e, "connection failed")
+    // Finding the destination and dialling it (lookups, headers, the HBONE
+    // handshake) is boxed, so its state is freed once the relay starts: an
+    // open connection's task holds only what relaying needs
+    // (reliability.md E2).
+    match Box::pin(prepare(&inputs, tcp, peer)).await {
+        Ok(Some(relay)) => relay.run().await,
+        // Counted and logged by its ConnectionResult.
+        Ok(None) => {}
+        // What fails before both ends are known is logged here.
+        Err(e) => {
+            warn!(target: "access", direction = "outbound", src.addr = %peer, error = %e, "connection failed")
+        }
+    }
+}
+
+/// A connection whose upstream is open, with its accounting: what lives
+/// as long as the connection does. Boxed once, so the futures it passes
+/// through hold a pointer rather than each a copy.
+struct Relay {
+    tcp: TcpStream,
+    upstream: Upstream,
+    result: ConnectionResult,
+    _open: OutboundGuard,
+}
+
+enum Upstream {
+    Hbone(mesh_hbone::H2Stream),
+    Passthrough(TcpStream),
+}
+
+impl Relay {
+    async fn run(self: Box<Self>) {
+        let copied = match self.upstream {
+            Upstream::Hbone(stream) => copy::copy_bidirectional(&self.tcp, stream)
+                .await
+                .map(transferred),
+            Upstream::Passthrough(upstream) => {
+                super::splice::splice_bidirectional(&self.tcp, &upstream)
+                    .await
+                    .map(|(sent, recv)| Bytes {
+                        request: sent,
+                        response: recv,
+                    })
+            }
+        };
+        self.result.closed(copied);
     }
 }
 
@@ -82,11 +124,13 @@ fn transferred(t: copy::Transferred) -> Bytes {
     }
 }
 
-async fn proxy(
+/// Finds the destination and opens the upstream; `None` when that failed
+/// after the connection was counted (its result says why).
+async fn prepare(
     inputs: &ProxyInputs,
     tcp: TcpStream,
     peer: SocketAddr,
-) -> Result<(), OutboundError> {
+) -> Result<Option<Box<Relay>>, OutboundError> {
     let dst = original_dst(&tcp)
         .or(inputs.config.outbound_target)
         .unwrap_or(mesh_runtime::socket::local(&tcp)?);
@@ -108,7 +152,7 @@ async fn proxy(
     if let Some(waypoint) = service.as_ref().and_then(|s| s.waypoint.as_ref()) {
         return via_waypoint(
             inputs,
-            &tcp,
+            tcp,
             peer,
             &source,
             dst,
@@ -144,7 +188,7 @@ async fn proxy(
     {
         return via_waypoint(
             inputs,
-            &tcp,
+            tcp,
             peer,
             &source,
             dst,
@@ -174,11 +218,10 @@ async fn proxy(
                 service.as_deref(),
                 SecurityPolicy::MutualTls,
             );
-            tunnel(
-                inputs, &tcp, &source, peer, original, dst, &key, &request, labels,
+            Ok(tunnel(
+                inputs, tcp, &source, peer, original, dst, &key, &request, labels,
             )
-            .await;
-            Ok(())
+            .await)
         }
         destination => {
             debug!(%peer, %dst, "destination not in the mesh; passing through");
@@ -214,16 +257,15 @@ async fn proxy(
                         ResponseFlags::Connect,
                         &OutboundError::Passthrough { dst, source },
                     );
-                    return Ok(());
+                    return Ok(None);
                 }
             };
-            let _open = track(inputs, &source, peer, original, dst, Protocol::Tcp);
-            let copied = super::splice::splice_bidirectional(&tcp, &upstream).await;
-            result.closed(copied.map(|(sent, recv)| Bytes {
-                request: sent,
-                response: recv,
-            }));
-            Ok(())
+            Ok(Some(Box::new(Relay {
+                tcp,
+                upstream: Upstream::Passthrough(upstream),
+                result,
+                _open: track(inputs, &source, peer, original, dst, Protocol::Tcp),
+            })))
         }
     }
 }
@@ -235,14 +277,14 @@ async fn proxy(
 #[allow(clippy::too_many_arguments)]
 async fn via_waypoint(
     inputs: &ProxyInputs,
-    tcp: &TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     source: &Workload,
     original: SocketAddr,
     waypoint: &GatewayAddress,
     service: Option<&Service>,
     destination: Option<&Workload>,
-) -> Result<(), OutboundError> {
+) -> Result<Option<Box<Relay>>, OutboundError> {
     let host = service.map(|s| s.hostname.as_str());
     let pods: Vec<_> = inputs
         .state
@@ -281,11 +323,10 @@ async fn via_waypoint(
         SecurityPolicy::MutualTls,
     );
     l.destination_principal = key.dst_id[0].to_string();
-    tunnel(
+    Ok(tunnel(
         inputs, tcp, source, peer, original, original, &key, &request, l,
     )
-    .await;
-    Ok(())
+    .await)
 }
 
 /// The HBONE leg of both paths: counted and logged from here (`authority`
@@ -293,7 +334,7 @@ async fn via_waypoint(
 #[allow(clippy::too_many_arguments)]
 async fn tunnel(
     inputs: &ProxyInputs,
-    tcp: &TcpStream,
+    tcp: TcpStream,
     source: &Workload,
     peer: SocketAddr,
     original: SocketAddr,
@@ -301,7 +342,7 @@ async fn tunnel(
     key: &WorkloadKey,
     request: &ConnectRequest,
     labels: TrafficLabels,
-) {
+) -> Option<Box<Relay>> {
     let result = ConnectionResult::new(
         inputs.metrics.clone(),
         labels,
@@ -313,10 +354,17 @@ async fn tunnel(
     );
     let stream = match inputs.pool.connect(key, request).await {
         Ok(s) => s,
-        Err(e) => return result.failed(ResponseFlags::Connect, &e),
+        Err(e) => {
+            result.failed(ResponseFlags::Connect, &e);
+            return None;
+        }
     };
-    let _open = track(inputs, source, peer, original, key.dst, Protocol::Hbone);
-    result.closed(copy::copy_bidirectional(tcp, stream).await.map(transferred));
+    Some(Box::new(Relay {
+        tcp,
+        upstream: Upstream::Hbone(stream),
+        result,
+        _open: track(inputs, source, peer, original, key.dst, Protocol::Hbone),
+    }))
 }
 
 /// Lists the connection on the admin endpoint while the guard lives.
