@@ -473,6 +473,13 @@ const ROWS: &[Row] = &[
         ],
     },
     Row {
+        id: "E2",
+        tests: &[(
+            Test(IT, "memory"),
+            "thousands_of_idle_streams_and_bulk_transfers_fit_in_128_mib",
+        )],
+    },
+    Row {
         id: "E3",
         tests: &[(
             Test(IT, "churn"),
