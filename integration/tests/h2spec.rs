@@ -1,10 +1,19 @@
-//! HTTP/2 conformance of the HBONE server (reliability.md §5 H1): h2spec,
-//! built from its Go module (`cargo xtask cluster build`), against
-//! ztunnel's inbound 15008. h2spec cannot present a client certificate, so
-//! it speaks h2c to a relay here that opens mutual TLS (a mesh client
-//! certificate, ALPN h2) to ztunnel and passes the bytes both ways. Every
-//! failing case must be in `h2spec-allowed.txt`, with why (an allowed case
-//! may also pass).
+//! HTTP/2 conformance (reliability.md §5 H1): h2spec, built from its Go
+//! module (`cargo xtask cluster build`), against the two HTTP/2 servers a
+//! mesh client meets.
+//!
+//! - ztunnel's HBONE server on 15008. h2spec cannot present a client
+//!   certificate, so it speaks h2c to a relay here that opens mutual TLS (a
+//!   mesh client certificate, ALPN h2) to ztunnel and passes the bytes both
+//!   ways.
+//! - The waypoint's HTTP/2 server, the one an application's requests meet
+//!   inside the tunnel: the relay opens a CONNECT stream to a Service bound
+//!   to a waypoint in process (as a client's ztunnel does) and h2spec
+//!   speaks HTTP/2 with prior knowledge inside it, answered from `web`.
+//!
+//! Every failing case must be in the server's allow-list
+//! (`h2spec-allowed.txt`, `h2spec-waypoint-allowed.txt`), with why (an
+//! allowed case may also pass).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -14,7 +23,10 @@ use std::sync::Arc;
 use integration::Mesh;
 use integration::tls_client::{client_cert, id, mesh_client_config, mesh_roots};
 use rustls_pki_types::ServerName;
+use shop::Shop;
 use tokio::net::{TcpListener, TcpStream};
+
+mod shop;
 
 /// Where `cargo xtask cluster build` puts h2spec.
 fn h2spec() -> PathBuf {
@@ -28,9 +40,8 @@ fn h2spec() -> PathBuf {
 }
 
 /// The cases allowed to fail: `<section id> <why>` per line.
-fn allowed() -> BTreeSet<String> {
-    include_str!("h2spec-allowed.txt")
-        .lines()
+fn allowed(list: &str) -> BTreeSet<String> {
+    list.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| l.split_whitespace().next().unwrap().to_string())
@@ -65,7 +76,7 @@ fn attribute(tag: &str, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs h2spec from `cargo xtask cluster build`; `cargo xtask cluster test` runs it"]
 async fn h2spec_against_the_hbone_server_fails_only_allowed_cases() {
-    let h2spec = h2spec();
+    h2spec();
     let mesh = Mesh::start().await;
     let server = mesh.workload("echo", "echo", 3, "node-b");
     let _z = mesh
@@ -91,13 +102,22 @@ async fn h2spec_against_the_hbone_server_fails_only_allowed_cases() {
         }
     });
 
-    // Kept for reading after the run.
-    let junit = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/h2spec.xml");
+    run_h2spec(relay_addr, "h2spec.xml", include_str!("h2spec-allowed.txt")).await;
+}
+
+/// Runs h2spec against `target` and fails on any case that failed and is
+/// not in `allowed_list`. The JUnit report is kept in `target/<report>`.
+async fn run_h2spec(target: SocketAddr, report: &str, allowed_list: &str) {
+    let h2spec = h2spec();
+    let junit = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target")
+        .join(report);
     let out = {
         let (h2spec, junit) = (h2spec.clone(), junit.clone());
         tokio::task::spawn_blocking(move || {
             std::process::Command::new(&h2spec)
-                .args(["-h", "127.0.0.1", "-p", &relay_addr.port().to_string()])
+                .args(["-h", &target.ip().to_string()])
+                .args(["-p", &target.port().to_string()])
                 .args(["-o", "2", "-j"])
                 .arg(&junit)
                 .output()
@@ -115,7 +135,7 @@ async fn h2spec_against_the_hbone_server_fails_only_allowed_cases() {
     });
     let failed = failures(&report);
     let cases = report.matches("<testcase ").count();
-    let allowed = allowed();
+    let allowed = allowed(allowed_list);
     let unexpected: Vec<_> = failed.difference(&allowed).collect();
     let now_passing: Vec<_> = allowed.difference(&failed).collect();
     let summary = String::from_utf8_lossy(&out.stdout);
@@ -135,4 +155,60 @@ async fn h2spec_against_the_hbone_server_fails_only_allowed_cases() {
     if !now_passing.is_empty() {
         eprintln!("allowed, and passing this run: {now_passing:?}");
     }
+}
+
+/// `web`: answers every request 200 over HTTP/2 (the waypoint speaks to
+/// the upstream in the downstream's protocol), with a body larger than
+/// h2spec's flow-control cases need (6.9.2/2 is skipped on a short one).
+async fn serve_web(listener: TcpListener) {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    loop {
+        let (tcp, _) = listener.accept().await.unwrap();
+        tokio::spawn(async move {
+            let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                // A response to HEAD has no body (RFC 9110 §9.3.2); hyper
+                // leaves that to the application.
+                let size = if req.method() == http::Method::HEAD {
+                    0
+                } else {
+                    100_000
+                };
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                    bytes::Bytes::from(vec![b'w'; size]),
+                )))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs h2spec from `cargo xtask cluster build`; `cargo xtask cluster test` runs it"]
+async fn h2spec_against_the_waypoint_fails_only_allowed_cases() {
+    h2spec();
+    let mesh = Mesh::start().await;
+    let web = TcpListener::bind(shop::web_addr(&mesh)).await.unwrap();
+    tokio::spawn(serve_web(web));
+    let shop = Arc::new(Shop::start(&mesh).await);
+    let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((plain, _)) = relay.accept().await {
+            let shop = shop.clone();
+            tokio::spawn(async move {
+                let stream = shop.stream_to_web().await;
+                let _ = mesh_hbone::copy::copy_bidirectional(&plain, stream).await;
+            });
+        }
+    });
+    run_h2spec(
+        relay_addr,
+        "h2spec-waypoint.xml",
+        include_str!("h2spec-waypoint-allowed.txt"),
+    )
+    .await;
 }

@@ -379,10 +379,16 @@ const ROWS: &[Row] = &[
     },
     Row {
         id: "H1",
-        tests: &[(
-            Test(IT, "h2spec"),
-            "h2spec_against_the_hbone_server_fails_only_allowed_cases",
-        )],
+        tests: &[
+            (
+                Test(IT, "h2spec"),
+                "h2spec_against_the_hbone_server_fails_only_allowed_cases",
+            ),
+            (
+                Test(IT, "h2spec"),
+                "h2spec_against_the_waypoint_fails_only_allowed_cases",
+            ),
+        ],
     },
     Row {
         id: "H2",
