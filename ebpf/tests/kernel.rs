@@ -170,3 +170,27 @@ fn an_object_that_is_not_one_says_so() {
     };
     assert!(matches!(err, EbpfError::Object(_)), "{err:?}");
 }
+
+/// reliability.md R6, full map: the programs keep no per-connection state
+/// (connection tracking is the kernel's); their maps are fixed-size arrays
+/// (the counters, the settings), which cannot fill. A map that can fill (a
+/// hash, an LRU, a ring buffer) would need the spec's path for a full map
+/// (drop the packet and count it): this test fails when one appears, so
+/// that path comes with it.
+#[test]
+fn the_programs_keep_no_map_that_can_fill() {
+    let _root = Scratch::new();
+    let programs = Programs::load(REDIRECT_OBJECT, settings()).unwrap();
+    let maps = programs.kernel_ids().maps;
+    assert!(!maps.is_empty(), "the counters at least");
+    for id in maps {
+        let shown = sh(&["bpftool", "-j", "map", "show", "id", &id.to_string()]);
+        let map: serde_json::Value = serde_json::from_str(&shown).expect("bpftool JSON");
+        let kind = map["type"].as_str().unwrap_or_default();
+        assert!(
+            kind == "array" || kind == "percpu_array",
+            "map {} is a {kind}, which can fill: {shown}",
+            map["name"]
+        );
+    }
+}

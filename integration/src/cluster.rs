@@ -168,6 +168,10 @@ pub struct Cluster {
     pub ztunnel_env: Vec<(&'static str, String)>,
     /// Extra environment for node agents started from now on.
     pub agent_env: Vec<(&'static str, String)>,
+    /// A command node agents started from now on run under (the agent's
+    /// path and flags follow it), e.g. to change what the agent sees of
+    /// the host.
+    pub agent_wrapper: Vec<String>,
     /// Servers on the underlay beside istiod-lite (an identity provider).
     underlay_servers: Vec<Proc>,
     /// Where the logs and manifests go if the test fails ([`logs`]).
@@ -214,6 +218,7 @@ impl Cluster {
             waypoint_env: Vec::new(),
             ztunnel_env: Vec::new(),
             agent_env: Vec::new(),
+            agent_wrapper: Vec::new(),
             underlay_servers: Vec::new(),
             namespaces: BTreeMap::new(),
             services: BTreeMap::new(),
@@ -494,18 +499,20 @@ impl Cluster {
             "--redirection".into(),
             self.redirect.as_str().into(),
         ];
-        let args: Vec<&str> = args
-            .iter()
-            .chain(&self.agent_args)
-            .map(String::as_str)
-            .collect();
+        // Under the wrapper, if any: its command, then the agent's path and flags.
+        let mut argv = self.agent_wrapper.clone();
+        argv.push(self.bin.join("cni-agent").display().to_string());
+        argv.extend(args);
+        argv.extend(self.agent_args.iter().cloned());
+        let (program, args) = argv.split_first().expect("the agent's path");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = dir.join(format!("agent-{}.log", unique()));
         let mut env = vec![("RUST_LOG", log_level())];
         env.extend(self.agent_env.iter().map(|(k, v)| (*k, v.clone())));
         let proc = Proc::spawn(
             &format!("node agent on {}", n.name),
             &n.netns,
-            &self.bin.join("cni-agent"),
+            Path::new(program),
             &args,
             &env,
             log,

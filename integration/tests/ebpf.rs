@@ -156,3 +156,65 @@ fn releasing_every_pod_leaves_no_program_filter_or_map_behind() {
         format!("hello from b, you are {}\n", c.get("apps", "a").ip)
     );
 }
+
+/// Hides the kernel's BTF from the command it runs: a mount namespace of
+/// its own with `/dev/null` over `/sys/kernel/btf/vmlinux`, checked empty
+/// before the command starts. A slave of the host's, so the pods' network
+/// namespaces mounted later still appear in it.
+const WITHOUT_KERNEL_BTF: &[&str] = &[
+    "unshare",
+    "--mount",
+    "--propagation",
+    "slave",
+    "--",
+    "sh",
+    "-c",
+    "mount --bind /dev/null /sys/kernel/btf/vmlinux && test ! -s /sys/kernel/btf/vmlinux && exec \"$@\"",
+    "sh",
+];
+
+/// reliability.md R6, missing BTF: the programs use no CO-RE relocation,
+/// so a kernel whose BTF the agent cannot read changes nothing: a pod
+/// enrolled by an agent that cannot see it is captured with programs that
+/// agent loaded, and its traffic crosses the nodes only inside HBONE.
+#[test]
+fn without_the_kernels_btf_the_programs_load_and_capture_as_before() {
+    let mut c = Cluster::start_with(&["node-a", "node-b"], Redirect::Ebpf);
+    c.namespace("apps", &[AMBIENT]);
+    c.captured_pods("apps", &[("remote", "node-b")]);
+    c.stop_agent("node-a");
+    c.agent_wrapper = WITHOUT_KERNEL_BTF.iter().map(|a| a.to_string()).collect();
+    c.start_agent("node-a");
+    let mounts =
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", c.agent_pid("node-a"))).unwrap();
+    assert!(
+        mounts.contains(" /sys/kernel/btf/vmlinux "),
+        "the agent still sees the kernel's BTF:\n{mounts}"
+    );
+
+    c.captured_pods("apps", &[("client", "node-a")]);
+    c.wait_for("the agent lists what it loaded", |c| {
+        loaded_ids(c, "node-a", "programs").len() == 2
+    });
+    let client = c.get("apps", "client");
+    let remote = c.get("apps", "remote");
+    let url = format!("http://{}:{HTTP_PORT}/", remote.ip);
+    c.curl_eventually(client, &url);
+    let cap = Capture::start(&c.lan, &c.node("node-a").uplink, c.dir.path());
+    let marker = format!("MARKER-{}", std::process::id());
+    let body = c.curl(client, &format!("{url}{marker}")).expect("served");
+    assert!(body.starts_with("hello from remote"), "{body}");
+    let segments = cap.finish();
+    assert!(
+        !capture::contains(&segments, marker.as_bytes()),
+        "plaintext on the wire"
+    );
+    assert!(
+        capture::flows_to_port(&segments, HTTP_PORT).is_empty(),
+        "plaintext to {HTTP_PORT}"
+    );
+    assert!(
+        !capture::flows_to_port(&segments, 15008).is_empty(),
+        "no HBONE seen"
+    );
+}

@@ -354,6 +354,27 @@ const ROWS: &[Row] = &[
         )],
     },
     Row {
+        id: "R6",
+        tests: &[
+            (
+                Test(IT, "ebpf"),
+                "a_program_the_kernel_refuses_fails_enrollment_clearly_and_nothing_leaves_in_plaintext",
+            ),
+            (
+                Test("mesh-ebpf", "kernel"),
+                "a_refused_program_is_named_with_the_verifiers_reason",
+            ),
+            (
+                Test(IT, "ebpf"),
+                "without_the_kernels_btf_the_programs_load_and_capture_as_before",
+            ),
+            (
+                Test("mesh-ebpf", "kernel"),
+                "the_programs_keep_no_map_that_can_fill",
+            ),
+        ],
+    },
+    Row {
         id: "R7",
         tests: &[
             (
