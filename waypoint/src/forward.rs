@@ -111,6 +111,9 @@ impl Upstreams {
             authority: target.to_string(),
             headers: h,
         };
-        Ok(Box::new(self.pool.connect(&key, &request).await?))
+        // Closed as a TCP client would close, so the destination's ztunnel
+        // sees a finished exchange rather than a cancelled one.
+        let stream = self.pool.connect(&key, &request).await?;
+        Ok(Box::new(mesh_hbone::stream::Lingering::from(stream)))
     }
 }

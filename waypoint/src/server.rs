@@ -115,8 +115,10 @@ async fn handle_stream(
             return connect.reject(StatusCode::BAD_REQUEST);
         }
     };
+    // Lingering: once the HTTP or TCP handler has ended its side, the
+    // client's END_STREAM is read rather than the stream reset under it.
     let mut stream = match connect.accept(HeaderMap::new()) {
-        Ok(s) => s,
+        Ok(s) => mesh_hbone::stream::Lingering::from(s),
         Err(e) => {
             debug!(error = %e, "peer went away before the 200");
             return;

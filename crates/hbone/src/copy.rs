@@ -83,7 +83,7 @@ pub async fn copy_bidirectional(tcp: &TcpStream, stream: H2Stream) -> io::Result
                 .map_err(h2_to_io)?;
             total += chunk.len() as u64;
         }
-        SockRef::from(tcp).shutdown(std::net::Shutdown::Write)?;
+        end_writes(tcp)?;
         Ok::<_, io::Error>(total)
     };
 
@@ -92,6 +92,17 @@ pub async fn copy_bidirectional(tcp: &TcpStream, stream: H2Stream) -> io::Result
         to_tunnel,
         from_tunnel,
     })
+}
+
+/// Half-closes `tcp` (FIN) after the last byte. A socket the peer has
+/// already closed and reset is not connected any more: nothing is left to
+/// end there, so that is not an error (an application that closes as soon
+/// as it has its answer does this all the time).
+pub fn end_writes(tcp: &TcpStream) -> io::Result<()> {
+    match SockRef::from(tcp).shutdown(std::net::Shutdown::Write) {
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+        result => result,
+    }
 }
 
 /// Whether the socket is readable right now, without waiting.

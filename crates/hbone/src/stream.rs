@@ -5,6 +5,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use h2::{RecvStream, SendStream};
@@ -138,6 +139,79 @@ impl AsyncWrite for H2Stream {
             this.send.send_data(Bytes::new(), true).map_err(h2_to_io)?;
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+/// How long a [`Lingering`] stream dropped after its END_STREAM waits for
+/// the peer's before resetting.
+pub const LINGER: Duration = Duration::from_secs(5);
+
+/// An [`H2Stream`] used as a byte stream (a protocol client inside the
+/// tunnel) that closes as a TCP socket does after `shutdown`: dropped once
+/// its sending side has ended, it reads the peer's side to its end in the
+/// background, at most [`LINGER`], instead of resetting the stream. A
+/// client that closes a finished exchange then looks, to the other end, like
+/// one that closed, not one that cancelled it (which the other end counts as
+/// an error). Dropped before its END_STREAM, it resets as an [`H2Stream`]
+/// does.
+pub struct Lingering(Option<H2Stream>);
+
+impl From<H2Stream> for Lingering {
+    fn from(stream: H2Stream) -> Self {
+        Self(Some(stream))
+    }
+}
+
+impl Lingering {
+    fn stream(&mut self) -> &mut H2Stream {
+        self.0.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let Some(mut stream) = self.0.take() else {
+            return;
+        };
+        if !stream.finished || stream.recv.is_end_stream() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let drained = tokio::time::timeout(LINGER, async {
+                    while let Ok(Some(_)) = stream.read_chunk().await {}
+                });
+                let _ = drained.await;
+            });
+        }
+    }
+}
+
+impl AsyncRead for Lingering {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().stream()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Lingering {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().stream()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().stream()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().stream()).poll_shutdown(cx)
     }
 }
 

@@ -8,7 +8,6 @@ use std::io;
 use std::os::fd::OwnedFd;
 
 use nix::fcntl::{OFlag, SpliceFFlags, splice};
-use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -37,7 +36,7 @@ async fn one_way(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
         });
         let mut in_pipe = match read {
             Ok(0) => {
-                SockRef::from(to).shutdown(std::net::Shutdown::Write)?;
+                mesh_hbone::copy::end_writes(to)?;
                 return Ok(total);
             }
             Ok(n) => n,
