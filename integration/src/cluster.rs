@@ -371,6 +371,15 @@ impl Cluster {
         self.sync_kube_proxy();
     }
 
+    /// Stops istiod-lite (SIGTERM) and starts it again on the same state
+    /// (its root and signing key), as a control-plane rollout does.
+    pub fn restart_istiod(&mut self) {
+        if let Some(mut istiod) = self.istiod.take() {
+            istiod.stop();
+        }
+        self.start_istiod();
+    }
+
     fn start_istiod(&mut self) {
         let state = self.dir.path().join("istiod");
         let state_arg = state.display().to_string();
@@ -382,6 +391,11 @@ impl Cluster {
         std::fs::write(&self.root_cert, root).expect("root cert");
         let manifests = self.manifests().display().to_string();
         let grpc = format!("{LAN_IP}:15012");
+        // The first run's log is istiod.log; a restart's gets its own.
+        let mut log = self.dir.path().join("istiod.log");
+        if log.exists() {
+            log = self.dir.path().join(format!("istiod-{}.log", unique()));
+        }
         self.istiod = Some(Proc::spawn(
             "istiod-lite",
             &self.lan,
@@ -398,7 +412,7 @@ impl Cluster {
                 "100ms",
             ],
             &[("RUST_LOG", log_level())],
-            self.dir.path().join("istiod.log"),
+            log,
         ));
     }
 

@@ -556,6 +556,13 @@ const ROWS: &[Row] = &[
         )],
     },
     Row {
+        id: "D4",
+        tests: &[(
+            Test(IT, "soak"),
+            "traffic_holds_through_rotation_policy_churn_and_control_plane_restarts",
+        )],
+    },
+    Row {
         id: "DS",
         tests: &[
             (

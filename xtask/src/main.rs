@@ -158,6 +158,19 @@ fn ci() -> anyhow::Result<()> {
     // then the capture suite again with eBPF redirection.
     cargo(&["test", "--workspace"])?;
     e2e("ebpf")?;
+    // Row D4: the soak, 10 minutes of traffic through rotation, policy
+    // churn and control-plane restarts (ignored by `cargo test` for its
+    // length).
+    cargo(&[
+        "test",
+        "-p",
+        "integration",
+        "--test",
+        "soak",
+        "--",
+        "--ignored",
+        "--nocapture",
+    ])?;
     // The fault and attack rows' tests have now run in both modes: each
     // row's tests must exist and be on docs/reliability.md (`cargo xtask
     // e2e --suite faults` runs them as their own suite).
