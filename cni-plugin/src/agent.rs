@@ -153,7 +153,7 @@ impl Agent {
                 mesh_runtime::endpoint::bind("monitoring", addr, "MONITORING_ADDR").await?;
             let mut registry = prometheus_client::registry::Registry::default();
             registry.register_collector(Box::new(metrics::StatusCollector(latest.clone())));
-            registry.register_collector(Box::new(mesh_runtime::stats::ProcessCollector));
+            mesh_runtime::stats::register_process(&mut registry);
             mesh_telemetry::register_build(registry.sub_registry_with_prefix("istio"), "istio-cni");
             let registry = Arc::new(registry);
             tasks.push(tokio::spawn(mesh_runtime::stats::serve(

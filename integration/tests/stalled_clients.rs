@@ -17,6 +17,9 @@ use ztunnel::config as zc;
 
 const CLIENTS: usize = 1000;
 
+/// Held by a test while it stalls clients and counts the timeouts.
+static COUNTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The bound each listener documents (H2Config::handshake_timeout,
 /// istiod's HANDSHAKE_WAIT, the endpoints' REQUEST_HEADERS_WAIT: 10 s),
 /// plus what a loaded 2-core machine may add.
@@ -174,6 +177,27 @@ fn assert_all_closed_within(what: &str, closed: &[Option<Duration>], bound: Dura
     );
 }
 
+/// `mesh_wait_timeouts_total{wait}` as the stats endpoint at `stats` shows
+/// it. The counts are per process, and every component of these tests runs
+/// in this one: the tests that count hold [`COUNTING`] so that what one
+/// counts is its own.
+async fn timeouts_shown(stats: SocketAddr, wait: &str) -> u64 {
+    let mut s = TcpStream::connect(stats).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body))
+        .await
+        .expect("the metrics within 5 s")
+        .unwrap();
+    integration::metrics::counter(
+        &body,
+        "mesh_wait_timeouts_total",
+        &[&format!("wait=\"{wait}\"")],
+    )
+}
+
 fn assert_all_held(what: &str, closed: &[Option<Duration>]) {
     let gone = closed.iter().flatten().count();
     assert_eq!(
@@ -204,6 +228,9 @@ async fn ztunnel_hbone_closes_clients_that_never_send_the_preface() {
         id("echo"),
     ));
     let hbone = SocketAddr::new(t.app_addr.ip(), mesh_hbone::HBONE_PORT);
+    let stats = t.b.stats_addr.expect("stats endpoint on");
+    let _counting = COUNTING.lock().await;
+    let before = timeouts_shown(stats, "http2_preface").await;
     let closed = stall(
         || tls_then_nothing(config.clone(), hbone),
         || async { t.new_tunnel().await.and(t.round_trip().await) },
@@ -211,6 +238,8 @@ async fn ztunnel_hbone_closes_clients_that_never_send_the_preface() {
     )
     .await;
     assert_all_closed_within("ztunnel 15008", &closed, CLOSED_WITHIN);
+    let counted = timeouts_shown(stats, "http2_preface").await - before;
+    assert_eq!(counted, CLIENTS as u64, "preface timeouts counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,6 +258,9 @@ async fn istiod_closes_clients_that_never_send_the_preface() {
     config.alpn_protocols = vec![mesh_tls::ALPN_H2.to_vec()];
     let config = Arc::new(config);
     let grpc = istiod.grpc_addr;
+    let stats = t.b.stats_addr.expect("stats endpoint on");
+    let _counting = COUNTING.lock().await;
+    let before = timeouts_shown(stats, "http2_preface").await;
     // Legitimate: a new CA client (its own connection) gets a certificate.
     let env = t.mesh.ztunnel_env("node-a", &[t.client_ip]);
     let ca_config = zc::Config::from_env(|k| env.get(k).cloned()).unwrap().ca;
@@ -248,6 +280,8 @@ async fn istiod_closes_clients_that_never_send_the_preface() {
     )
     .await;
     assert_all_closed_within("istiod 15012", &closed, CLOSED_WITHIN);
+    let counted = timeouts_shown(stats, "http2_preface").await - before;
+    assert_eq!(counted, CLIENTS as u64, "preface timeouts counted");
     drop(t.b);
 }
 
@@ -255,6 +289,8 @@ async fn istiod_closes_clients_that_never_send_the_preface() {
 async fn http_endpoints_close_clients_that_never_send_a_request() {
     let t = setup().await;
     let stats = t.b.stats_addr.expect("stats endpoint on");
+    let _counting = COUNTING.lock().await;
+    let before = timeouts_shown(stats, "request_headers").await;
     let legit = || async move {
         let mut s = TcpStream::connect(stats).await?;
         s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
@@ -271,6 +307,8 @@ async fn http_endpoints_close_clients_that_never_send_a_request() {
     )
     .await;
     assert_all_closed_within("the stats endpoint", &closed, CLOSED_WITHIN);
+    let counted = timeouts_shown(stats, "request_headers").await - before;
+    assert_eq!(counted, CLIENTS as u64, "header timeouts counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

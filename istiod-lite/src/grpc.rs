@@ -136,6 +136,7 @@ pub async fn serve(
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => {
+                        mesh_core::wait::Wait::TlsHandshake.timed_out();
                         return warn!(%peer, after = ?HANDSHAKE_WAIT, "TLS handshake not completed in time; connection closed");
                     }
                 };
@@ -151,6 +152,7 @@ pub async fn serve(
                         debug!(%peer, error = %e, "connection ended before the HTTP/2 preface")
                     }
                     Err(_) => {
+                        mesh_core::wait::Wait::Http2Preface.timed_out();
                         warn!(%peer, after = ?HANDSHAKE_WAIT, "no HTTP/2 preface after TLS in time; connection closed");
                     }
                 }

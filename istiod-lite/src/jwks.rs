@@ -214,7 +214,10 @@ impl JwksResolver {
 pub async fn fetch(uri: &str, timeout: Duration) -> Result<String, FetchError> {
     let body = tokio::time::timeout(timeout, get(uri))
         .await
-        .map_err(|_| FetchError::Timeout(timeout))??;
+        .map_err(|_| {
+            mesh_core::wait::Wait::JwksFetch.timed_out();
+            FetchError::Timeout(timeout)
+        })??;
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| FetchError::NotJwks("the body is not UTF-8".into()))?;
     let value: serde_json::Value =

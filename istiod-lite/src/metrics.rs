@@ -116,7 +116,7 @@ impl Metrics {
             m.refused.clone(),
         );
         mesh_telemetry::register_build(registry.sub_registry_with_prefix("istio"), "istiod");
-        registry.register_collector(Box::new(mesh_runtime::stats::ProcessCollector));
+        mesh_runtime::stats::register_process(registry);
         if let Some(errors) = errors {
             registry.register_collector(Box::new(ConfigErrors(errors)));
         }

@@ -112,7 +112,7 @@ impl Waypoint {
         let metrics = RequestMetrics::new(registry.sub_registry_with_prefix("istio"));
         xds_stats.register(registry.sub_registry_with_prefix("istio"));
         mesh_telemetry::register_build(registry.sub_registry_with_prefix("istio"), "waypoint");
-        registry.register_collector(Box::new(stats::ProcessCollector));
+        stats::register_process(&mut registry);
         let registry = Arc::new(registry);
         let inputs = Arc::new(Inputs {
             config,

@@ -118,7 +118,7 @@ impl Ztunnel {
             registry.sub_registry_with_prefix("istio"),
             &revocation,
         );
-        registry.register_collector(Box::new(stats::ProcessCollector));
+        stats::register_process(&mut registry);
         registry.register_collector(Box::new(crate::metrics::CertificateCollector(
             certs.clone(),
         )));

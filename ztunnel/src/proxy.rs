@@ -83,7 +83,10 @@ pub(crate) async fn connect_app(
     let socket = crate::socket::upstream_from(&inputs.sockets, src, dst)?;
     let app = tokio::time::timeout(APP_CONNECT_TIMEOUT, socket.connect(dst))
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+        .map_err(|_| {
+            mesh_core::wait::Wait::AppConnect.timed_out();
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+        })??;
     let _ = app.set_nodelay(true);
     Ok(app)
 }

@@ -60,7 +60,10 @@ async fn one(stream: UnixStream, events: mpsc::Sender<PluginRequest>) -> anyhow:
     let mut reader = BufReader::new(read).take(MAX_EVENT as u64);
     tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line))
         .await
-        .map_err(|_| anyhow::anyhow!("the plugin sent nothing within 5s"))??;
+        .map_err(|_| {
+            mesh_core::wait::Wait::CniRequest.timed_out();
+            anyhow::anyhow!("the plugin sent nothing within 5s")
+        })??;
     let reply = match serde_json::from_str::<PluginEvent>(&line) {
         Ok(event) => {
             debug!(?event, "plugin event");

@@ -174,6 +174,7 @@ impl ZdsServer {
                 return;
             }
             Err(_) => {
+                mesh_core::wait::Wait::ZdsAck.timed_out();
                 warn!("ztunnel sent no hello within 5s; closing");
                 return;
             }
@@ -279,11 +280,17 @@ async fn exchange(socket: &ZdsSocket, job: &Job) -> Result<Result<(), String>, Z
     let fd = job.netns.as_ref().map(|n| n.as_fd());
     tokio::time::timeout(ACK_TIMEOUT, socket.send(&job.request, fd))
         .await
-        .map_err(|_| ZdsError::Protocol("ztunnel did not take the request within 5s".into()))??;
+        .map_err(|_| {
+            mesh_core::wait::Wait::ZdsAck.timed_out();
+            ZdsError::Protocol("ztunnel did not take the request within 5s".into())
+        })??;
     let (response, fds) =
         tokio::time::timeout(ACK_TIMEOUT, socket.recv_message::<WorkloadResponse>())
             .await
-            .map_err(|_| ZdsError::Protocol("ztunnel did not answer within 5s".into()))??;
+            .map_err(|_| {
+                mesh_core::wait::Wait::ZdsAck.timed_out();
+                ZdsError::Protocol("ztunnel did not answer within 5s".into())
+            })??;
     if !fds.is_empty() {
         return Err(ZdsError::Protocol(
             "ztunnel sent a descriptor with its Ack".into(),

@@ -13,6 +13,7 @@ pub mod authorization;
 pub mod duration;
 pub mod identity;
 pub mod service;
+pub mod wait;
 pub mod waypoint;
 pub mod workload;
 pub mod xds;

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use h2::client::SendRequest;
 use http::{HeaderMap, Method, Request, StatusCode};
 use mesh_core::Identity;
+use mesh_core::wait::Wait;
 use mesh_tls::WorkloadCertificate;
 use mesh_tls::revocation::Side;
 use rustls::ClientConfig;
@@ -80,7 +81,10 @@ pub async fn tls_handshake(
         TlsConnector::from(tls).connect(name, tcp),
     )
     .await
-    .map_err(|_| Error::TlsTimeout { addr })?
+    .map_err(|_| {
+        Wait::TlsHandshake.timed_out();
+        Error::TlsTimeout { addr }
+    })?
     .map_err(|source| Error::Tls { addr, source })?;
     if tls_stream.get_ref().1.alpn_protocol() != Some(mesh_tls::ALPN_H2) {
         return Err(Error::NoAlpn { addr });
@@ -161,7 +165,10 @@ pub(crate) async fn keepalive_loop(
         match tokio::time::timeout(timeout, ping.ping(h2::Ping::opaque())).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return format!("keepalive PING failed: {e}"),
-            Err(_) => return format!("keepalive PING unanswered for {timeout:?}"),
+            Err(_) => {
+                Wait::Keepalive.timed_out();
+                return format!("keepalive PING unanswered for {timeout:?}");
+            }
         }
     }
 }
@@ -211,9 +218,12 @@ impl Connection {
         };
         let (response, send) = tokio::time::timeout(CONNECT_ANSWER_WAIT, answered)
             .await
-            .map_err(|_| Error::AnswerTimeout {
-                authority: request.authority.clone(),
-                after: CONNECT_ANSWER_WAIT,
+            .map_err(|_| {
+                Wait::ConnectAnswer.timed_out();
+                Error::AnswerTimeout {
+                    authority: request.authority.clone(),
+                    after: CONNECT_ANSWER_WAIT,
+                }
             })??;
         if response.status() != StatusCode::OK {
             return Err(Error::Status {

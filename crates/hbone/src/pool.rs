@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use mesh_core::Identity;
+use mesh_core::wait::Wait;
 use mesh_tls::SecretManager;
 use tokio::net::TcpSocket;
 use tokio::time::Instant;
@@ -229,7 +230,10 @@ impl Pool {
         }
         let tcp = tokio::time::timeout(self.inner.config.connect_timeout, socket.connect(addr))
             .await
-            .map_err(|_| Error::ConnectTimeout { addr })?
+            .map_err(|_| {
+                Wait::HboneConnect.timed_out();
+                Error::ConnectTimeout { addr }
+            })?
             .map_err(|source| Error::Connect { addr, source })?;
         debug!(dst = %addr, src_id = %key.src_id, "dialled new HBONE connection");
         client::handshake(tcp, addr, &cert, key.dst_id.clone(), &self.inner.config).await

@@ -10,6 +10,7 @@ use h2::server::SendResponse;
 use h2::{Reason, RecvStream};
 use http::{HeaderMap, Method, Response, StatusCode};
 use mesh_core::Identity;
+use mesh_core::wait::Wait;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -34,7 +35,10 @@ pub async fn accept_tls(
     tcp.set_nodelay(true)?;
     let stream = tokio::time::timeout(config.handshake_timeout, TlsAcceptor::from(tls).accept(tcp))
         .await
-        .map_err(|_| Error::TlsTimeout { addr })?
+        .map_err(|_| {
+            Wait::TlsHandshake.timed_out();
+            Error::TlsTimeout { addr }
+        })?
         .map_err(|source| Error::Tls { addr, source })?;
     let session = stream.get_ref().1;
     if session.alpn_protocol() != Some(mesh_tls::ALPN_H2) {
@@ -198,8 +202,11 @@ where
         .handshake::<_, Bytes>(io);
     let mut conn = tokio::time::timeout(config.handshake_timeout, handshake)
         .await
-        .map_err(|_| Error::PrefaceTimeout {
-            after: config.handshake_timeout,
+        .map_err(|_| {
+            Wait::Http2Preface.timed_out();
+            Error::PrefaceTimeout {
+                after: config.handshake_timeout,
+            }
         })??;
     let keepalive = keepalive_loop(
         conn.ping_pong(),

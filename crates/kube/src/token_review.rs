@@ -84,7 +84,10 @@ impl TokenReviewer {
         let answer =
             tokio::time::timeout(REVIEW_TIMEOUT, api.create(&PostParams::default(), &review))
                 .await
-                .map_err(|_| ReviewError::Api(format!("no answer within {REVIEW_TIMEOUT:?}")))?
+                .map_err(|_| {
+                    mesh_core::wait::Wait::TokenReview.timed_out();
+                    ReviewError::Api(format!("no answer within {REVIEW_TIMEOUT:?}"))
+                })?
                 .map_err(|e| ReviewError::Api(e.to_string()))?;
         let reviewed = judge(answer.status.unwrap_or_default(), &self.audience)?;
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());

@@ -154,7 +154,12 @@ where
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
-                tracing::debug!(endpoint = name, error = %e, "connection ended");
+                if e.is_timeout() {
+                    mesh_core::wait::Wait::RequestHeaders.timed_out();
+                    tracing::warn!(endpoint = name, after = ?REQUEST_HEADERS_WAIT, "no request headers in time; connection closed");
+                } else {
+                    tracing::debug!(endpoint = name, error = %e, "connection ended");
+                }
             }
         });
     }

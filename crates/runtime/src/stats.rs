@@ -126,6 +126,41 @@ fn readiness(ready: &Ready, req: &Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// `mesh_wait_timeouts_total{wait}`: the waits on a peer in this process
+/// that reached their bound, by kind ([`mesh_core::wait::Wait`]), every
+/// kind present from the start.
+#[derive(Debug, Default)]
+pub struct WaitCollector;
+
+impl prometheus_client::collector::Collector for WaitCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let mut family = encoder.encode_descriptor(
+            "mesh_wait_timeouts",
+            "Waits on a peer that reached their bound (docs/reliability.md, Waits on a peer)",
+            None,
+            MetricType::Counter,
+        )?;
+        for wait in mesh_core::wait::Wait::ALL {
+            let counter = ConstCounter::new(wait.timeouts());
+            counter.encode(family.encode_family(&[("wait", wait.name())])?)?;
+        }
+        Ok(())
+    }
+}
+
+/// What every component's registry carries about its process: the
+/// `process_*` metrics and the wait timeouts.
+pub fn register_process(registry: &mut Registry) {
+    registry.register_collector(Box::new(ProcessCollector));
+    registry.register_collector(Box::new(WaitCollector));
+}
+
 #[cfg(test)]
 mod tests {
     use prometheus_client::metrics::counter::Counter;

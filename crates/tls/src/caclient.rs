@@ -139,9 +139,12 @@ impl CaClient {
         let mut client = self.client.clone();
         let answered = tokio::time::timeout(REQUEST_TIMEOUT, client.create_certificate(request))
             .await
-            .map_err(|_| Error::CaUnreachable {
-                address: self.config.target.address.clone(),
-                reason: format!("no answer within {REQUEST_TIMEOUT:?}"),
+            .map_err(|_| {
+                mesh_core::wait::Wait::CaRequest.timed_out();
+                Error::CaUnreachable {
+                    address: self.config.target.address.clone(),
+                    reason: format!("no answer within {REQUEST_TIMEOUT:?}"),
+                }
             })?;
         let response = answered
             .map_err(|status| match status.code() {

@@ -83,6 +83,7 @@ pub fn channel(target: &ControlPlaneAddress) -> Result<Channel, Error> {
             let tcp = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&address))
                 .await
                 .map_err(|_| {
+                    mesh_core::wait::Wait::ControlPlaneConnect.timed_out();
                     std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
                 })??;
             tcp.set_nodelay(true)?;
@@ -90,6 +91,7 @@ pub fn channel(target: &ControlPlaneAddress) -> Result<Channel, Error> {
                 tokio::time::timeout(Duration::from_secs(10), connector.connect(server_name, tcp))
                     .await
                     .map_err(|_| {
+                        mesh_core::wait::Wait::ControlPlaneConnect.timed_out();
                         std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
                     })??;
             Ok::<_, std::io::Error>(TokioIo::new(tls))

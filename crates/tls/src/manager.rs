@@ -188,6 +188,7 @@ impl SecretManager {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(Error::Bug(format!("renewal task for {identity} ended"))),
                 Err(_) => {
+                    mesh_core::wait::Wait::WorkloadCertificate.timed_out();
                     let state = rx.borrow();
                     let reason = state.last_error.clone().unwrap_or_else(|| {
                         let what = if state.current.is_some() {

@@ -353,7 +353,10 @@ impl<H: Handler> XdsClient<H> {
             client.delta_aggregated_resources(request),
         )
         .await
-        .map_err(|_| StreamError::OpenTimeout(STREAM_OPEN_TIMEOUT))??
+        .map_err(|_| {
+            mesh_core::wait::Wait::XdsStreamOpen.timed_out();
+            StreamError::OpenTimeout(STREAM_OPEN_TIMEOUT)
+        })??
         .into_inner();
         info!(address = %self.config.target.address, "xDS stream connected");
         while let Some(response) = responses.message().await? {

@@ -247,6 +247,7 @@ async fn prepare(
                 tokio::time::timeout(super::APP_CONNECT_TIMEOUT, socket.connect(dst))
                     .await
                     .map_err(|_| {
+                        mesh_core::wait::Wait::AppConnect.timed_out();
                         std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
                     })?
             };
