@@ -409,6 +409,10 @@ const ROWS: &[Row] = &[
                 Test(IT, "h2spec"),
                 "h2spec_against_the_waypoint_fails_only_allowed_cases",
             ),
+            (
+                Test(IT, "tls_scan"),
+                "the_mesh_tls_endpoints_speak_tls_1_3_with_aes_gcm_only",
+            ),
         ],
     },
     Row {

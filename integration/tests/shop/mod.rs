@@ -161,6 +161,11 @@ status: {{podIP: {web_ip}}}
         }
     }
 
+    /// The waypoint's HBONE listener.
+    pub fn waypoint_addr(&self) -> SocketAddr {
+        self.key.dst
+    }
+
     /// A CONNECT stream to `web`'s VIP through the waypoint.
     pub async fn stream_to_web(&self) -> H2Stream {
         stream_to_web(&self.pool, &self.key).await
