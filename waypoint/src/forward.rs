@@ -12,6 +12,11 @@ use mesh_xds::ProxyState;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+/// The bound on a TCP connect to an endpoint outside the mesh, as
+/// ztunnel's to an application (not the kernel's SYN retries, about two
+/// minutes).
+pub const PLAIN_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A byte stream to an upstream.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
@@ -85,8 +90,15 @@ impl Upstreams {
         let ip = workload.addresses[0];
         let target = SocketAddr::new(ip, port);
         if workload.tunnel_protocol != TunnelProtocol::Hbone {
-            let tcp = TcpStream::connect(target)
+            let tcp = tokio::time::timeout(PLAIN_CONNECT_TIMEOUT, TcpStream::connect(target))
                 .await
+                .unwrap_or_else(|_| {
+                    mesh_core::wait::Wait::AppConnect.timed_out();
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {PLAIN_CONNECT_TIMEOUT:?}"),
+                    ))
+                })
                 .map_err(|source| ForwardError::Plain {
                     addr: target,
                     source,

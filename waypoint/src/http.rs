@@ -15,7 +15,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_telemetry::ResponseFlags;
 use opentelemetry::KeyValue;
 use tracing::debug;
@@ -50,12 +50,20 @@ pub async fn serve(io: impl Io, protocol: Protocol, ctx: Arc<Downstream>, inputs
         }
         _ => {
             hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(crate::sniff::DOWNSTREAM_IDLE_TIMEOUT)
                 .serve_connection(io, service)
                 .await
         }
     };
-    if let Err(e) = result {
-        debug!(error = %e, "downstream HTTP connection ended with an error");
+    match result {
+        // No request (or not all of its headers) within the idle timeout.
+        Err(e) if e.is_timeout() => {
+            mesh_core::wait::Wait::RequestHeaders.timed_out();
+            debug!(after = ?crate::sniff::DOWNSTREAM_IDLE_TIMEOUT, "downstream HTTP/1.1 connection idle; closed");
+        }
+        Err(e) => debug!(error = %e, "downstream HTTP connection ended with an error"),
+        Ok(()) => {}
     }
 }
 
@@ -687,6 +695,11 @@ async fn send_once(
     sent.map_err(|e| (Failure::Upstream(e), None))
 }
 
+/// How long a mirrored request may wait for its answer's headers: Envoy's
+/// default route timeout (Istio sets none on the request itself, but a
+/// mirror nobody waits for must not hold a connection for ever).
+const MIRROR_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Sends a copy of the request to `backend` and forgets the answer.
 fn spawn_mirror(
     backend: &Backend,
@@ -714,13 +727,15 @@ fn spawn_mirror(
     let (ctx, inputs) = (ctx.clone(), inputs.clone());
     tokio::spawn(async move {
         let req = Request::from_parts(parts, full(body));
-        if let Err((f, _)) = send_once(req, &upstream, &ctx, &inputs, &mut Vec::new(), None).await {
-            let reason = match f {
-                Failure::Connect(e) => e.to_string(),
-                Failure::Upstream(e) => e.to_string(),
-            };
-            debug!(%reason, "mirrored request failed");
-        }
+        let mut tried = Vec::new();
+        let sent = send_once(req, &upstream, &ctx, &inputs, &mut tried, None);
+        let reason = match tokio::time::timeout(MIRROR_ANSWER_WAIT, sent).await {
+            Ok(Ok(_)) => return,
+            Ok(Err((Failure::Connect(e), _))) => e.to_string(),
+            Ok(Err((Failure::Upstream(e), _))) => e.to_string(),
+            Err(_) => format!("no answer within {MIRROR_ANSWER_WAIT:?}"),
+        };
+        debug!(%reason, "mirrored request failed");
     });
 }
 

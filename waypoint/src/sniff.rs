@@ -13,6 +13,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// The HTTP/2 connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long a downstream connection may say nothing: Envoy's default idle
+/// timeout for an HTTP connection (Istio keeps it). It bounds a declared
+/// HTTP port's first bytes and, on HTTP/1.1, the wait for each request's
+/// headers, the time between requests included.
+pub const DOWNSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 const METHODS: [&[u8]; 9] = [
     b"GET ",
     b"POST ",
@@ -80,7 +86,14 @@ pub async fn detect<T: AsyncRead + Unpin>(
         }
     };
     let protocol = if declared.is_http() {
-        read.await?
+        tokio::time::timeout(DOWNSTREAM_IDLE_TIMEOUT, read)
+            .await
+            .unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no request within {DOWNSTREAM_IDLE_TIMEOUT:?}"),
+                ))
+            })?
     } else {
         match tokio::time::timeout(timeout, read).await {
             Ok(r) => r?,
