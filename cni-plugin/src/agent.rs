@@ -59,6 +59,14 @@ pub struct Agent {
 /// How long a CNI ADD waits for the model to learn of its pod.
 const MODEL_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The agent's budget for a CNI ADD, from the request's arrival to the
+/// answer: the model's catch-up and ztunnel's acknowledgement included,
+/// under the plugin's 10 s (`plugin::client::DEFAULT_AGENT_TIMEOUT`) with
+/// room for the reply to travel, so that the agent's answer is the one the
+/// runtime sees rather than the plugin's timeout.
+const ADD_BUDGET: std::time::Duration = std::time::Duration::from_secs(8);
+const _: () = assert!(ADD_BUDGET.as_secs() + 2 <= crate::plugin::DEFAULT_AGENT_TIMEOUT.as_secs());
+
 type PluginRequest = (PluginEvent, oneshot::Sender<AgentReply>);
 
 impl Agent {
@@ -175,6 +183,7 @@ impl Agent {
             loop {
                 tokio::select! {
                     Some((event, reply)) = plugin_rx.recv() => {
+                        let answer_by = tokio::time::Instant::now() + ADD_BUDGET;
                         // The API object exists before its sandbox; give a
                         // model that lags behind it a moment to catch up, so
                         // the pod is handed over with its real identity.
@@ -188,7 +197,7 @@ impl Agent {
                             let model = models.borrow_and_update().clone();
                             pods.model_changed(model).await;
                         }
-                        let answer = pods.plugin_event(event).await;
+                        let answer = pods.plugin_event(event, answer_by).await;
                         let _ = reply.send(answer);
                     }
                     Ok(()) = models.changed() => {

@@ -104,7 +104,13 @@ impl Pods {
     }
 
     /// A CNI plugin event.
-    pub async fn plugin_event(&mut self, event: PluginEvent) -> AgentReply {
+    /// Handles the plugin's request, answering an ADD by `answer_by` (the
+    /// plugin gives up after its own timeout, failing the pod closed).
+    pub async fn plugin_event(
+        &mut self,
+        event: PluginEvent,
+        answer_by: tokio::time::Instant,
+    ) -> AgentReply {
         let key = (event.pod_namespace.clone(), event.pod_name.clone());
         match event.command {
             Command::Add => {
@@ -119,7 +125,7 @@ impl Pods {
                     .or_else(|| self.pod(&key.0, &key.1).map(uid_of))
                     .unwrap_or_else(|| name(&key));
                 match self
-                    .capture(&key, &uid, &event.netns, Origin::NewSandbox)
+                    .capture(&key, &uid, &event.netns, Origin::NewSandbox { answer_by })
                     .await
                 {
                     Ok(()) => AgentReply::Captured,
@@ -308,7 +314,19 @@ impl Pods {
             },
             netns: netns.clone(),
         };
-        if let Err(e) = self.zds.add(uid, handoff).await {
+        let handed_over = match origin {
+            // Past the plugin's patience the pod fails anyway: say so while
+            // the plugin still listens, and let ztunnel go of it.
+            Origin::NewSandbox { answer_by } => {
+                tokio::time::timeout_at(answer_by, self.zds.add(uid, handoff))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err("ztunnel did not take the pod within the CNI plugin's time".into())
+                    })
+            }
+            Origin::RunningPod => self.zds.add(uid, handoff).await,
+        };
+        if let Err(e) = handed_over {
             // Rules already in place: the agent restarted and is adopting a
             // pod it captured before. It stays captured even if no ztunnel
             // takes it right now; the next snapshot hands it over.
@@ -387,8 +405,9 @@ impl Pods {
 /// How a pod came to be captured.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Origin {
-    /// A CNI ADD: the sandbox is new and its application not started.
-    NewSandbox,
+    /// A CNI ADD: the sandbox is new and its application not started; the
+    /// plugin waits for the answer until `answer_by`.
+    NewSandbox { answer_by: tokio::time::Instant },
     /// A reconcile: the pod runs already and has just been enrolled (or
     /// the agent restarted).
     RunningPod,
