@@ -28,7 +28,11 @@ impl ZdsSocket {
     /// Connects to a listening agent at `path`.
     pub async fn connect(path: &Path) -> Result<Self, ZdsError> {
         let socket = Socket::new(Domain::UNIX, Type::SEQPACKET.cloexec(), None)?;
-        // A unix connect completes at once or fails; no need to wait on it.
+        // Non-blocking from the start: a unix connect then completes at once
+        // or fails, EAGAIN when the agent has stopped accepting and its
+        // backlog is full (a blocking connect would hold a runtime thread
+        // until the agent came back). The caller retries with back-off.
+        socket.set_nonblocking(true)?;
         socket.connect(&SockAddr::unix(path)?)?;
         Self::from_socket(socket)
     }
@@ -189,6 +193,46 @@ impl ZdsListener {
 mod tests {
     use super::*;
     use crate::{AddWorkload, WorkloadRequest, ZdsHello, workload_request};
+
+    /// An agent that has stopped accepting: once its backlog is full, a
+    /// connect fails at once instead of holding the caller's thread. (The
+    /// connects run on a thread of their own, so that a blocking one fails
+    /// this test instead of hanging it.)
+    #[test]
+    fn connecting_to_an_agent_that_does_not_accept_fails_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = Socket::new(Domain::UNIX, Type::SEQPACKET, None).unwrap();
+        listener.bind(&SockAddr::unix(&path).unwrap()).unwrap();
+        listener.listen(1).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let outcome = runtime.block_on(async {
+                let mut held = Vec::new();
+                for _ in 0..64 {
+                    match ZdsSocket::connect(&path).await {
+                        Ok(s) => held.push(s),
+                        Err(e) => return Some((held.len(), e)),
+                    }
+                }
+                None
+            });
+            let _ = tx.send(outcome);
+        });
+        let outcome = rx
+            .recv_timeout(std::time::Duration::from_secs(2))
+            .expect("connect must not wait for the agent to accept");
+        let (accepted, error) = outcome.expect("64 connections to a listener that never accepts");
+        assert!(accepted >= 1, "the backlog takes one at least");
+        assert!(
+            matches!(&error, ZdsError::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{error}"
+        );
+    }
 
     #[tokio::test]
     async fn message_with_descriptor_round_trips() {
