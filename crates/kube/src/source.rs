@@ -336,6 +336,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the first list of every kind watched may take.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The longest any Kubernetes call waits for the server between reads.
+pub const KUBE_READ_TIMEOUT: Duration = Duration::from_secs(295);
+
 /// A client for the cluster of `kubeconfig` (its current context), or,
 /// without one, the in-cluster service account (or `KUBECONFIG`); checked
 /// to answer within `timeout`, so a wrong address fails at once.
@@ -359,6 +362,14 @@ pub async fn connect(kubeconfig: Option<&Path>, timeout: Duration) -> Result<Cli
             .await
             .map_err(|e| SourceError::NoConfig(e.to_string()))?,
     };
+    let mut config = config;
+    // Every call waits at most this long for the server between reads (the
+    // kube client has none by default, so a hung relist or status write
+    // stalled its task for ever): the watchers' own idle bound, 290 s of
+    // watch plus 5, counted from each request rather than from when its
+    // pooled connection went idle.
+    config.read_timeout = Some(KUBE_READ_TIMEOUT);
+    config.reset_reader_on_write = true;
     let url = config.cluster_url.to_string();
     let client = Client::try_from(config).map_err(|e| SourceError::Client(e.to_string()))?;
     match tokio::time::timeout(timeout, client.apiserver_version()).await {
