@@ -427,3 +427,63 @@ async fn policies_are_made_before_and_broken_after_the_workloads_that_name_them(
     assert_eq!(second.type_url, AUTHORIZATION_TYPE);
     assert_eq!(second.removed_resources, ["apps/web-only"]);
 }
+
+/// reliability.md, waits on a peer: a proxy that subscribes and then stops
+/// reading fills its stream's window and istiod-lite's queue for it, so a
+/// push to it waits; istiod-lite's shutdown does not (it waited on that
+/// push for ever: the push was outside the drain's `select!`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_stops_reading_does_not_hold_up_istiods_shutdown() {
+    let mut mesh = Mesh::start().await;
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(DeltaDiscoveryRequest {
+        type_url: ADDRESS_TYPE.into(),
+        node: Some(mesh_proto::envoy::config::core::v3::Node {
+            id: "ztunnel~1.1.1.1~test.istio-system~istio-system.svc.cluster.local".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut client = ads_client(&mesh).await;
+    // Never read.
+    let _responses = client
+        .delta_aggregated_resources(bearer(&mesh, ReceiverStream::new(rx)))
+        .await
+        .unwrap()
+        .into_inner();
+    // Rounds of 300 pods with long names, every round a push of 300 new
+    // addresses and 300 removals (about 300 KB): in all, several times what
+    // the client's window (2 MiB) and istiod-lite's queue (16 pushes) hold.
+    let long = "x".repeat(220);
+    for round in 0..30u32 {
+        let pods: String = (0..300u32)
+            .map(|i| {
+                format!(
+                    "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{round}-{i}-{long}, namespace: apps}}\nspec: {{nodeName: n}}\nstatus: {{podIP: 10.{}.{}.{}}}\n---\n",
+                    100 + round,
+                    i / 250,
+                    1 + i % 250
+                )
+            })
+            .collect();
+        let before = mesh.istiod().resources.borrow().generation;
+        mesh.write_manifest("pods.yaml", &pods);
+        wait_until("istiod takes the round", || {
+            mesh.istiod().resources.borrow().generation > before
+        })
+        .await;
+    }
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(30), mesh.stop_istiod())
+        .await
+        .expect("istiod-lite's shutdown ends");
+    // The streams' grace is 2 s (istiod_lite::grpc::STREAMS_GRACE); the
+    // overall deadline, 10 s, is a backstop this must not reach.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the shutdown waited {:?} on a proxy that does not read",
+        started.elapsed()
+    );
+}

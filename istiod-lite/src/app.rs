@@ -27,6 +27,11 @@ use crate::source::manifests::{self, ErrorLog, ManifestDir};
 use crate::xds::{self, AdsService, ResourceSet, XdsStats};
 use mesh_kube::token_review::TokenReviewer;
 
+/// The longest a shutdown waits for the drain: in-flight CA calls and the
+/// xDS streams end well within it (a push to a proxy that stopped reading
+/// gives up at the drain's start); past it, istiod-lite stops anyway.
+pub const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 use mesh_proto::xds::MAX_MESSAGE_SIZE;
 
 /// Keeps the CA's pods-per-node index in step with the model's pods, so a
@@ -314,11 +319,21 @@ impl Istiod {
         self.resources_tx.send_replace(Arc::new(set));
     }
 
-    /// Stops accepting, lets in-flight calls finish, and waits for the server.
+    /// Stops accepting, lets in-flight calls finish, and waits for the
+    /// server, at most [`SHUTDOWN_DEADLINE`].
     pub async fn shutdown(self) {
-        self.drain.drain(DrainMode::Graceful).await;
-        for t in self.tasks {
-            let _ = t.await;
+        let tasks = self.tasks;
+        let drained = async {
+            self.drain.drain(DrainMode::Graceful).await;
+            for t in tasks {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, drained)
+            .await
+            .is_err()
+        {
+            warn!(after = ?SHUTDOWN_DEADLINE, "the drain did not end in time; stopping anyway");
         }
     }
 }

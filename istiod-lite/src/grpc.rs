@@ -102,6 +102,10 @@ pub fn server_config(chain: &[String], key_pem: &str) -> anyhow::Result<Arc<Serv
     Ok(Arc::new(config))
 }
 
+/// How long, once a drain starts, open calls and streams are given to end
+/// before the server stops without them.
+pub const STREAMS_GRACE: Duration = Duration::from_secs(2);
+
 /// Serves `router` on `listener` over TLS until `shutdown` resolves; then
 /// stops accepting and lets in-flight calls finish.
 pub async fn serve(
@@ -159,12 +163,29 @@ pub async fn serve(
             });
         }
     });
-    let result = router
-        .serve_with_incoming_shutdown(ReceiverStream::new(rx), async move {
-            shutdown.await;
-            let _ = stop_tx.send(());
-        })
-        .await;
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = router.serve_with_incoming_shutdown(ReceiverStream::new(rx), async move {
+        shutdown.await;
+        let _ = stop_tx.send(());
+        let _ = draining_tx.send(());
+    });
+    // A graceful stop waits for every open stream to end, and a response
+    // stream to a proxy that stopped reading never ends: after the grace,
+    // the server stops without them.
+    let grace_over = async {
+        if draining_rx.await.is_ok() {
+            tokio::time::sleep(STREAMS_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = tokio::select! {
+        r = serving => r,
+        () = grace_over => {
+            warn!(after = ?STREAMS_GRACE, "streams still open after the drain's grace; closing them");
+            Ok(())
+        }
+    };
     accept_loop.abort();
     result
 }

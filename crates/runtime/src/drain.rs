@@ -35,6 +35,29 @@ pub struct DrainWatcher {
     _done: mpsc::Sender<()>,
 }
 
+/// A [`DrainWatcher`] that the drain does not wait for: held by what lives
+/// as long as a server does (a service cloned into every connection), it
+/// hands each piece of work a watcher of its own.
+#[derive(Clone)]
+pub struct WeakDrainWatcher {
+    signal: watch::Receiver<Option<DrainMode>>,
+    done: mpsc::WeakSender<()>,
+}
+
+impl WeakDrainWatcher {
+    /// A watcher the drain waits for, unless the drain has started (work
+    /// that begins then is refused) or finished.
+    pub fn upgrade(&self) -> Option<DrainWatcher> {
+        if self.signal.borrow().is_some() {
+            return None;
+        }
+        Some(DrainWatcher {
+            signal: self.signal.clone(),
+            _done: self.done.upgrade()?,
+        })
+    }
+}
+
 pub fn new() -> (DrainTrigger, DrainWatcher) {
     let (signal_tx, signal_rx) = watch::channel(None);
     let (done_tx, done_rx) = mpsc::channel(1);
@@ -77,6 +100,14 @@ impl DrainWatcher {
 
     pub fn is_draining(&self) -> bool {
         self.signal.borrow().is_some()
+    }
+
+    /// A handle that the drain does not wait for ([`WeakDrainWatcher`]).
+    pub fn downgrade(&self) -> WeakDrainWatcher {
+        WeakDrainWatcher {
+            signal: self.signal.clone(),
+            done: self._done.downgrade(),
+        }
     }
 }
 
@@ -156,6 +187,27 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
+
+    #[tokio::test]
+    async fn the_drain_waits_for_upgraded_watchers_not_for_weak_ones() {
+        let (trigger, watcher) = new();
+        let weak = watcher.downgrade();
+        let work = weak.upgrade().expect("no drain yet");
+        drop(watcher);
+        trigger.start(DrainMode::Graceful);
+        assert!(weak.upgrade().is_none(), "no new work once draining");
+        let draining = tokio::spawn(trigger.drain(DrainMode::Graceful));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !draining.is_finished(),
+            "the upgraded watcher holds the drain"
+        );
+        drop(work);
+        tokio::time::timeout(Duration::from_secs(2), draining)
+            .await
+            .expect("the weak watcher does not hold the drain")
+            .unwrap();
+    }
 
     #[tokio::test]
     async fn a_dual_stack_listener_hands_over_ipv4_peers_as_ipv4() {

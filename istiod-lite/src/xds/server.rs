@@ -17,7 +17,7 @@ use mesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_serv
 use mesh_proto::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
-use mesh_runtime::drain::DrainWatcher;
+use mesh_runtime::drain::{DrainWatcher, WeakDrainWatcher};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -41,7 +41,9 @@ pub struct XdsStats {
 pub struct AdsService {
     auth: Arc<dyn Authenticator>,
     resources: watch::Receiver<Arc<ResourceSet>>,
-    drain: DrainWatcher,
+    /// Weak: the service lives in every connection of the gRPC server,
+    /// which the drain must not wait for; each stream holds a watcher.
+    drain: WeakDrainWatcher,
     stats: Arc<XdsStats>,
     metrics: Arc<Metrics>,
 }
@@ -57,7 +59,7 @@ impl AdsService {
         Self {
             auth,
             resources,
-            drain,
+            drain: drain.downgrade(),
             stats,
             metrics,
         }
@@ -77,6 +79,10 @@ impl AggregatedDiscoveryService for AdsService {
         let caller = authenticate(self.auth.as_ref(), request.metadata())
             .await
             .inspect_err(|s| warn!(reason = %s.message(), "xDS stream refused"))?;
+        let drain = self
+            .drain
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("istiod-lite is shutting down"))?;
         let (tx, rx) = mpsc::channel(16);
         self.stats.streams.fetch_add(1, Ordering::Relaxed);
         let stream = AdsStream {
@@ -87,12 +93,9 @@ impl AggregatedDiscoveryService for AdsService {
             tx,
             stats: self.stats.clone(),
             metrics: self.metrics.clone(),
+            drain,
         };
-        tokio::spawn(stream.run(
-            request.into_inner(),
-            self.resources.clone(),
-            self.drain.clone(),
-        ));
+        tokio::spawn(stream.run(request.into_inner(), self.resources.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -108,6 +111,9 @@ struct AdsStream {
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
     stats: Arc<XdsStats>,
     metrics: Arc<Metrics>,
+    /// Also raced by every push, which may wait on a proxy that does not
+    /// read.
+    drain: DrainWatcher,
 }
 
 impl AdsStream {
@@ -115,8 +121,8 @@ impl AdsStream {
         mut self,
         mut requests: Streaming<DeltaDiscoveryRequest>,
         mut resources: watch::Receiver<Arc<ResourceSet>>,
-        drain: DrainWatcher,
     ) {
+        let drain = self.drain.clone();
         self.metrics.connected(true);
         loop {
             tokio::select! {
@@ -308,7 +314,12 @@ impl AdsStream {
         self.stats
             .resources_sent
             .fetch_add(response.resources.len() as u64, Ordering::Relaxed);
-        self.tx.send(Ok(response)).await.map_err(|_| ())
+        // A proxy that stops reading fills the stream's window and this
+        // queue; the push then waits for it, but not past a drain.
+        tokio::select! {
+            sent = self.tx.send(Ok(response)) => sent.map_err(|_| ()),
+            _ = self.drain.signaled() => Err(()),
+        }
     }
 }
 
