@@ -20,6 +20,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
+use crate::background::Background;
+
 /// The Kubernetes release the components come from.
 pub const KUBERNETES_VERSION: &str = "v1.37.2";
 
@@ -151,65 +153,17 @@ pub fn test() -> anyhow::Result<()> {
 /// priority, its output in `target/cluster/build.log`. CI starts it first:
 /// it takes what the Rust suites leave idle (most of a test run waits on
 /// processes and the network), and the cluster's steps wait for it.
-pub struct Background {
-    child: std::process::Child,
-    log: PathBuf,
-    started: Instant,
-}
-
 pub fn build_in_background() -> anyhow::Result<Background> {
-    use std::os::unix::process::CommandExt;
-    let log = Path::new("target/cluster/build.log").to_path_buf();
     std::fs::create_dir_all("target/cluster")?;
-    let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let child = Command::new("nice")
-        .args(["-n", "19"])
+    let mut cmd = Command::new("nice");
+    cmd.args(["-n", "19"])
         .arg(std::env::current_exe().context("finding the xtask binary")?)
-        .args(["cluster", "build"])
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        // Its own process group, so that go's compilers go with it.
-        .process_group(0)
-        .spawn()
-        .context("starting cargo xtask cluster build in the background")?;
-    eprintln!(
-        "==> cargo xtask cluster build, in the background at nice 19 (log: {})",
-        log.display()
-    );
-    Ok(Background {
-        child,
-        log,
-        started: Instant::now(),
-    })
-}
-
-impl Background {
-    /// Waits for the build; its log is shown either way.
-    pub fn wait(mut self) -> anyhow::Result<()> {
-        eprintln!("==> waiting for the background cluster build");
-        let status = self.child.wait().context("waiting for the cluster build")?;
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        eprint!("{text}");
-        eprintln!(
-            "xtask: the background cluster build ended after {:.0?} ({status})",
-            self.started.elapsed()
-        );
-        if !status.success() {
-            bail!("cargo xtask cluster build failed ({status}); its output is above");
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Background {
-    /// A CI step failed first: the build goes too.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
-            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
-            let _ = self.child.wait();
-        }
-    }
+        .args(["cluster", "build"]);
+    Background::start(
+        "cargo xtask cluster build, at nice 19",
+        Path::new("target/cluster/build.log"),
+        cmd,
+    )
 }
 
 /// Runs the `cluster` binary (built first) with the same arguments.

@@ -119,10 +119,11 @@ fn targets(fuzz_dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-/// `cargo +stable fuzz <args>` in the repository root, on stable.
+/// `cargo +stable fuzz <args>` in the repository root, on stable, at the
+/// lowest CPU priority (CI runs the soak beside it; nothing here is timed).
 fn cargo_fuzz_command(fuzz_dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new("cargo");
-    cmd.arg("+stable")
+    let mut cmd = Command::new("nice");
+    cmd.args(["-n", "19", "cargo", "+stable"])
         .arg("fuzz")
         .args(args)
         .env("RUSTC_BOOTSTRAP", "1")

@@ -1,9 +1,11 @@
 //! Project automation. `cargo xtask <task>`; run without a task for the list.
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, bail};
 
+mod background;
 mod cluster;
 mod demo;
 mod faults;
@@ -158,26 +160,28 @@ fn ci() -> anyhow::Result<()> {
     // then the capture suite again with eBPF redirection.
     cargo(&["test", "--workspace"])?;
     e2e("ebpf")?;
-    // Row D4: the soak, 10 minutes of traffic through rotation, policy
-    // churn and control-plane restarts (ignored by `cargo test` for its
-    // length).
-    cargo(&[
-        "test",
-        "-p",
-        "integration",
-        "--test",
-        "soak",
-        "--",
-        "--ignored",
-        "--nocapture",
-    ])?;
     // The fault and attack rows' tests have now run in both modes: each
     // row's tests must exist and be on docs/reliability.md (`cargo xtask
     // e2e --suite faults` runs them as their own suite).
     faults::check_listed()?;
+    // Row D4: the soak, 10 minutes of traffic through rotation, policy
+    // churn and control-plane restarts (ignored by `cargo test` for its
+    // length), beside the steps that need no network (the fuzz pass, at
+    // the lowest priority, in its own workspace), so that it adds little
+    // to CI's time. Started after the check above: its cargo holds the
+    // build directory's lock while the soak runs.
+    let mut soak = Command::new("cargo");
+    soak.args(["test", "-p", "integration", "--test", "soak", "--"])
+        .args(["--ignored", "--nocapture"]);
+    let soak = background::Background::start(
+        "the soak (docs/reliability.md D4)",
+        Path::new("target/soak.log"),
+        soak,
+    )?;
     // Every fuzz target builds and runs briefly from its seeds; the 60 s
     // runs and longer ones are `cargo xtask fuzz` (docs/fuzzing.md).
     fuzz::run(&["--seconds".to_string(), "10".to_string()])?;
+    soak.wait()?;
     // The real control plane: the node simulator's and the mesh's tests on
     // it, then the README's first command, unattended, so it cannot rot.
     components.wait()?;
