@@ -92,12 +92,24 @@ fn an_application_without_net_admin_cannot_mark_or_spoof_its_way_past_the_captur
         "strict.yaml",
         "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: apps}\nspec:\n  mtls: {mode: STRICT}\n",
     );
-    c.wait_for("ztunnel has the STRICT policy", |c| {
-        // The server lists the static STRICT policy (PeerAuthentication
-        // becomes a DENY without identity, as Istio's istiod writes it).
-        c.ztunnel_config_dump("node-a")
-            .to_string()
-            .contains("istio_converted_static_strict")
+    c.wait_for("ztunnel has the STRICT policy for the server", |c| {
+        // The server's workload lists the static STRICT policy
+        // (PeerAuthentication becomes a DENY without identity, as Istio's
+        // istiod writes it). The policy itself is always published, so
+        // finding its name anywhere in the dump proves nothing: a run that
+        // looked for that connected before STRICT applied.
+        let dump = c.ztunnel_config_dump("node-a");
+        dump["workloads"].as_array().is_some_and(|ws| {
+            ws.iter().any(|w| {
+                w["name"] == "server"
+                    && w["authorizationPolicies"].as_array().is_some_and(|p| {
+                        p.iter().any(|p| {
+                            p.as_str()
+                                .is_some_and(|p| p.ends_with("/istio_converted_static_strict"))
+                        })
+                    })
+            })
+        })
     });
     let (client, server) = (c.get("apps", "client"), c.get("apps", "server"));
     let url = format!("http://{}:{HTTP_PORT}/", server.ip);
