@@ -249,6 +249,18 @@ async fn ads_client(mesh: &Mesh) -> AggregatedDiscoveryServiceClient<tonic::tran
     AggregatedDiscoveryServiceClient::new(channel)
 }
 
+/// A ztunnel's first request for `type_url`.
+fn subscription(type_url: &str) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: type_url.into(),
+        node: Some(mesh_proto::envoy::config::core::v3::Node {
+            id: "ztunnel~1.1.1.1~test.istio-system~istio-system.svc.cluster.local".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 fn bearer<T>(mesh: &Mesh, body: T) -> Request<T> {
     let token = mesh.istiod().tokens.issue(
         &Caller {
@@ -296,13 +308,8 @@ async fn the_server_sends_only_what_the_client_lacks_and_logs_nacks() {
     ]);
     let (tx, rx) = mpsc::channel(4);
     tx.send(DeltaDiscoveryRequest {
-        type_url: ADDRESS_TYPE.into(),
         initial_resource_versions: held,
-        node: Some(mesh_proto::envoy::config::core::v3::Node {
-            id: "ztunnel~1.1.1.1~test.istio-system~istio-system.svc.cluster.local".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
+        ..subscription(ADDRESS_TYPE)
     })
     .await
     .unwrap();
@@ -381,16 +388,7 @@ async fn policies_are_made_before_and_broken_after_the_workloads_that_name_them(
     .await;
     let (tx, rx) = mpsc::channel(8);
     for type_url in [ADDRESS_TYPE, AUTHORIZATION_TYPE] {
-        tx.send(DeltaDiscoveryRequest {
-            type_url: type_url.into(),
-            node: Some(mesh_proto::envoy::config::core::v3::Node {
-                id: "ztunnel~1.1.1.1~test.istio-system~istio-system.svc.cluster.local".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        tx.send(subscription(type_url)).await.unwrap();
     }
     let mut client = ads_client(&mesh).await;
     let mut responses = client
@@ -436,16 +434,7 @@ async fn policies_are_made_before_and_broken_after_the_workloads_that_name_them(
 async fn a_proxy_that_stops_reading_does_not_hold_up_istiods_shutdown() {
     let mut mesh = Mesh::start().await;
     let (tx, rx) = mpsc::channel(4);
-    tx.send(DeltaDiscoveryRequest {
-        type_url: ADDRESS_TYPE.into(),
-        node: Some(mesh_proto::envoy::config::core::v3::Node {
-            id: "ztunnel~1.1.1.1~test.istio-system~istio-system.svc.cluster.local".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    tx.send(subscription(ADDRESS_TYPE)).await.unwrap();
     let mut client = ads_client(&mesh).await;
     // Never read.
     let _responses = client

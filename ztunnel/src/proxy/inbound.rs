@@ -79,34 +79,25 @@ async fn serve(
         }
     };
     server::serve_until(tls, &inputs.config.h2, shutdown, revoked, |connect| {
-        let stream = handle_stream(
+        // As on the outbound side, the setup is boxed so that an open
+        // stream's task holds only the relay's state (reliability.md E2).
+        let opened = Box::pin(open(
             inputs.clone(),
             workload.clone(),
             connect,
             peer,
             local,
             peer_id.clone(),
-        );
+        ));
+        let stream = async move {
+            if let Some(relay) = opened.await {
+                relay.run().await;
+            }
+        };
         tokio::spawn(run_with_drain(drain.clone(), deadline, stream));
     })
     .await?;
     Ok(())
-}
-
-async fn handle_stream(
-    inputs: Arc<ProxyInputs>,
-    workload: Arc<Workload>,
-    connect: InboundConnect,
-    peer: SocketAddr,
-    local: SocketAddr,
-    peer_id: Identity,
-) {
-    // As on the outbound side, the setup is boxed so an open stream's task
-    // holds only the relay's state (reliability.md E2).
-    let opened = Box::pin(open(inputs, workload, connect, peer, local, peer_id)).await;
-    if let Some(relay) = opened {
-        relay.run().await;
-    }
 }
 
 /// An accepted stream, its application connection and its accounting;
